@@ -1,0 +1,135 @@
+"""Backends: functions with one signature that compute attention, and the registry that names them.
+
+``run(q, k, v, call) -> AttentionOutput`` with ``q (..., i, d)``, ``k (..., j, d)``, ``v (..., j, dv)``
+and an already validated :class:`AttentionCall`. ``why_not(call)`` returns ``None`` when the backend can
+do what was asked and otherwise the reason it cannot.
+
+- ``eager``: the reference; any score, any normaliser, returns weights.
+- ``sdpa``: PyTorch's fused ``scaled_dot_product_attention``; softmax over a score that is exactly a
+  scaled dot product (``scaled_dot``, ``dot``, ``general``, ``cosine``, see ``scores.as_scaled_dot``);
+  no weights.
+- ``chunked``: exact attention over key blocks with an online softmax (``attention/chunked.py``).
+
+``auto`` (see :func:`choose_backend`) takes ``sdpa`` when it can do the call and ``eager`` otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .masks import fill_value
+from .normalize import get_normalizer
+from .scores import as_scaled_dot, get_score
+from .call import AttentionCall, AttentionOutput
+
+__all__ = ["Backend", "BACKENDS", "register_backend", "get_backend", "choose_backend"]
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    run: Callable[[Tensor, Tensor, Tensor, AttentionCall], AttentionOutput]
+    why_not: Callable[[AttentionCall], str | None]
+
+
+BACKENDS: dict[str, Backend] = {}
+
+
+def register_backend(name: str, run, why_not) -> Backend:
+    """Add a backend to the registry (used for the built-in ones; open to users)."""
+    backend = Backend(name, run, why_not)
+    BACKENDS[name] = backend
+    return backend
+
+
+def get_backend(name: str) -> Backend:
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose 'auto' or one of {sorted(BACKENDS)}")
+    return BACKENDS[name]
+
+
+# ---------------------------------------------------------------------------------------------- eager
+
+
+def _softmax_inplace(scores: Tensor, mask: Tensor | None) -> Tensor:
+    """Softmax written over the freshly computed ``scores`` buffer (inference only).
+
+    Touching fresh memory is slow on these machines, so the (i, j) scores buffer becomes the weights
+    instead of allocating a second one.
+    """
+    if mask is not None:
+        scores.masked_fill_(~mask, fill_value(scores.dtype))
+    torch._softmax(scores, -1, False, out=scores)
+    if mask is not None:
+        row_any = mask.any(dim=-1, keepdim=True)
+        if not bool(row_any.all()):
+            scores.mul_(row_any)
+    return scores
+
+
+def _eager_run(q: Tensor, k: Tensor, v: Tensor, call: AttentionCall) -> AttentionOutput:
+    scores = get_score(call.score)(q, k, **call.score_params)  # (..., i, j)
+    grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad or scores.requires_grad)
+    if call.normalize == "softmax" and not grad and not call.normalize_params:
+        weights = _softmax_inplace(scores, call.mask)
+    else:
+        weights = get_normalizer(call.normalize)(scores, call.mask, **call.normalize_params)
+    dropped = F.dropout(weights, call.dropout) if call.dropout > 0 else weights
+    context = dropped @ v  # (..., i, dv)
+    return AttentionOutput(context, weights if call.need_weights else None)
+
+
+def _eager_why_not(call: AttentionCall) -> str | None:
+    return None
+
+
+register_backend("eager", _eager_run, _eager_why_not)
+
+
+# ----------------------------------------------------------------------------------------------- sdpa
+
+
+def _sdpa_why_not(call: AttentionCall) -> str | None:
+    if call.need_weights:
+        return "the fused kernel does not return attention weights (use backend='eager' for weights)"
+    if call.normalize != "softmax" or call.normalize_params:
+        return f"the fused kernel computes softmax only, not normalize={call.normalize!r}"
+    if call.score not in ("scaled_dot", "dot", "general", "cosine"):
+        name = call.score if isinstance(call.score, str) else "a custom callable"
+        return f"score {name!r} is not a scaled dot product, which is all the fused kernel computes"
+    return None
+
+
+def _sdpa_run(q: Tensor, k: Tensor, v: Tensor, call: AttentionCall) -> AttentionOutput:
+    q2, k2, scale = as_scaled_dot(call.score, q, k, call.score_params)
+    mask = call.mask
+    empty_rows = None
+    if mask is not None:
+        row_any = mask.any(dim=-1, keepdim=True)  # (..., i, 1)
+        if not bool(row_any.all()):
+            # Let fully masked rows attend everywhere (no NaN forward or backward), then zero them.
+            empty_rows = ~row_any
+            mask = mask | empty_rows
+    context = F.scaled_dot_product_attention(q2, k2, v, attn_mask=mask, dropout_p=call.dropout, scale=scale)
+    if empty_rows is not None:
+        context = context.masked_fill(empty_rows, 0.0)
+    return AttentionOutput(context, None)
+
+
+register_backend("sdpa", _sdpa_run, _sdpa_why_not)
+
+
+def choose_backend(call: AttentionCall) -> str:
+    """The rule behind ``backend="auto"``: the fused kernel when it can compute exactly what was asked
+    (softmax over a scaled dot product, possibly after the exact rewrite of ``dot``, ``general`` or
+    ``cosine``, without weights); otherwise ``eager``, the only backend that returns weights or handles
+    every normaliser. ``chunked`` is never chosen automatically: it trades speed for memory, so it is
+    picked by name for inputs too long for the others.
+    """
+    return "sdpa" if _sdpa_why_not(call) is None else "eager"
+

@@ -1,0 +1,155 @@
+"""Stage 2 of attention: turning scores ``(..., i, j)`` into weights ``(..., i, j)``.
+
+Every normaliser takes ``scores`` and an optional boolean ``mask`` (True = may attend, broadcastable to
+the scores) and returns weights that are exactly 0 on masked keys. A fully masked row gets all-zero
+weights and a finite gradient, never NaN.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from .masks import fill_value
+
+__all__ = ["softmax", "relu", "sparsemax", "hard", "gumbel", "NORMALIZERS", "get_normalizer"]
+
+
+def _fill(scores: Tensor, mask: Tensor | None) -> Tensor:
+    return scores if mask is None else scores.masked_fill(~mask, fill_value(scores.dtype))
+
+
+def _zero_empty_rows(weights: Tensor, mask: Tensor | None) -> Tensor:
+    """Zero the rows whose keys are all masked (elsewhere masked weights are already exactly 0)."""
+    if mask is None:
+        return weights
+    row_any = mask.any(dim=-1, keepdim=True)
+    if bool(row_any.all()):
+        return weights
+    return weights * row_any
+
+
+def softmax(scores: Tensor, mask: Tensor | None = None) -> Tensor:
+    """``w_ij = exp(s_ij) / Σ_j' exp(s_ij')`` over the unmasked keys.
+
+    Masked scores are set to the most negative finite value, whose exponential underflows to exactly 0.
+    """
+    return _zero_empty_rows(torch.softmax(_fill(scores, mask), dim=-1), mask)
+
+
+def relu(scores: Tensor, mask: Tensor | None = None, *, divide_by_length: bool = False) -> Tensor:
+    """ReLU in place of softmax: ``w_ij = max(s_ij, 0)``, masked keys 0.
+
+    This is what the notes propose: the weights are *not* normalised, so rows need not sum to 1 and a
+    row whose scores are all negative attends to nothing. With ``divide_by_length=True`` each row is
+    divided by its number of unmasked keys ``L`` (``w = relu(s) / L``, Wortsman et al. 2023), which keeps
+    the output scale independent of sequence length.
+    """
+    w = torch.relu(scores)
+    if mask is not None:
+        w = w.masked_fill(~mask, 0.0)
+    if divide_by_length:
+        j = scores.shape[-1]
+        n = mask.expand(*mask.shape[:-1], j).sum(-1, keepdim=True) if mask is not None else torch.tensor(float(j))
+        w = w / n.clamp_min(1).to(w.dtype)
+    return w
+
+
+def sparsemax(scores: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Sparsemax: the Euclidean projection of the scores onto the probability simplex
+    (Martins & Astudillo 2016, eq. 2 and Algorithm 1): ``w_ij = max(s_ij - τ_i, 0)`` with ``τ_i`` chosen
+    so each row sums to 1. Low scores get exactly zero weight.
+
+    Masked scores are placed 2 below the row's largest unmasked score: since ``τ ≥ max - 1`` they can
+    never enter the support. Autograd through ``τ`` with the support fixed gives the paper's Jacobian.
+    """
+    if mask is not None:
+        row_max = scores.detach().masked_fill(~mask, fill_value(scores.dtype)).amax(-1, keepdim=True)
+        row_max = torch.where(mask.any(-1, keepdim=True), row_max, torch.zeros_like(row_max))
+        scores = torch.where(mask, scores, row_max - 2.0)
+    z_sorted, _ = torch.sort(scores, dim=-1, descending=True)
+    j = scores.shape[-1]
+    ks = torch.arange(1, j + 1, device=scores.device, dtype=scores.dtype)
+    cumsum = z_sorted.cumsum(-1)
+    support = 1 + ks * z_sorted > cumsum  # (..., i, j), a prefix of the sorted keys
+    k_support = support.sum(-1, keepdim=True)  # (..., i, 1) >= 1
+    tau = (cumsum.gather(-1, k_support - 1) - 1) / k_support.to(scores.dtype)
+    w = torch.clamp(scores - tau, min=0)
+    if mask is not None:
+        w = _zero_empty_rows(w.masked_fill(~mask, 0.0), mask)
+    return w
+
+
+def _straight_through(index: Tensor, soft: Tensor) -> Tensor:
+    """One-hot at ``index`` in the forward pass, the gradient of ``soft`` in the backward pass."""
+    one_hot = torch.zeros_like(soft).scatter_(-1, index, 1.0)
+    return one_hot - soft.detach() + soft
+
+
+def hard(scores: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Hard attention: all weight on the best-scoring unmasked key (``argmax``; ties go to the first).
+
+    Trainable with a straight-through estimator (Bengio et al. 2013): the forward pass is one-hot, the
+    backward pass uses the gradient of the softmax of the same scores.
+    """
+    filled = _fill(scores, mask)
+    soft = torch.softmax(filled, dim=-1)
+    w = _straight_through(filled.argmax(-1, keepdim=True), soft)
+    if mask is not None:
+        w = _zero_empty_rows(w, mask)
+    return w
+
+
+def gumbel(
+    scores: Tensor,
+    mask: Tensor | None = None,
+    *,
+    tau: float = 1.0,
+    generator: torch.Generator | None = None,
+    hard: bool = True,
+) -> Tensor:
+    """Stochastic hard attention: sample one key with probability ``softmax(s)_j`` by the Gumbel-max
+    trick, trainable by the straight-through Gumbel-softmax estimator (Jang et al. 2017, eq. 2).
+
+    ``y = softmax((s + g) / tau)`` with ``g ~ Gumbel(0, 1)`` drawn from ``generator`` (pass a seeded
+    ``torch.Generator`` for reproducible samples). With ``hard=True`` the forward pass is the one-hot of
+    ``argmax(s + g)`` and the backward pass uses the gradient of ``y``; with ``hard=False`` ``y`` itself.
+    """
+    if tau <= 0:
+        raise ValueError(f"gumbel tau must be > 0, got {tau}")
+    u = torch.rand(scores.shape, generator=generator, device=scores.device, dtype=scores.dtype)
+    tiny = torch.finfo(scores.dtype).tiny
+    g = -torch.log((-torch.log(u.clamp_min(tiny))).clamp_min(tiny))  # Gumbel(0, 1)
+    perturbed = _fill(scores + g, mask)
+    soft = torch.softmax(perturbed / tau, dim=-1)
+    w = _straight_through(perturbed.argmax(-1, keepdim=True), soft) if hard else soft
+    if mask is not None:
+        w = _zero_empty_rows(w.masked_fill(~mask, 0.0) if not hard else w, mask)
+    return w
+
+
+NORMALIZERS: dict[str, Callable[..., Tensor]] = {
+    "softmax": softmax,
+    "relu": relu,
+    "sparsemax": sparsemax,
+    "hard": hard,
+    "gumbel": gumbel,
+}
+
+# Normalisers whose backward pass is the true gradient (the others use a straight-through estimate).
+DIFFERENTIABLE = ("softmax", "relu", "sparsemax")
+
+
+def get_normalizer(normalize: str | Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """The normaliser for a name in :data:`NORMALIZERS`, or ``normalize`` itself if it is callable."""
+    if callable(normalize):
+        return normalize
+    if not isinstance(normalize, str) or normalize not in NORMALIZERS:
+        raise ValueError(
+            f"unknown normalize {normalize!r}; choose one of {sorted(NORMALIZERS)} "
+            "or pass a callable (scores, mask) -> weights"
+        )
+    return NORMALIZERS[normalize]
+

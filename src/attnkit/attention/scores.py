@@ -1,0 +1,132 @@
+"""Stage 1 of attention: the similarity score between every query and every key.
+
+Every score maps queries ``q (..., i, d_q)`` and keys ``k (..., j, d_k)`` to scores ``(..., i, j)``.
+Parameters that a score needs (a bilinear matrix, the additive MLP) are passed in explicitly: these are
+pure functions, the modules in :mod:`attnkit.layers` own the parameters.
+
+A score that is a dot product of transformed queries and keys can be *rewritten* as
+``scale * q' @ k'.T`` (:func:`as_scaled_dot`), which lets the fused kernel compute it exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+__all__ = ["dot", "scaled_dot", "cosine", "general", "additive", "SCORES", "ScoreSpec", "get_score", "as_scaled_dot"]
+
+
+def dot(q: Tensor, k: Tensor) -> Tensor:
+    """Dot-product score ``s_ij = q_i · k_j`` (Luong et al. 2015, eq. 8 "dot")."""
+    return q @ k.transpose(-2, -1)
+
+
+def scaled_dot(q: Tensor, k: Tensor, scale: float | None = None) -> Tensor:
+    """Scaled dot product ``s_ij = q_i · k_j / sqrt(d)`` (Vaswani et al. 2017, eq. 1).
+
+    Dividing by ``sqrt(d)`` keeps the variance of the score at ~1 when the components of ``q`` and ``k``
+    are independent with unit variance, so the softmax does not saturate. ``scale`` overrides ``1/sqrt(d)``.
+    """
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    # Scaling the (i, d) queries is cheaper than scaling the (i, j) scores.
+    return (q * scale) @ k.transpose(-2, -1)
+
+
+def cosine(q: Tensor, k: Tensor, temperature: float = 1.0, eps: float = 1e-8) -> Tensor:
+    """Cosine similarity divided by a temperature: ``s_ij = cos(q_i, k_j) / temperature``.
+
+    Scores lie in ``[-1/temperature, 1/temperature]``; a small temperature sharpens the distribution
+    (Graves et al. 2014 use cosine similarity for content addressing).
+    """
+    if temperature <= 0:
+        raise ValueError(f"cosine temperature must be > 0, got {temperature}")
+    qn = q / q.norm(dim=-1, keepdim=True).clamp_min(eps)
+    kn = k / k.norm(dim=-1, keepdim=True).clamp_min(eps)
+    return (qn / temperature) @ kn.transpose(-2, -1)
+
+
+def general(q: Tensor, k: Tensor, weight: Tensor) -> Tensor:
+    """Bilinear ("general") score ``s_ij = q_iᵀ W k_j`` with ``W (d_q, d_k)`` (Luong et al. 2015, eq. 8)."""
+    if weight.dim() != 2 or weight.shape != (q.shape[-1], k.shape[-1]):
+        raise ValueError(
+            f"general score: weight must have shape (d_q, d_k) = ({q.shape[-1]}, {k.shape[-1]}), "
+            f"got {tuple(weight.shape)}"
+        )
+    return (q @ weight) @ k.transpose(-2, -1)
+
+
+def additive(q: Tensor, k: Tensor, w_q: Tensor, w_k: Tensor, v: Tensor) -> Tensor:
+    """Additive (MLP) score ``s_ij = vᵀ tanh(W_q q_i + W_k k_j)`` (Bahdanau et al. 2015, eq. 6 / A.1.2).
+
+    ``w_q (a, d_q)``, ``w_k (a, d_k)``, ``v (a,)``. The ``(..., i, j, a)`` hidden layer is materialised;
+    the ``chunked`` backend computes it one key block at a time for long inputs.
+    """
+    if w_q.dim() != 2 or w_q.shape[1] != q.shape[-1]:
+        raise ValueError(f"additive score: w_q must be (a, d_q={q.shape[-1]}), got {tuple(w_q.shape)}")
+    if w_k.dim() != 2 or w_k.shape[1] != k.shape[-1] or w_k.shape[0] != w_q.shape[0]:
+        raise ValueError(
+            f"additive score: w_k must be (a={w_q.shape[0]}, d_k={k.shape[-1]}), got {tuple(w_k.shape)}"
+        )
+    if v.shape != (w_q.shape[0],):
+        raise ValueError(f"additive score: v must be (a={w_q.shape[0]},), got {tuple(v.shape)}")
+    pq = q @ w_q.T  # (..., i, a)
+    pk = k @ w_k.T  # (..., j, a)
+    hidden = torch.tanh(pq.unsqueeze(-2) + pk.unsqueeze(-3))  # (..., i, j, a)
+    return hidden @ v  # (..., i, j)
+
+
+@dataclass(frozen=True)
+class ScoreSpec:
+    """A named score: its function and whether it needs ``d_q == d_k``."""
+
+    fn: Callable[..., Tensor]
+    same_dim: bool
+
+
+SCORES: dict[str, ScoreSpec] = {
+    "dot": ScoreSpec(dot, same_dim=True),
+    "scaled_dot": ScoreSpec(scaled_dot, same_dim=True),
+    "cosine": ScoreSpec(cosine, same_dim=True),
+    "general": ScoreSpec(general, same_dim=False),
+    "additive": ScoreSpec(additive, same_dim=False),
+}
+
+
+def get_score(score: str | Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """The score function for a name in :data:`SCORES`, or ``score`` itself if it is callable."""
+    if callable(score):
+        return score
+    if not isinstance(score, str) or score not in SCORES:
+        raise ValueError(f"unknown score {score!r}; choose one of {sorted(SCORES)} or pass a callable (q, k) -> (..., i, j)")
+    return SCORES[score].fn
+
+
+def as_scaled_dot(score: str | Callable, q: Tensor, k: Tensor, params: dict) -> tuple[Tensor, Tensor, float] | None:
+    """Rewrite a score as ``scale * q' @ k'ᵀ`` when that is exact; ``None`` otherwise.
+
+    - ``dot``: ``q' = q``, scale 1;  ``scaled_dot``: scale ``1/sqrt(d)`` (or the given one);
+    - ``general``: ``q' = q W``, scale 1 (associativity of the matrix product);
+    - ``cosine``: ``q', k'`` unit-normalised, scale ``1/temperature``.
+    """
+    if score == "dot":
+        return q, k, 1.0
+    if score == "scaled_dot":
+        scale = params.get("scale")
+        return q, k, (1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale))
+    if score == "general":
+        weight = params["weight"]
+        general(q[..., :0, :], k[..., :0, :], weight)  # validates the weight's shape
+        return q @ weight, k, 1.0
+    if score == "cosine":
+        temperature = float(params.get("temperature", 1.0))
+        if temperature <= 0:
+            raise ValueError(f"cosine temperature must be > 0, got {temperature}")
+        eps = params.get("eps", 1e-8)
+        qn = q / q.norm(dim=-1, keepdim=True).clamp_min(eps)
+        kn = k / k.norm(dim=-1, keepdim=True).clamp_min(eps)
+        return qn, kn, 1.0 / temperature
+    return None
