@@ -66,7 +66,16 @@ def combine_masks(*masks: Tensor | None) -> Tensor | None:
             continue
         if m.dtype != torch.bool:
             raise TypeError(f"masks must be boolean (True = may attend), got {m.dtype}")
-        out = m if out is None else out & m
+        if out is None:
+            out = m
+            continue
+        try:
+            shape = torch.broadcast_shapes(out.shape, m.shape)
+        except RuntimeError:
+            raise ValueError(f"cannot combine masks of shapes {tuple(out.shape)} and {tuple(m.shape)}") from None
+        if len(shape) > 2 and 2 < min(out.dim(), m.dim()) < len(shape):
+            raise ValueError(f"cannot combine masks of ranks {out.dim()} and {m.dim()}: see the mask convention above")
+        out = out & m
     return out
 
 

@@ -11,9 +11,9 @@ from attnkit.attention import attend, dot, softmax
 from .lesson import Lesson
 
 # Word vectors for 早, 上, 好 (the notes' toy example), chosen so that softmax(X Xᵀ) puts 0.4, 0.4,
-# 0.2 on 早, 上, 好 for the query 早: 早·早 = 早·上 = 1 and 早·好 = 0.3, and e^(0.3-1) ≈ 0.5.
+# 0.2 on 早, 上, 好 for the query 早: 早·早 = 早·上 = 1 and 早·好 = 0.31, and e^(0.31-1) ≈ 0.5.
 TOY_WORDS = ("早", "上", "好")
-TOY_VECTORS = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.3, 0.5]], dtype=torch.float64)
+TOY_VECTORS = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.31, 0.5]], dtype=torch.float64)
 
 
 def toy(lang: str = "zh") -> Lesson:

@@ -1,0 +1,313 @@
+"""attnkit.attention checked against PyTorch's own attention, float64 gradcheck and hand-computed values."""
+
+import itertools
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from attnkit.attention import (
+    NORMALIZERS,
+    SCORES,
+    attend,
+    causal_mask,
+    combine_masks,
+    padding_mask,
+)
+from attnkit.attention.normalize import DIFFERENTIABLE
+
+D = 6
+
+
+def _qkv(b=2, h=3, i=5, j=7, d=D, dv=4, dtype=torch.float64, grad=True):
+    g = torch.Generator().manual_seed(1234)
+    make = lambda *s: torch.randn(*s, generator=g, dtype=dtype).requires_grad_(grad)  # noqa: E731
+    return make(b, h, i, d), make(b, h, j, d), make(b, h, j, dv)
+
+
+def _score_params(score, dtype=torch.float64, d=D, a=5):
+    g = torch.Generator().manual_seed(99)
+    make = lambda *s: torch.randn(*s, generator=g, dtype=dtype).requires_grad_(True)  # noqa: E731
+    if score == "general":
+        return {"weight": make(d, d)}
+    if score == "additive":
+        return {"w_q": make(a, d), "w_k": make(a, d), "v": make(a)}
+    if score == "cosine":
+        return {"temperature": 0.5}
+    return {}
+
+
+def _mask(b=2, i=5, j=7):
+    # key padding (second sequence has 4 keys) combined with a causal mask; plus one fully masked row
+    m = combine_masks(padding_mask([j, 4], max_len=j), causal_mask(i, j)).expand(b, 3, i, j).clone()
+    m[1, 2, 0, :] = False
+    return m
+
+
+# -------------------------------------------------------------------------------- gradcheck, float64
+
+
+@pytest.mark.parametrize("score,normalize", list(itertools.product(sorted(SCORES), DIFFERENTIABLE)))
+@pytest.mark.parametrize("masked", [False, True], ids=["nomask", "mask"])
+def test_gradcheck_every_differentiable_pair(score, normalize, masked):
+    q, k, v = _qkv(b=1, h=2, i=3, j=4, dv=3)
+    params = _score_params(score)
+    mask = None
+    if masked:
+        mask = causal_mask(3, 4)
+    tensors = (q, k, v, *[p for p in params.values() if isinstance(p, torch.Tensor)])
+    names = [n for n, p in params.items() if isinstance(p, torch.Tensor)]
+
+    def fn(q, k, v, *ps):
+        sp = dict(params, **dict(zip(names, ps)))
+        return attend(q, k, v, score=score, normalize=normalize, mask=mask, score_params=sp, backend="eager").context
+
+    assert torch.autograd.gradcheck(fn, tensors, eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("score", ["scaled_dot", "general", "additive"])
+def test_gradcheck_chunked_backward(score):
+    q, k, v = _qkv(b=1, h=2, i=3, j=5, dv=3)
+    params = _score_params(score)
+    names = list(params)
+
+    def fn(q, k, v, *ps):
+        return attend(q, k, v, score=score, mask=causal_mask(3, 5), score_params=dict(zip(names, ps)), backend="chunked").context
+
+    assert torch.autograd.gradcheck(fn, (q, k, v, *params.values()), eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("normalize", ["hard", "gumbel"])
+def test_straight_through_gradient_is_the_softmax_gradient(normalize):
+    q, k, v = _qkv(b=1, h=1, i=3, j=4, dv=2)
+    mask = causal_mask(3, 4)
+    params = {"generator": torch.Generator().manual_seed(3), "tau": 1.0} if normalize == "gumbel" else {}
+    out = attend(q, k, v, score="dot", normalize=normalize, normalize_params=params, mask=mask, need_weights=True)
+    upstream = torch.randn_like(out.weights)
+    (grad_st,) = torch.autograd.grad(out.weights, q, upstream)
+    # Recompute the soft weights the estimator differentiates (same Gumbel noise for gumbel).
+    scores = q @ k.transpose(-2, -1)
+    if normalize == "gumbel":
+        u = torch.rand(scores.shape, generator=torch.Generator().manual_seed(3), dtype=scores.dtype)
+        scores = scores - torch.log(-torch.log(u))
+    soft = torch.softmax(scores.masked_fill(~mask, -math.inf), -1)
+    (grad_soft,) = torch.autograd.grad(soft, q, upstream)
+    torch.testing.assert_close(grad_st, grad_soft)
+    assert set(out.weights.detach().unique().tolist()) <= {0.0, 1.0}
+
+
+# ------------------------------------------------------------------------------ backends and PyTorch
+
+
+@pytest.mark.parametrize("backend", ["eager", "sdpa", "chunked"])
+@pytest.mark.parametrize("masking", ["none", "padding", "causal", "both"])
+def test_backends_match_torch_sdpa_forward_and_backward(backend, masking):
+    q, k, v = _qkv(b=2, h=3, i=9, j=9, d=16, dv=8, dtype=torch.float32)
+    mask = {
+        "none": None,
+        "padding": padding_mask([9, 5]),
+        "causal": causal_mask(9, 9),
+        "both": combine_masks(padding_mask([9, 5]), causal_mask(9, 9)),
+    }[masking]
+    ours = attend(q, k, v, mask=mask, backend=backend).context
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    assert (ours - ref).abs().max() <= 1e-5
+    g = torch.randn_like(ref)
+    grads_ours = torch.autograd.grad(ours, (q, k, v), g)
+    grads_ref = torch.autograd.grad(ref, (q, k, v), g)
+    for a, b in zip(grads_ours, grads_ref):
+        assert (a - b).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize(
+    "score,backend",
+    [(s, "sdpa") for s in ("dot", "scaled_dot", "general", "cosine")]
+    + [(s, "chunked") for s in ("dot", "scaled_dot", "general", "cosine", "additive")],
+)
+def test_backend_parity_with_eager_for_each_score(score, backend):
+    q, k, v = _qkv(b=2, h=3, i=6, j=7, dtype=torch.float32)
+    params = _score_params(score, dtype=torch.float32)
+    mask = _mask(i=6, j=7)
+    ref = attend(q, k, v, score=score, score_params=params, mask=mask, backend="eager").context
+    out = attend(q, k, v, score=score, score_params=params, mask=mask, backend=backend).context
+    assert (out - ref).abs().max() <= 1e-5
+    inputs = (q, k, v, *[p for p in params.values() if isinstance(p, torch.Tensor)])
+    g = torch.randn_like(ref)
+    for a, b in zip(torch.autograd.grad(out, inputs, g), torch.autograd.grad(ref, inputs, g)):
+        assert (a - b).abs().max() <= 1e-5
+
+
+def test_chunked_with_many_tiles_equals_eager(monkeypatch):
+    import attnkit.attention.chunked as chunked
+
+    monkeypatch.setattr(chunked, "TILE_ELEMENTS", 64)  # force tiny tiles: many query and key blocks
+    q, k, v = _qkv(b=1, h=2, i=37, j=53, d=8, dv=5, dtype=torch.float32)
+    mask = combine_masks(padding_mask([50], max_len=53), causal_mask(37, 53))
+    for normalize in ("softmax", "relu"):
+        ref = attend(q, k, v, mask=mask, normalize=normalize, backend="eager").context
+        out = attend(q, k, v, mask=mask, normalize=normalize, backend="chunked").context
+        assert (out - ref).abs().max() <= 1e-5
+        g = torch.randn_like(ref)
+        for a, b in zip(torch.autograd.grad(out, (q, k, v), g), torch.autograd.grad(ref, (q, k, v), g)):
+            assert (a - b).abs().max() <= 1e-5
+
+
+def test_relu_divide_by_length_chunked_equals_eager():
+    q, k, v = _qkv(dtype=torch.float32)
+    mask = _mask()
+    params = {"divide_by_length": True}
+    ref = attend(q, k, v, normalize="relu", normalize_params=params, mask=mask, backend="eager").context
+    out = attend(q, k, v, normalize="relu", normalize_params=params, mask=mask, backend="chunked").context
+    assert (out - ref).abs().max() <= 1e-5
+
+
+def test_auto_choice_follows_the_documented_rule():
+    from attnkit.attention import AttentionCall, choose_backend
+
+    assert choose_backend(AttentionCall("scaled_dot", "softmax")) == "sdpa"
+    assert choose_backend(AttentionCall("general", "softmax")) == "sdpa"
+    assert choose_backend(AttentionCall("cosine", "softmax")) == "sdpa"
+    assert choose_backend(AttentionCall("scaled_dot", "softmax", need_weights=True)) == "eager"
+    assert choose_backend(AttentionCall("additive", "softmax")) == "eager"
+    assert choose_backend(AttentionCall("scaled_dot", "sparsemax")) == "eager"
+
+
+def test_weights_match_torch_multihead_reference_formula():
+    q, k, v = _qkv(dtype=torch.float32, grad=False)
+    out = attend(q, k, v, need_weights=True)
+    ref = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(D), -1)
+    assert (out.weights - ref).abs().max() <= 1e-6
+    assert (out.context - ref @ v).abs().max() <= 1e-5
+    assert attend(q, k, v).weights is None
+
+
+def test_fully_masked_row_gives_zero_context_and_weights_and_finite_grads():
+    q, k, v = _qkv(dtype=torch.float32)
+    mask = _mask()
+    for normalize in sorted(NORMALIZERS):
+        out = attend(q, k, v, normalize=normalize, mask=mask, need_weights=True,
+                     normalize_params={"generator": torch.Generator().manual_seed(0)} if normalize == "gumbel" else None)
+        assert torch.equal(out.weights[1, 2, 0], torch.zeros(7))
+        assert torch.equal(out.context[1, 2, 0], torch.zeros(4))
+        grads = torch.autograd.grad(out.context.sum(), (q, k, v))
+        assert all(torch.isfinite(g).all() for g in grads)
+    for backend in ("sdpa", "chunked"):
+        ctx = attend(q, k, v, mask=mask, backend=backend).context
+        assert torch.equal(ctx[1, 2, 0], torch.zeros(4))
+        assert all(torch.isfinite(g).all() for g in torch.autograd.grad(ctx.sum(), (q, k, v)))
+
+
+def test_inference_path_equals_training_path():
+    # Under no_grad the eager softmax is computed in place; it must equal the autograd path.
+    q, k, v = _qkv(dtype=torch.float32)
+    mask = _mask()
+    with_grad = attend(q, k, v, mask=mask, need_weights=True, backend="eager")
+    with torch.no_grad():
+        no_grad = attend(q, k, v, mask=mask, need_weights=True, backend="eager")
+    torch.testing.assert_close(no_grad.weights, with_grad.weights.detach(), rtol=0, atol=1e-7)
+    torch.testing.assert_close(no_grad.context, with_grad.context.detach(), rtol=0, atol=1e-6)
+
+
+def test_custom_score_and_normalizer_callables():
+    q, k, v = _qkv(dtype=torch.float32, grad=False)
+    out = attend(q, k, v, score=lambda a, b: a @ b.transpose(-2, -1) * 0.25,
+                 normalize=lambda s, m: torch.softmax(s, -1), need_weights=True)
+    ref = torch.softmax(q @ k.transpose(-2, -1) * 0.25, -1)
+    torch.testing.assert_close(out.weights, ref)
+
+
+# ------------------------------------------------------------------------------------ normalisers
+
+
+def test_sparsemax_matches_hand_computed_projection():
+    # z = (1.0, 0.8, 0.1): support {1, 2}, tau = (1.8 - 1) / 2 = 0.4 -> (0.6, 0.4, 0)
+    z = torch.tensor([[1.0, 0.8, 0.1]])
+    w = attend(torch.eye(3)[:1], torch.eye(3), torch.eye(3), score=lambda a, b: z, normalize="sparsemax",
+               need_weights=True).weights
+    torch.testing.assert_close(w, torch.tensor([[0.6, 0.4, 0.0]]))
+
+
+def test_relu_is_unnormalised_max_with_zero():
+    s = torch.tensor([[2.0, -1.0, 0.5]])
+    w = attend(torch.eye(3)[:1], torch.eye(3), torch.eye(3), score=lambda a, b: s, normalize="relu", need_weights=True).weights
+    torch.testing.assert_close(w, torch.tensor([[2.0, 0.0, 0.5]]))
+
+
+def test_gumbel_is_seeded_and_samples_in_proportion_to_softmax():
+    scores = torch.log(torch.tensor([0.5, 0.3, 0.2])).expand(20000, 3)
+    from attnkit.attention import gumbel
+
+    a = gumbel(scores, generator=torch.Generator().manual_seed(7))
+    b = gumbel(scores, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(a, b)
+    freq = a.mean(0)
+    assert torch.allclose(freq, torch.tensor([0.5, 0.3, 0.2]), atol=0.015)  # 20k samples: sd ~ 0.0035
+
+
+def test_the_notes_toy_example():
+    from attnkit.explain.topics import TOY_VECTORS
+
+    x = TOY_VECTORS
+    out = attend(x, x, x, score="dot", need_weights=True)
+    torch.testing.assert_close(out.weights[0], torch.tensor([0.4, 0.4, 0.2], dtype=x.dtype), atol=1e-3, rtol=0)
+    torch.testing.assert_close(out.context, torch.softmax(x @ x.T, -1) @ x)
+
+
+# ------------------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    "kwargs,exc,words",
+    [
+        (dict(q=torch.randn(5)), ValueError, ["query", "(5,)"]),
+        (dict(k=torch.randn(2, 3, 7, 6)), ValueError, ["leading", "key"]),
+        (dict(k=torch.randn(2, 7, 6)), ValueError, ["rank"]),
+        (dict(v=torch.randn(2, 4, 8, 4)), ValueError, ["positions", "value"]),
+        (dict(q=torch.randint(0, 3, (2, 4, 5, 6))), TypeError, ["query", "int64"]),
+        (dict(k=torch.randn(2, 4, 7, 5)), ValueError, ["feature", "key"]),
+        (dict(mask=torch.ones(2, 7, dtype=torch.bool)), ValueError, ["mask", "(2, 7)", "broadcast"]),
+        (dict(mask=torch.ones(2, 5, 7, dtype=torch.bool)), ValueError, ["mask", "(2, 5, 7)", "rank 4"]),
+        (dict(mask=torch.ones(2, 4, 3, 7, dtype=torch.bool)), ValueError, ["mask", "broadcast"]),
+        (dict(mask=torch.ones(2, 1, 1, 7)), TypeError, ["mask", "boolean"]),
+        (dict(score="luong"), ValueError, ["score", "luong", "scaled_dot"]),
+        (dict(normalize="softermax"), ValueError, ["normalize", "softermax", "sparsemax"]),
+        (dict(dropout=1.5), ValueError, ["dropout"]),
+        (dict(backend="flash"), ValueError, ["backend", "flash"]),
+        (dict(backend="sdpa", need_weights=True), ValueError, ["sdpa", "weights"]),
+        (dict(backend="sdpa", normalize="sparsemax"), ValueError, ["sdpa", "softmax"]),
+        (dict(backend="chunked", normalize="hard"), ValueError, ["chunked", "row"]),
+        (dict(backend="chunked", need_weights=True), ValueError, ["chunked", "weights"]),
+    ],
+)
+def test_bad_input_raises_a_clear_error(kwargs, exc, words):
+    args = dict(q=torch.randn(2, 4, 5, 6), k=torch.randn(2, 4, 7, 6), v=torch.randn(2, 4, 7, 4))
+    for name in ("q", "k", "v"):
+        if name in kwargs:
+            args[name] = kwargs.pop(name)
+    with pytest.raises(exc) as info:
+        attend(args["q"], args["k"], args["v"], **kwargs)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_score_parameter_shapes_are_checked():
+    q, k, v = torch.randn(2, 5, 6), torch.randn(2, 7, 3), torch.randn(2, 7, 4)
+    with pytest.raises(ValueError, match=r"weight must have shape \(d_q, d_k\) = \(6, 3\)"):
+        attend(q, k, v, score="general", score_params={"weight": torch.randn(6, 6)})
+    with pytest.raises(ValueError, match="w_k"):
+        attend(q, k, v, score="additive", score_params={"w_q": torch.randn(4, 6), "w_k": torch.randn(4, 6), "v": torch.randn(4)})
+
+
+def test_mask_helpers():
+    assert padding_mask([2, 0, 3]).shape == (3, 1, 1, 3)
+    assert padding_mask([2, 0, 3], ndim=3)[:, 0].tolist() == [[True, True, False], [False] * 3, [True] * 3]
+    assert causal_mask(2, 4).tolist() == [[True, True, True, False], [True, True, True, True]]
+    assert causal_mask(3).tolist() == [[True, False, False], [True, True, False], [True, True, True]]
+    assert combine_masks(None, None) is None
+    with pytest.raises(ValueError, match="max_len=2"):
+        padding_mask([3], max_len=2)
+    with pytest.raises(TypeError, match="boolean"):
+        combine_masks(torch.ones(2, 2))
+    with pytest.raises(ValueError, match=r"\(2, 1, 1, 5\).*\(3, 4\)"):
+        combine_masks(padding_mask([5, 3]), causal_mask(3, 4))

@@ -1,0 +1,58 @@
+"""`attnkit explain`: every topic runs in both languages and prints the numbers the library computes."""
+
+import re
+
+import pytest
+import torch
+
+from attnkit.cli import main
+from attnkit.explain import TOPICS
+from attnkit.explain.lesson import LANGS
+
+NUMBER = re.compile(r"-?\d+\.\d{4}\b")
+
+
+def _printed_tables(text: str) -> list[list[float]]:
+    """The numbers of each numbered step, in order (a step's table follows its sentence)."""
+    steps, current = [], None
+    for line in text.splitlines():
+        if re.match(r"^\d+\. ", line):
+            current = []
+            steps.append(current)
+        elif current is not None and line.startswith("   "):
+            current.extend(float(x) for x in NUMBER.findall(line))
+    return steps
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("topic", sorted(TOPICS))
+def test_every_topic_prints_the_library_numbers(topic, lang, capsys):
+    assert main(["explain", topic, "--lang", lang]) == 0
+    printed = _printed_tables(capsys.readouterr().out)
+    lesson = TOPICS[topic](lang)
+    assert len(printed) == len(lesson.steps)
+    for numbers, step in zip(printed, lesson.steps):
+        if step.value is None:
+            assert numbers == []
+        else:
+            expected = step.value.double().flatten()
+            assert torch.allclose(torch.tensor(numbers, dtype=torch.float64), expected, atol=5e-5), step.en
+
+
+def test_toy_numbers_are_softmax_of_xxt_times_x(capsys):
+    from attnkit.explain.topics import TOY_VECTORS
+
+    main(["explain", "toy", "--lang", "en"])
+    printed = _printed_tables(capsys.readouterr().out)
+    x = TOY_VECTORS
+    weights = torch.softmax(x @ x.T, -1)  # computed here, independently of the lesson
+    assert torch.allclose(torch.tensor(printed[2]).double(), weights.flatten(), atol=5e-5)
+    assert torch.allclose(torch.tensor(printed[3]).double(), (weights @ x).flatten(), atol=5e-5)
+    assert abs(printed[2][0] - 0.4) < 1e-3 and abs(printed[2][2] - 0.2) < 1e-3
+
+
+def test_unknown_topic_is_a_clear_usage_error(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["explain", "nonsense"])
+    assert info.value.code == 2
+    assert "invalid choice: 'nonsense'" in capsys.readouterr().err
