@@ -1,0 +1,76 @@
+"""The one interface every translation model offers, and what its methods return.
+
+    state = model.encode(src, src_mask)                       # src (b, s) token ids, src_mask (b, s) True = token
+    logits, state, attention = model.decode_step(state, prev)  # prev (b,) -> logits (b, V)
+    logits, attention = model(src, tgt_in)                     # teacher forcing: logits (b, t, V)
+
+``attention`` is ``None`` unless asked for (``need_attention=True``); then it is a list with one
+tensor per decoder layer of cross-attention weights ``(b, h, i, s)`` over the source positions
+(an RNN decoder has one layer and one head; ``i`` is 1 in ``decode_step``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["Seq2SeqModel", "DecoderState", "source_mask"]
+
+
+class DecoderState(Protocol):
+    def reorder(self, index: Tensor) -> "DecoderState":
+        """The state of the batch rows ``index`` (for beam search: which hypothesis continues where)."""
+
+
+def source_mask(src: Tensor, pad_id: int) -> Tensor:
+    """``(b, s)`` True where ``src`` holds a token, False on padding."""
+    return src != pad_id
+
+
+def check_tokens(name: str, tokens: Tensor, vocab_size: int, ndim: int) -> None:
+    if not isinstance(tokens, Tensor) or tokens.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"{name} must be an integer (long) tensor of token ids, got {getattr(tokens, 'dtype', type(tokens))}")
+    if tokens.dim() != ndim:
+        shape = "(b, positions)" if ndim == 2 else "(b,)"
+        raise ValueError(f"{name} must have shape {shape}, got {tuple(tokens.shape)}")
+    if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= vocab_size):
+        raise ValueError(
+            f"{name} holds ids outside the vocabulary [0, {vocab_size}): min {int(tokens.min())}, max {int(tokens.max())}"
+        )
+
+
+class Seq2SeqModel(nn.Module):
+    """Base class: subclasses implement ``encode``, ``decode_step`` and ``forward``."""
+
+    config: Any
+    src_vocab_size: int
+    tgt_vocab_size: int
+
+    def encode(self, src: Tensor, src_mask: Tensor | None = None) -> DecoderState:
+        raise NotImplementedError
+
+    def decode_step(self, state: DecoderState, prev_tokens: Tensor, *, need_attention: bool = False):
+        raise NotImplementedError
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        """Number of distinct parameters (tied weights counted once)."""
+        seen, total = set(), 0
+        for p in self.parameters():
+            if id(p) in seen or (trainable_only and not p.requires_grad):
+                continue
+            seen.add(id(p))
+            total += p.numel()
+        return total
+
+    def _check_src(self, src: Tensor, src_mask: Tensor | None) -> Tensor:
+        check_tokens("src", src, self.src_vocab_size, 2)
+        if src_mask is None:
+            src_mask = source_mask(src, self.config.pad_id)
+        if src_mask.dtype != torch.bool or src_mask.shape != src.shape:
+            raise ValueError(f"src_mask must be a boolean (b, s) tensor like src {tuple(src.shape)}, got "
+                             f"{src_mask.dtype} {tuple(src_mask.shape)}")
+        if src.shape[1] and not bool(src_mask.any(1).all()):
+            raise ValueError("every source sentence needs at least one token (src_mask has an all-False row)")
+        return src_mask
