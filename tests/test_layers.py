@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
+from torch import nn
 
-from attnkit.attention import padding_mask, sparsemax
-from attnkit.layers import AdditiveAttention, LuongAttention, PreparedMemory
+from attnkit.attention import causal_mask, padding_mask, sparsemax
+from attnkit.layers import (
+    AdditiveAttention,
+    BlockConfig,
+    DecoderBlock,
+    EncoderBlock,
+    FeedForward,
+    KVCache,
+    LearnedPositionalEncoding,
+    LuongAttention,
+    MultiHeadAttention,
+    PreparedMemory,
+    SinusoidalPositionalEncoding,
+    StaticKVCache,
+)
 
 # ------------------------------------------------------------------------------ RNN attention helpers
 
@@ -165,3 +181,235 @@ def test_rnn_attention_errors_are_clear(source):
         LuongAttention(5, 7, kind="bilinear")
     with pytest.raises(ValueError, match="dropout"):
         AdditiveAttention(5, 7, dropout=1.5)
+
+
+# ------------------------------------------------------------------------------ MultiHeadAttention
+
+TOL = dict(atol=1e-5, rtol=0)
+
+
+def _max_diff(a, b) -> float:
+    return (a - b).abs().max().item()
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+@pytest.mark.parametrize("bias", [True, False])
+def test_mha_equals_torch_with_key_padding_and_causal_masks(batch_first, bias):
+    torch.manual_seed(2)
+    b, n, d, h = 3, 7, 32, 4
+    ref = nn.MultiheadAttention(d, h, bias=bias, batch_first=batch_first).eval()
+    ours = MultiHeadAttention.from_torch(ref).eval()
+    x = torch.randn(b, n, d)
+    lengths = [7, 5, 2]
+    keep = padding_mask(lengths)  # (b, 1, 1, j), True = may attend
+    causal = causal_mask(n)  # (i, j)
+    x_ref = x if batch_first else x.transpose(0, 1)
+    # PyTorch's masks mean the opposite: True = may NOT attend.
+    want, want_w = ref(
+        x_ref, x_ref, x_ref, key_padding_mask=~keep[:, 0, 0], attn_mask=~causal, average_attn_weights=False
+    )
+    want = want if batch_first else want.transpose(0, 1)
+    got = ours(x, mask=keep, causal=True, need_weights=True)
+    assert got.weights.shape == (b, h, n, n)
+    assert _max_diff(got.context, want) <= 1e-5 and _max_diff(got.weights, want_w) <= 1e-5
+    # without weights the fused kernel runs: same output
+    assert _max_diff(ours(x, mask=keep & causal).context, want) <= 1e-5
+    # averaged only when asked
+    torch.testing.assert_close(ours(x, mask=keep, causal=True, need_weights=True, average_heads=True).weights,
+                               want_w.mean(1), **TOL)
+
+
+def test_mha_cross_attention_with_kdim_vdim_equals_torch():
+    torch.manual_seed(3)
+    ref = nn.MultiheadAttention(24, 6, kdim=10, vdim=14, batch_first=True).eval()
+    ours = MultiHeadAttention.from_torch(ref)
+    q, k, v = torch.randn(2, 4, 24), torch.randn(2, 9, 10), torch.randn(2, 9, 14)
+    keep = padding_mask([9, 6])
+    want, want_w = ref(q, k, v, key_padding_mask=~keep[:, 0, 0], average_attn_weights=False)
+    got = ours(q, k, v, mask=keep[:, 0], need_weights=True)  # a (b, 1, j) mask gets its head axis
+    assert _max_diff(got.context, want) <= 1e-5 and _max_diff(got.weights, want_w) <= 1e-5
+    static = ours.static_cache(k, v)
+    assert _max_diff(ours(q, mask=keep, cache=static).context, want) <= 1e-5
+
+
+def test_mha_incremental_decoding_with_cache_equals_full_causal_attention():
+    torch.manual_seed(4)
+    mha = MultiHeadAttention(32, 4).eval()
+    x = torch.randn(2, 9, 32)
+    full = mha(x, causal=True, need_weights=True)
+    cache = KVCache()
+    steps, weights = [], []
+    # a 3-position prompt at once (causal mask aligned to the end of the cache), then one step at a time
+    out = mha(x[:, :3], causal=True, cache=cache, need_weights=True)
+    steps.append(out.context)
+    weights.append(out.weights)
+    for t in range(3, 9):
+        out = mha(x[:, t : t + 1], cache=cache, need_weights=True)  # one query sees every cached key
+        steps.append(out.context)
+        weights.append(out.weights)
+    assert len(cache) == 9 and cache.keys.shape == (2, 4, 9, 8)
+    assert _max_diff(torch.cat(steps, dim=1), full.context) <= 1e-5
+    for t in range(3, 9):
+        assert _max_diff(weights[t - 2][..., 0, :], full.weights[..., t, : t + 1]) <= 1e-5
+
+
+def test_mha_self_attention_is_permutation_equivariant():
+    mha = MultiHeadAttention(16, 2).eval()
+    x = torch.randn(2, 6, 16)
+    perm = torch.randperm(6)
+    torch.testing.assert_close(mha(x[:, perm]).context, mha(x).context[:, perm], **TOL)
+
+
+def test_mha_other_scores_and_normalisers_go_through_the_core():
+    mha = MultiHeadAttention(16, 2, normalize="sparsemax").eval()
+    out = mha(torch.randn(2, 5, 16), mask=padding_mask([5, 2]), need_weights=True)
+    torch.testing.assert_close(out.weights.sum(-1), torch.ones(2, 2, 5))
+    assert (out.weights[1, :, :, 2:] == 0).all()
+    with pytest.raises(ValueError, match="AdditiveAttention or LuongAttention"):
+        MultiHeadAttention(16, 2, score="additive")
+    with pytest.raises(ValueError, match="cannot compute"):
+        MultiHeadAttention(16, 2, backend="sdpa")(torch.randn(1, 3, 16), need_weights=True)
+
+
+def test_mha_errors_are_clear():
+    with pytest.raises(ValueError, match="does not divide d_model=10"):
+        MultiHeadAttention(10, 3)
+    with pytest.raises(ValueError, match="num_heads must be a positive integer"):
+        MultiHeadAttention(10, 0)
+    mha = MultiHeadAttention(16, 4)
+    with pytest.raises(ValueError, match="d_model=16"):
+        mha(torch.randn(2, 3, 12))
+    with pytest.raises(ValueError, match="batch first"):
+        mha(torch.randn(3, 16))
+    with pytest.raises(ValueError, match="kdim=16"):
+        mha(torch.randn(2, 3, 16), torch.randn(2, 4, 8))
+    with pytest.raises(ValueError, match="same batch size"):
+        mha(torch.randn(2, 3, 16), torch.randn(1, 4, 16))
+    cache = KVCache()
+    mha(torch.randn(2, 1, 16), cache=cache)
+    with pytest.raises(ValueError, match="cache mismatch.*batch of 2"):
+        mha(torch.randn(3, 1, 16), cache=cache)
+    with pytest.raises(ValueError, match="cache mismatch.*4 heads of key dim 4.*2 heads of dim 8"):
+        MultiHeadAttention(16, 2)(torch.randn(2, 1, 16), cache=cache)
+    with pytest.raises(ValueError, match="cache mismatch"):
+        cache.append(torch.randn(2, 4, 1, 5), torch.randn(2, 4, 1, 5))
+    static = mha.static_cache(torch.randn(2, 5, 16))
+    with pytest.raises(ValueError, match="pass key=None"):
+        mha(torch.randn(2, 1, 16), torch.randn(2, 5, 16), cache=static)
+    with pytest.raises(ValueError, match="cache mismatch.*batch"):
+        mha(torch.randn(1, 1, 16), cache=static)
+    with pytest.raises(ValueError, match=r"\(b, h, t, d\)"):
+        StaticKVCache(torch.randn(2, 5, 16), torch.randn(2, 5, 16))
+
+
+def test_from_torch_refuses_what_it_cannot_copy():
+    with pytest.raises(ValueError, match="add_bias_kv"):
+        MultiHeadAttention.from_torch(nn.MultiheadAttention(8, 2, add_bias_kv=True))
+    with pytest.raises(TypeError, match="nn.MultiheadAttention"):
+        MultiHeadAttention.from_torch(nn.Linear(8, 8))
+
+
+def test_cache_reorder_keeps_the_chosen_rows():
+    mha = MultiHeadAttention(16, 4).eval()
+    x = torch.randn(3, 4, 16)
+    cache = KVCache()
+    mha(x[:, :3], causal=True, cache=cache)
+    cache.reorder(torch.tensor([2, 0]))
+    step = mha(x[[2, 0], 3:], cache=cache).context
+    torch.testing.assert_close(step, mha(x[[2, 0]], causal=True).context[:, 3:], **TOL)
+
+
+# ------------------------------------------------------------------------------ positions, feed-forward
+
+
+def test_sinusoidal_encoding_is_the_papers_formula_at_any_offset():
+    pe = SinusoidalPositionalEncoding(6)
+    x = torch.zeros(1, 4, 6)
+    table = pe(x, offset=3)[0]
+    for p in range(4):
+        pos = p + 3
+        for k in range(3):
+            assert table[p, 2 * k].item() == pytest.approx(math.sin(pos / 10000 ** (2 * k / 6)), abs=1e-6)
+            assert table[p, 2 * k + 1].item() == pytest.approx(math.cos(pos / 10000 ** (2 * k / 6)), abs=1e-6)
+    assert SinusoidalPositionalEncoding(5)(torch.zeros(1, 2, 5)).shape == (1, 2, 5)  # odd width
+
+
+def test_learned_encoding_adds_its_rows_and_refuses_positions_beyond_max_len():
+    pe = LearnedPositionalEncoding(8, 4)
+    x = torch.randn(2, 3, 4)
+    torch.testing.assert_close(pe(x, offset=5), x + pe.embedding.weight[5:8])
+    with pytest.raises(ValueError, match="exceed the 8 learned positions"):
+        pe(x, offset=6)
+    with pytest.raises(ValueError, match="d_model=4"):
+        pe(torch.randn(2, 3, 5))
+
+
+def test_feed_forward_is_w2_act_w1():
+    ffn = FeedForward(4, 8, activation="gelu")
+    x = torch.randn(2, 3, 4)
+    want = torch.nn.functional.gelu(x @ ffn.linear1.weight.T + ffn.linear1.bias) @ ffn.linear2.weight.T + ffn.linear2.bias
+    torch.testing.assert_close(ffn(x), want)
+    with pytest.raises(ValueError, match="unknown activation"):
+        FeedForward(4, 8, activation="swishy")
+
+
+# ------------------------------------------------------------------------------ Transformer blocks
+
+
+def _copy_block(ours, ref, *, cross: bool) -> None:
+    """Copy a torch.nn.Transformer{Encoder,Decoder}Layer's weights into our block."""
+    with torch.no_grad():
+        ours.self_attn.load_state_dict(MultiHeadAttention.from_torch(ref.self_attn).state_dict())
+        ours.self_attn_norm.load_state_dict(ref.norm1.state_dict())
+        if cross:
+            ours.cross_attn.load_state_dict(MultiHeadAttention.from_torch(ref.multihead_attn).state_dict())
+            ours.cross_attn_norm.load_state_dict(ref.norm2.state_dict())
+        ours.ffn.linear1.load_state_dict(ref.linear1.state_dict())
+        ours.ffn.linear2.load_state_dict(ref.linear2.state_dict())
+        ours.ffn_norm.load_state_dict((ref.norm3 if cross else ref.norm2).state_dict())
+
+
+@pytest.mark.parametrize("norm", ["pre", "post"])
+def test_encoder_block_equals_torch_transformer_encoder_layer(norm):
+    torch.manual_seed(5)
+    cfg = BlockConfig(d_model=32, num_heads=4, d_ff=64, activation="gelu", norm=norm)
+    ref = nn.TransformerEncoderLayer(32, 4, 64, activation="gelu", batch_first=True, norm_first=norm == "pre").eval()
+    ours = EncoderBlock(cfg).eval()
+    _copy_block(ours, ref, cross=False)
+    x = torch.randn(3, 6, 32)
+    keep = padding_mask([6, 4, 1])
+    want = ref(x, src_key_padding_mask=~keep[:, 0, 0])
+    got = ours(x, mask=keep, need_weights=True)
+    assert _max_diff(got.hidden, want) <= 1e-5
+    assert got.self_weights.shape == (3, 4, 6, 6) and (got.self_weights[2, ..., 1:] == 0).all()
+
+
+@pytest.mark.parametrize("norm", ["pre", "post"])
+def test_decoder_block_equals_torch_and_its_cache_equals_full_decoding(norm):
+    torch.manual_seed(6)
+    cfg = BlockConfig(d_model=32, num_heads=4, d_ff=64, norm=norm)
+    ref = nn.TransformerDecoderLayer(32, 4, 64, batch_first=True, norm_first=norm == "pre").eval()
+    ours = DecoderBlock(cfg).eval()
+    _copy_block(ours, ref, cross=True)
+    y, memory = torch.randn(2, 5, 32), torch.randn(2, 7, 32)
+    keep = padding_mask([7, 3])
+    want = ref(y, memory, tgt_mask=~causal_mask(5), memory_key_padding_mask=~keep[:, 0, 0])
+    full = ours(y, memory, memory_mask=keep)
+    assert _max_diff(full.hidden, want) <= 1e-5
+    cache = ours.new_cache(memory)
+    steps = [ours(y[:, t : t + 1], memory_mask=keep, cache=cache).hidden for t in range(5)]
+    assert len(cache) == 5
+    assert _max_diff(torch.cat(steps, dim=1), full.hidden) <= 1e-5
+
+
+def test_block_config_and_decoder_arguments_are_checked():
+    with pytest.raises(ValueError, match="does not divide"):
+        BlockConfig(d_model=30, num_heads=4, d_ff=8)
+    with pytest.raises(ValueError, match="norm must be 'pre' or 'post'"):
+        BlockConfig(d_model=32, num_heads=4, d_ff=8, norm="sandwich")
+    block = DecoderBlock(BlockConfig(d_model=16, num_heads=2, d_ff=8))
+    memory = torch.randn(1, 3, 16)
+    with pytest.raises(ValueError, match="pass memory=None"):
+        block(torch.randn(1, 1, 16), memory, cache=block.new_cache(memory))
+    with pytest.raises(ValueError, match="needs the encoder memory"):
+        block(torch.randn(1, 1, 16))

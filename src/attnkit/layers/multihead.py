@@ -1,0 +1,249 @@
+"""Multi-head attention (Vaswani et al. 2017, section 3.2.2):
+
+    MultiHead(Q, K, V) = Concat(head_1, …, head_h) W^O,   head_k = Attention(Q W_k^Q, K W_k^K, V W_k^V)
+
+The module owns the four projections and calls :func:`attnkit.attention.attend` once for all heads.
+Inputs are batch-first. Axes: ``b`` batch, ``i`` query positions, ``j`` key positions, ``h`` heads,
+``d`` head dim (``d_model / h``), ``t`` cached positions.
+
+Masks: boolean, True = may attend (the package convention — the opposite of
+``torch.nn.MultiheadAttention``'s). Accepted shapes: ``(i, j)`` (e.g. causal), ``(b, i, j)`` /
+``(b, 1, j)`` (per example; the head axis is added), or ``(b, h, i, j)`` with size-1 axes where shared.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from attnkit.attention import AttentionOutput, attend, causal_mask, combine_masks
+
+from .cache import KVCache, StaticKVCache
+
+__all__ = ["MultiHeadAttention"]
+
+# Scores whose parameters a multi-head layer would have to own per head; those belong to
+# AdditiveAttention / LuongAttention.
+_SCORES_WITH_PARAMETERS = ("general", "additive")
+
+
+def _positive_int(name: str, n: Any) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {n!r}")
+    return n
+
+
+class MultiHeadAttention(nn.Module):
+    """Self- or cross-attention with ``num_heads`` heads over ``d_model`` features.
+
+    - ``kdim``/``vdim``: feature sizes of ``key``/``value`` when they differ from ``d_model``
+      (cross-attention over an encoder of another width).
+    - ``dropout``: on the attention weights, in training only.
+    - ``bias``: biases on the four projections.
+    - ``score``/``normalize`` (+ ``score_params``/``normalize_params``): any of the core's parameter-free
+      scores (``"scaled_dot"`` — the default — ``"dot"``, ``"cosine"``) or a callable, and any normaliser.
+    - ``backend``: ``"auto"`` (the fused kernel when it computes exactly what was asked and no weights
+      are requested, ``eager`` otherwise) or a backend name.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        *,
+        kdim: int | None = None,
+        vdim: int | None = None,
+        dropout: float = 0.0,
+        bias: bool = True,
+        score: str | Callable[..., Tensor] = "scaled_dot",
+        normalize: str | Callable[..., Tensor] = "softmax",
+        score_params: Mapping[str, Any] | None = None,
+        normalize_params: Mapping[str, Any] | None = None,
+        backend: str = "auto",
+    ) -> None:
+        super().__init__()
+        _positive_int("d_model", d_model)
+        _positive_int("num_heads", num_heads)
+        if d_model % num_heads:
+            raise ValueError(
+                f"num_heads={num_heads} does not divide d_model={d_model}: each head gets d_model / num_heads features"
+            )
+        self.kdim = d_model if kdim is None else _positive_int("kdim", kdim)
+        self.vdim = d_model if vdim is None else _positive_int("vdim", vdim)
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if isinstance(score, str) and score in _SCORES_WITH_PARAMETERS:
+            raise ValueError(
+                f"score {score!r} has parameters of its own; use AdditiveAttention or LuongAttention, "
+                "or pass a callable score"
+            )
+        self.d_model, self.num_heads, self.head_dim = d_model, num_heads, d_model // num_heads
+        self.dropout = float(dropout)
+        self.score, self.normalize, self.backend = score, normalize, backend
+        self.score_params = dict(score_params or {})
+        self.normalize_params = dict(normalize_params or {})
+        self.q_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.k_proj = nn.Linear(self.kdim, d_model, bias=bias)
+        self.v_proj = nn.Linear(self.vdim, d_model, bias=bias)
+        self.out_proj = nn.Linear(d_model, d_model, bias=bias)
+
+    # ------------------------------------------------------------------------------------ helpers
+
+    def _split_heads(self, x: Tensor) -> Tensor:
+        b, n, _ = x.shape
+        return x.view(b, n, self.num_heads, self.head_dim).transpose(1, 2)  # (b, h, n, d)
+
+    def _check_input(self, name: str, x: Tensor, dim: int, dim_name: str) -> None:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        if x.dim() != 3:
+            raise ValueError(f"{name} must have shape (b, positions, {dim_name}={dim}) (batch first), got {tuple(x.shape)}")
+        if x.shape[-1] != dim:
+            raise ValueError(
+                f"{name} has {x.shape[-1]} features but this layer was built with {dim_name}={dim} "
+                f"(got shape {tuple(x.shape)})"
+            )
+
+    def _check_cache(self, cache: KVCache | StaticKVCache, b: int) -> None:
+        if cache.keys is None:
+            return
+        _, h, _, d = cache.keys.shape
+        dv = cache.values.shape[3]
+        if (h, d, dv) != (self.num_heads, self.head_dim, self.head_dim):
+            raise ValueError(
+                f"cache mismatch: the cache holds {h} heads of key dim {d} and value dim {dv}, but this layer has "
+                f"{self.num_heads} heads of dim {self.head_dim}"
+            )
+        if cache.keys.shape[0] != b:
+            raise ValueError(f"cache mismatch: the cache holds a batch of {cache.keys.shape[0]}, the query a batch of {b}")
+
+    @staticmethod
+    def _head_mask(mask: Tensor | None) -> Tensor | None:
+        """Give a per-example mask ``(b, i, j)`` its head axis ``(b, 1, i, j)``; pass others to ``attend``,
+        which checks them."""
+        if isinstance(mask, Tensor) and mask.dim() == 3:
+            return mask.unsqueeze(1)  # (b, 1, i, j)
+        return mask
+
+    # ------------------------------------------------------------------------------------ public
+
+    def static_cache(self, key: Tensor, value: Tensor | None = None) -> StaticKVCache:
+        """Project a fixed memory ``key (b, j, kdim)`` (and ``value``, default ``key``) once, for
+        cross-attention at every decoding step."""
+        value = key if value is None else value
+        self._check_input("key", key, self.kdim, "kdim")
+        self._check_input("value", value, self.vdim, "vdim")
+        return StaticKVCache(self._split_heads(self.k_proj(key)), self._split_heads(self.v_proj(value)))
+
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor | None = None,
+        value: Tensor | None = None,
+        *,
+        mask: Tensor | None = None,
+        causal: bool = False,
+        cache: KVCache | StaticKVCache | None = None,
+        need_weights: bool = False,
+        average_heads: bool = False,
+    ) -> AttentionOutput:
+        """Attend from ``query (b, i, d_model)`` over ``key (b, j, kdim)`` / ``value (b, j, vdim)``.
+
+        - ``key`` defaults to ``query`` (self-attention), ``value`` to ``key``.
+        - ``mask``: boolean, True = may attend (see the module docstring for shapes).
+        - ``causal``: also forbid attending to later positions; with a cache of ``t`` earlier positions
+          the queries are aligned with the last keys (query ``p`` sees keys ``≤ t + p``).
+        - ``cache``: a :class:`KVCache` — the new keys/values are appended and attention runs over all
+          cached positions — or a :class:`StaticKVCache` of a memory projected once (then pass no
+          ``key``/``value``).
+        - ``need_weights``: return the weights per head ``(b, h, i, j)``; ``average_heads`` averages
+          them over heads ``(b, i, j)``.
+
+        Returns ``AttentionOutput(context (b, i, d_model), weights or None)``.
+        """
+        self._check_input("query", query, self.d_model, "d_model")
+        b, i, _ = query.shape
+        q = self._split_heads(self.q_proj(query))  # (b, h, i, d)
+        if isinstance(cache, StaticKVCache):
+            if key is not None or value is not None:
+                raise ValueError("with a StaticKVCache the keys and values come from the cache: pass key=None, value=None")
+            self._check_cache(cache, b)
+            k, v = cache.keys, cache.values  # (b, h, j, d)
+        else:
+            key = query if key is None else key
+            value = key if value is None else value
+            self._check_input("key", key, self.kdim, "kdim")
+            self._check_input("value", value, self.vdim, "vdim")
+            if key.shape[:2] != value.shape[:2]:
+                raise ValueError(
+                    f"key and value must agree on (b, j), got key {tuple(key.shape)} and value {tuple(value.shape)}"
+                )
+            if key.shape[0] != b:
+                raise ValueError(f"query and key must have the same batch size, got {tuple(query.shape)} and {tuple(key.shape)}")
+            k = self._split_heads(self.k_proj(key))  # (b, h, n, d)
+            v = self._split_heads(self.v_proj(value))  # (b, h, n, d)
+            if cache is not None:
+                if not isinstance(cache, KVCache):
+                    raise TypeError(f"cache must be a KVCache or StaticKVCache, got {type(cache).__name__}")
+                self._check_cache(cache, b)
+                k, v = cache.append(k, v)  # (b, h, t + n, d)
+        j = k.shape[2]
+        if causal:
+            mask = combine_masks(self._head_mask(mask), causal_mask(i, j, device=query.device))
+        out = attend(
+            q,
+            k,
+            v,
+            score=self.score,
+            normalize=self.normalize,
+            score_params=self.score_params,
+            normalize_params=self.normalize_params,
+            mask=self._head_mask(mask),
+            dropout=self.dropout if self.training else 0.0,
+            need_weights=need_weights,
+            backend=self.backend,
+        )
+        context = out.context.transpose(1, 2).reshape(b, i, self.d_model)  # (b, i, h * d)
+        weights = out.weights
+        if weights is not None and average_heads:
+            weights = weights.mean(dim=1)  # (b, i, j)
+        return AttentionOutput(self.out_proj(context), weights)
+
+    # ------------------------------------------------------------------------------------ PyTorch
+
+    @classmethod
+    def from_torch(cls, module: nn.MultiheadAttention) -> MultiHeadAttention:
+        """A layer with the weights (copied) of a ``torch.nn.MultiheadAttention``.
+
+        The result is batch-first whatever ``module.batch_first`` says, and takes masks in attnkit's
+        convention: pass ``~key_padding_mask`` / ``~attn_mask`` of a boolean PyTorch mask.
+        ``add_bias_kv`` and ``add_zero_attn`` have no equivalent here and are refused.
+        """
+        if not isinstance(module, nn.MultiheadAttention):
+            raise TypeError(f"from_torch expects a torch.nn.MultiheadAttention, got {type(module).__name__}")
+        if module.bias_k is not None or module.add_zero_attn:
+            raise ValueError("add_bias_kv and add_zero_attn are not supported by attnkit's MultiHeadAttention")
+        bias = module.in_proj_bias is not None
+        layer = cls(
+            module.embed_dim, module.num_heads, kdim=module.kdim, vdim=module.vdim, dropout=module.dropout, bias=bias
+        )
+        e = module.embed_dim
+        if module._qkv_same_embed_dim:
+            w_q, w_k, w_v = module.in_proj_weight.detach().split(e, dim=0)  # 3 × (e, e)
+        else:
+            w_q, w_k, w_v = (module.q_proj_weight.detach(), module.k_proj_weight.detach(), module.v_proj_weight.detach())
+        with torch.no_grad():
+            for proj, w in ((layer.q_proj, w_q), (layer.k_proj, w_k), (layer.v_proj, w_v)):
+                proj.weight.copy_(w)
+            layer.out_proj.weight.copy_(module.out_proj.weight)
+            if bias:
+                for proj, b_ in zip((layer.q_proj, layer.k_proj, layer.v_proj), module.in_proj_bias.detach().split(e)):
+                    proj.bias.copy_(b_)
+                layer.out_proj.bias.copy_(module.out_proj.bias)
+        return layer.to(device=module.out_proj.weight.device, dtype=module.out_proj.weight.dtype)
+
+    def extra_repr(self) -> str:
+        extra = "" if (self.kdim, self.vdim) == (self.d_model,) * 2 else f", kdim={self.kdim}, vdim={self.vdim}"
+        return f"d_model={self.d_model}, num_heads={self.num_heads}{extra}, score={self.score!r}, normalize={self.normalize!r}"

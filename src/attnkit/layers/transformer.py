@@ -1,0 +1,191 @@
+"""Transformer encoder and decoder blocks (Vaswani et al. 2017, section 3.1), pre-norm or post-norm.
+
+- post-norm (the paper): ``x = LayerNorm(x + Dropout(Sublayer(x)))``;
+- pre-norm (the default here, Wang et al. 2019; Xiong et al. 2020): ``x = x + Dropout(Sublayer(LayerNorm(x)))``,
+  which trains without warm-up tricks in deep stacks. A pre-norm *stack* needs one final LayerNorm
+  after its last block; that belongs to the model that stacks the blocks.
+
+Axes: ``b`` batch, ``i`` target positions, ``j`` source positions, ``h`` heads, ``d`` model width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Literal
+
+from torch import Tensor, nn
+
+from .cache import KVCache, StaticKVCache
+from .feedforward import ACTIVATIONS, FeedForward
+from .multihead import MultiHeadAttention
+
+__all__ = ["BlockConfig", "BlockOutput", "DecoderCache", "EncoderBlock", "DecoderBlock"]
+
+
+@dataclass(frozen=True)
+class BlockConfig:
+    """One Transformer block. ``attention_dropout`` defaults to ``dropout``; ``memory_dim`` (decoder
+    only) is the encoder's width when it differs from ``d_model``."""
+
+    d_model: int
+    num_heads: int
+    d_ff: int
+    dropout: float = 0.1
+    attention_dropout: float | None = None
+    activation: str = "relu"
+    norm: Literal["pre", "post"] = "pre"
+    layer_norm_eps: float = 1e-5
+    bias: bool = True
+    memory_dim: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("d_model", "num_heads", "d_ff"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"BlockConfig.{name} must be a positive integer, got {value!r}")
+        if self.d_model % self.num_heads:
+            raise ValueError(f"BlockConfig: num_heads={self.num_heads} does not divide d_model={self.d_model}")
+        for name in ("dropout", "attention_dropout"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value < 1.0:
+                raise ValueError(f"BlockConfig.{name} must be in [0, 1), got {value}")
+        if self.norm not in ("pre", "post"):
+            raise ValueError(f"BlockConfig.norm must be 'pre' or 'post', got {self.norm!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"BlockConfig.activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
+        if self.layer_norm_eps <= 0:
+            raise ValueError(f"BlockConfig.layer_norm_eps must be > 0, got {self.layer_norm_eps}")
+
+    @property
+    def attn_dropout(self) -> float:
+        return self.dropout if self.attention_dropout is None else self.attention_dropout
+
+
+@dataclass(frozen=True)
+class BlockOutput:
+    """A block's output ``hidden (b, i, d)`` and, when asked, its attention weights per head
+    ``(b, h, i, ·)``: ``self_weights`` and (decoder) ``cross_weights``."""
+
+    hidden: Tensor
+    self_weights: Tensor | None = None
+    cross_weights: Tensor | None = None
+
+
+@dataclass
+class DecoderCache:
+    """Everything one decoder block remembers between steps: its growing self-attention cache and the
+    encoder memory's keys/values, projected once (see :meth:`DecoderBlock.new_cache`)."""
+
+    memory: StaticKVCache
+    self_attn: KVCache = field(default_factory=KVCache)
+
+    def __len__(self) -> int:
+        """Target positions decoded so far (the position of the next one)."""
+        return len(self.self_attn)
+
+
+Sublayer = Callable[[Tensor], tuple[Tensor, Tensor | None]]
+
+
+def _pre_norm(x: Tensor, norm: nn.LayerNorm, sublayer: Sublayer, dropout: nn.Dropout) -> tuple[Tensor, Tensor | None]:
+    y, weights = sublayer(norm(x))
+    return x + dropout(y), weights
+
+
+def _post_norm(x: Tensor, norm: nn.LayerNorm, sublayer: Sublayer, dropout: nn.Dropout) -> tuple[Tensor, Tensor | None]:
+    y, weights = sublayer(x)
+    return norm(x + dropout(y)), weights
+
+
+_RESIDUAL = {"pre": _pre_norm, "post": _post_norm}
+
+
+class _Block(nn.Module):
+    def __init__(self, config: BlockConfig) -> None:
+        super().__init__()
+        if not isinstance(config, BlockConfig):
+            raise TypeError(f"expected a BlockConfig, got {type(config).__name__}")
+        self.config = config
+        self._residual = _RESIDUAL[config.norm]
+        self.dropout = nn.Dropout(config.dropout)
+        self.ffn = FeedForward(
+            config.d_model, config.d_ff, activation=config.activation, dropout=config.dropout, bias=config.bias
+        )
+        self.ffn_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+
+    def _attention(self, config: BlockConfig, kdim: int | None = None) -> MultiHeadAttention:
+        return MultiHeadAttention(
+            config.d_model, config.num_heads, kdim=kdim, vdim=kdim, dropout=config.attn_dropout, bias=config.bias
+        )
+
+    def _feed_forward(self, x: Tensor) -> Tensor:
+        return self._residual(x, self.ffn_norm, lambda h: (self.ffn(h), None), self.dropout)[0]
+
+
+class EncoderBlock(_Block):
+    """Self-attention then feed-forward, each inside a residual connection with LayerNorm."""
+
+    def __init__(self, config: BlockConfig) -> None:
+        super().__init__(config)
+        self.self_attn = self._attention(config)
+        self.self_attn_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+
+    def forward(self, x: Tensor, *, mask: Tensor | None = None, need_weights: bool = False) -> BlockOutput:
+        """``x (b, i, d)``; ``mask`` boolean, True = may attend (e.g. key padding ``(b, 1, i)``)."""
+
+        def attend(h: Tensor) -> tuple[Tensor, Tensor | None]:
+            out = self.self_attn(h, mask=mask, need_weights=need_weights)
+            return out.context, out.weights
+
+        x, weights = self._residual(x, self.self_attn_norm, attend, self.dropout)
+        return BlockOutput(self._feed_forward(x), weights)
+
+
+class DecoderBlock(_Block):
+    """Causal self-attention, cross-attention over the encoder memory, then feed-forward."""
+
+    def __init__(self, config: BlockConfig) -> None:
+        super().__init__(config)
+        self.self_attn = self._attention(config)
+        self.self_attn_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+        self.cross_attn = self._attention(config, kdim=config.memory_dim)
+        self.cross_attn_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+
+    def new_cache(self, memory: Tensor) -> DecoderCache:
+        """A cache for decoding step by step over ``memory (b, j, memory_dim)``, projected once here."""
+        return DecoderCache(self.cross_attn.static_cache(memory))
+
+    def forward(
+        self,
+        x: Tensor,
+        memory: Tensor | None = None,
+        *,
+        self_mask: Tensor | None = None,
+        memory_mask: Tensor | None = None,
+        cache: DecoderCache | None = None,
+        need_weights: bool = False,
+    ) -> BlockOutput:
+        """``x (b, i, d)`` target positions; ``memory (b, j, memory_dim)`` the encoder output, or ``None``
+        with a ``cache`` (which holds it projected). Self-attention is always causal; ``self_mask`` may add
+        target padding, ``memory_mask`` (e.g. ``(b, 1, j)``) source padding. With a ``cache``, ``x`` holds
+        the next position(s) only and the cache grows by them."""
+        if cache is not None and memory is not None:
+            raise ValueError("with a DecoderCache the encoder memory comes from the cache: pass memory=None")
+        if cache is None and memory is None:
+            raise ValueError("DecoderBlock needs the encoder memory, or a DecoderCache made by new_cache(memory)")
+        self_cache = None if cache is None else cache.self_attn
+
+        def self_attend(h: Tensor) -> tuple[Tensor, Tensor | None]:
+            out = self.self_attn(h, mask=self_mask, causal=True, cache=self_cache, need_weights=need_weights)
+            return out.context, out.weights
+
+        def cross_attend(h: Tensor) -> tuple[Tensor, Tensor | None]:
+            if cache is None:
+                out = self.cross_attn(h, memory, mask=memory_mask, need_weights=need_weights)
+            else:
+                out = self.cross_attn(h, mask=memory_mask, cache=cache.memory, need_weights=need_weights)
+            return out.context, out.weights
+
+        x, self_weights = self._residual(x, self.self_attn_norm, self_attend, self.dropout)
+        x, cross_weights = self._residual(x, self.cross_attn_norm, cross_attend, self.dropout)
+        return BlockOutput(self._feed_forward(x), self_weights, cross_weights)
