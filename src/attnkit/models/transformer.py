@@ -1,0 +1,133 @@
+"""The encoder–decoder Transformer (Vaswani et al. 2017) on the models' one interface.
+
+Recurrence is replaced by self-attention: the encoder's self-attention lets every source word look at
+every other; the decoder's causal self-attention looks at the words produced so far, and its
+cross-attention gives every output word its own context over the source (the C_i of the RNN
+attention decoder, computed by several heads in each layer).
+
+Axes: ``b`` batch, ``s`` source positions, ``t`` target positions, ``d`` model width, ``h`` heads.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+from attnkit.layers import (
+    BlockConfig,
+    DecoderBlock,
+    DecoderCache,
+    EncoderBlock,
+    KVCache,
+    LearnedPositionalEncoding,
+    SinusoidalPositionalEncoding,
+)
+
+from .base import Seq2SeqModel, check_tokens
+from .config import ConfigError, TransformerConfig
+
+__all__ = ["TransformerSeq2Seq", "TransformerState"]
+
+
+@dataclass
+class TransformerState:
+    """Decoder state: the source mask ``(b, s)`` and one cache per decoder layer (its growing
+    self-attention keys/values and the encoder memory's keys/values, projected once)."""
+
+    src_mask: Tensor
+    caches: list[DecoderCache]
+
+    @property
+    def position(self) -> int:
+        return len(self.caches[0])
+
+    def reorder(self, index: Tensor) -> "TransformerState":
+        caches = []
+        for c in self.caches:
+            kv = c.self_attn
+            self_attn = KVCache() if kv.keys is None else KVCache(kv.keys.index_select(0, index), kv.values.index_select(0, index))
+            caches.append(DecoderCache(c.memory.reorder(index), self_attn))
+        return TransformerState(self.src_mask.index_select(0, index), caches)
+
+
+class TransformerSeq2Seq(Seq2SeqModel):
+    def __init__(self, config: TransformerConfig, src_vocab_size: int, tgt_vocab_size: int):
+        super().__init__()
+        c = config
+        self.config, self.src_vocab_size, self.tgt_vocab_size = c, src_vocab_size, tgt_vocab_size
+        self.src_embed = nn.Embedding(src_vocab_size, c.d_model, padding_idx=c.pad_id)
+        if c.share_embeddings:
+            if src_vocab_size != tgt_vocab_size:
+                raise ConfigError(
+                    f"share_embeddings needs one joint vocabulary, got source {src_vocab_size} and target {tgt_vocab_size}"
+                )
+            self.tgt_embed = self.src_embed
+        else:
+            self.tgt_embed = nn.Embedding(tgt_vocab_size, c.d_model, padding_idx=c.pad_id)
+        for emb in (self.src_embed, self.tgt_embed):
+            nn.init.normal_(emb.weight, std=c.d_model**-0.5)  # so that the sqrt(d) scale gives unit variance
+            nn.init.zeros_(emb.weight[c.pad_id])
+        if c.positions == "sinusoidal":
+            self.src_pos = SinusoidalPositionalEncoding(c.d_model, dropout=c.dropout)
+            self.tgt_pos = SinusoidalPositionalEncoding(c.d_model, dropout=c.dropout)
+        else:
+            self.src_pos = LearnedPositionalEncoding(c.max_len, c.d_model, dropout=c.dropout)
+            self.tgt_pos = LearnedPositionalEncoding(c.max_len, c.d_model, dropout=c.dropout)
+        block = BlockConfig(c.d_model, c.heads, c.ffn_dim, dropout=c.dropout, attention_dropout=c.attention_dropout,
+                            norm="pre" if c.norm_first else "post")
+        self.encoder = nn.ModuleList(EncoderBlock(block) for _ in range(c.encoder_layers))
+        self.decoder = nn.ModuleList(DecoderBlock(block) for _ in range(c.decoder_layers))
+        # A pre-norm stack ends with a LayerNorm; post-norm blocks already end with one.
+        self.encoder_norm = nn.LayerNorm(c.d_model) if c.norm_first else nn.Identity()
+        self.decoder_norm = nn.LayerNorm(c.d_model) if c.norm_first else nn.Identity()
+        self.output = nn.Linear(c.d_model, tgt_vocab_size, bias=False)
+        if c.tie_output:
+            self.output.weight = self.tgt_embed.weight
+        self.scale = math.sqrt(c.d_model)
+
+    def _memory(self, src: Tensor, src_mask: Tensor) -> Tensor:
+        x = self.src_pos(self.src_embed(src) * self.scale)  # (b, s, d)
+        key_mask = src_mask.unsqueeze(1)  # (b, 1, s)
+        for block in self.encoder:
+            x = block(x, mask=key_mask).hidden
+        return self.encoder_norm(x)
+
+    def encode(self, src: Tensor, src_mask: Tensor | None = None) -> TransformerState:
+        src_mask = self._check_src(src, src_mask)
+        memory = self._memory(src, src_mask)
+        return TransformerState(src_mask, [block.new_cache(memory) for block in self.decoder])
+
+    def decode_step(self, state: TransformerState, prev_tokens: Tensor, *, need_attention: bool = False):
+        """One target position. The caches in ``state`` grow in place; the same state is returned."""
+        check_tokens("prev_tokens", prev_tokens, self.tgt_vocab_size, 1)
+        if prev_tokens.shape[0] != state.src_mask.shape[0]:
+            raise ValueError(f"prev_tokens has {prev_tokens.shape[0]} rows but the state {state.src_mask.shape[0]}")
+        x = self.tgt_pos(self.tgt_embed(prev_tokens[:, None]) * self.scale, offset=state.position)  # (b, 1, d)
+        memory_mask = state.src_mask.unsqueeze(1)  # (b, 1, s)
+        maps = []
+        for block, cache in zip(self.decoder, state.caches):
+            out = block(x, None, memory_mask=memory_mask, cache=cache, need_weights=need_attention)
+            x = out.hidden
+            if need_attention:
+                maps.append(out.cross_weights)  # (b, h, 1, s)
+        logits = self.output(self.decoder_norm(x))[:, 0]  # (b, V)
+        return logits, state, (maps if need_attention else None)
+
+    def forward(self, src: Tensor, tgt_in: Tensor, *, src_mask: Tensor | None = None, need_attention: bool = False):
+        """Teacher forcing: ``tgt_in (b, t)`` starts with BOS; returns ``logits (b, t, V)`` and, when asked,
+        the cross-attention of every decoder layer ``[(b, h, t, s)]``."""
+        check_tokens("tgt_in", tgt_in, self.tgt_vocab_size, 2)
+        src_mask = self._check_src(src, src_mask)
+        memory = self._memory(src, src_mask)
+        x = self.tgt_pos(self.tgt_embed(tgt_in) * self.scale)  # (b, t, d)
+        memory_mask = src_mask.unsqueeze(1)  # (b, 1, s)
+        maps = []
+        for block in self.decoder:
+            out = block(x, memory, memory_mask=memory_mask, need_weights=need_attention)
+            x = out.hidden
+            if need_attention:
+                maps.append(out.cross_weights)
+        return self.output(self.decoder_norm(x)), (maps if need_attention else None)
+

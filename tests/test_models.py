@@ -1,0 +1,166 @@
+"""The models: every kind memorises 64 real pairs, step-by-step decoding equals teacher forcing,
+attention weights are distributions over the real source positions, and configs round-trip."""
+
+import json
+
+import pytest
+import torch
+
+from attnkit.decode import greedy_decode
+from attnkit.models import (
+    AttentionConfig,
+    ConfigError,
+    RNNConfig,
+    TransformerConfig,
+    build_model,
+    config_from_dict,
+    label_smoothed_nll,
+    load_model,
+    save_model,
+)
+from models_helpers import BOS, EOS, pad, tiny_corpus
+
+SMALL_RNN = dict(embed_dim=64, hidden=128, dropout=0.0)
+SMALL_TRANSFORMER = dict(d_model=64, heads=4, encoder_layers=2, decoder_layers=2, ffn_dim=128, dropout=0.0)
+
+MEMORISE = {
+    "seq2seq-fixed": RNNConfig(kind="seq2seq-fixed", **SMALL_RNN),
+    "seq2seq-context": RNNConfig(kind="seq2seq-context", **SMALL_RNN),
+    "attention-bahdanau": RNNConfig(kind="seq2seq-attention", attention=AttentionConfig("bahdanau"), **SMALL_RNN),
+    "attention-luong-general": RNNConfig(kind="seq2seq-attention", attention=AttentionConfig("luong-general"), **SMALL_RNN),
+    "attention-hard": RNNConfig(kind="seq2seq-attention", attention=AttentionConfig("bahdanau", normalize="hard"), **SMALL_RNN),
+    "transformer": TransformerConfig(**SMALL_TRANSFORMER),
+}
+
+# Every kind and a spread of options, for the interface invariants.
+VARIANTS = {
+    **MEMORISE,
+    "fixed-lstm-2layers": RNNConfig(kind="seq2seq-fixed", cell="lstm", layers=2, embed_dim=16, hidden=24, dropout=0.0),
+    "context-unidirectional": RNNConfig(kind="seq2seq-context", bidirectional=False, embed_dim=16, hidden=24, dropout=0.0),
+    "attention-luong-dot": RNNConfig(kind="seq2seq-attention", bidirectional=False, attention=AttentionConfig("luong-dot"), embed_dim=16, hidden=24, dropout=0.0),
+    "attention-luong-concat": RNNConfig(kind="seq2seq-attention", attention=AttentionConfig("luong-concat"), embed_dim=16, hidden=24, dropout=0.0),
+    "attention-cosine-sparsemax": RNNConfig(kind="seq2seq-attention", attention=AttentionConfig("cosine", normalize="sparsemax"), embed_dim=16, hidden=24, dropout=0.0),
+    "attention-gumbel": RNNConfig(kind="seq2seq-attention", cell="lstm", attention=AttentionConfig("bahdanau", normalize="gumbel"), embed_dim=16, hidden=24, dropout=0.0),
+    "transformer-post-norm-learned": TransformerConfig(norm_first=False, positions="learned", tie_output=False, **SMALL_TRANSFORMER),
+    "transformer-shared": TransformerConfig(share_embeddings=True, **SMALL_TRANSFORMER),
+}
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    src, tgt, src_vocab, tgt_vocab = tiny_corpus(64)
+    assert len(src) == 64
+    return src, tgt, src_vocab, tgt_vocab
+
+
+@pytest.mark.parametrize("name", list(MEMORISE))
+def test_every_model_kind_memorises_64_real_pairs(name, corpus):
+    src, tgt, src_vocab, tgt_vocab = corpus
+    torch.manual_seed(0)
+    model = build_model(MEMORISE[name], src_vocab, tgt_vocab)
+    s, t_in, t_out = pad(src), pad(tgt, prefix=[BOS]), pad(tgt, suffix=[EOS])
+    lr = 1e-3 if name == "transformer" else 3e-3
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    exact = 0
+    for step in range(1, 801):
+        model.train()
+        logits, _ = model(s, t_in)
+        loss = label_smoothed_nll(logits, t_out, smoothing=0.0, reduction="mean")
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % 25 == 0:
+            model.eval()
+            exact = sum(h.tokens == ref for h, ref in zip(greedy_decode(model, s), tgt))
+            if exact == len(tgt):
+                break
+    assert exact == 64, f"{name}: {exact}/64 targets reproduced after {step} steps"
+
+
+def _batch(src_vocab=30, tgt_vocab=40):
+    g = torch.Generator().manual_seed(5)
+    src = torch.randint(3, src_vocab, (3, 7), generator=g)
+    src[1, 4:] = 0  # padding
+    src[2, 6:] = 0
+    tgt_in = torch.randint(3, tgt_vocab, (3, 6), generator=g)
+    tgt_in[:, 0] = BOS
+    return src, tgt_in
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_decode_step_equals_teacher_forcing_and_attention_is_a_distribution(name):
+    torch.manual_seed(0)
+    src, tgt_in = _batch()
+    vocab = 40 if name == "transformer-shared" else 30
+    model = build_model(VARIANTS[name], vocab, 40).eval()
+    with torch.no_grad():
+        logits, attention = model(src, tgt_in, need_attention=True)
+        state = model.encode(src)
+        steps, maps = [], []
+        for t in range(tgt_in.shape[1]):
+            step_logits, state, att = model.decode_step(state, tgt_in[:, t], need_attention=True)
+            steps.append(step_logits)
+            maps.append(att)
+    assert (torch.stack(steps, 1) - logits).abs().max() <= 1e-5
+    if VARIANTS[name].kind in ("seq2seq-fixed", "seq2seq-context"):
+        assert attention is None and maps[0] is None  # no attention in these generations
+        return
+    pad_positions = (src == 0)[:, None, None, :]  # (b, 1, 1, s)
+    for layer, weights in enumerate(attention):
+        b, h, t, s = weights.shape
+        assert (b, t, s) == (3, 6, 7)
+        assert (weights >= 0).all()
+        assert torch.allclose(weights.sum(-1), torch.ones(b, h, t), atol=1e-5)
+        assert (weights.masked_select(pad_positions.expand_as(weights)) == 0).all()
+        step_weights = torch.cat([m[layer] for m in maps], 2)
+        assert (step_weights - weights).abs().max() <= 1e-5
+
+
+def test_label_smoothing_matches_torch_cross_entropy():
+    logits = torch.randn(4, 5, 11)
+    target = torch.randint(1, 11, (4, 5))
+    target[0, 3:] = 0
+    ours = label_smoothed_nll(logits, target, smoothing=0.1, ignore_index=0, reduction="mean")
+    ref = torch.nn.functional.cross_entropy(logits.view(-1, 11), target.view(-1), ignore_index=0, label_smoothing=0.1)
+    assert abs(float(ours) - float(ref)) <= 1e-5
+
+
+@pytest.mark.parametrize("name", ["attention-luong-concat", "transformer-shared"])
+def test_model_round_trips_through_a_folder(name, tmp_path):
+    src, tgt_in = _batch()
+    model = build_model(VARIANTS[name], 40, 40).eval()
+    save_model(model, tmp_path / "m", extra={"note": "test"})
+    saved = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert saved["model"]["kind"] == VARIANTS[name].kind and saved["note"] == "test"
+    loaded, meta = load_model(tmp_path / "m")
+    assert loaded.config == model.config
+    with torch.no_grad():
+        assert torch.equal(loaded(src, tgt_in)[0], model(src, tgt_in)[0])
+    if name == "transformer-shared":
+        assert loaded.output.weight is loaded.src_embed.weight  # ties survive the round trip
+
+
+def test_config_errors_name_the_key(tmp_path):
+    with pytest.raises(ConfigError, match="unknown key.*'hiden'"):
+        config_from_dict({"kind": "seq2seq-fixed", "hiden": 3})
+    with pytest.raises(ConfigError, match="kind must be one of"):
+        config_from_dict({"kind": "lstm"})
+    with pytest.raises(ConfigError, match=r"heads \(3\) must divide d_model \(64\)"):
+        config_from_dict({"kind": "transformer", "d_model": 64, "heads": 3})
+    with pytest.raises(ConfigError, match="attention.normalize"):
+        config_from_dict({"kind": "seq2seq-attention", "attention": {"normalize": "soft"}})
+    with pytest.raises(ConfigError, match="share_embeddings"):
+        build_model(TransformerConfig(share_embeddings=True, d_model=8, heads=2), 10, 12)
+    with pytest.raises(FileNotFoundError, match="config.json is missing"):
+        load_model(tmp_path)
+
+
+def test_bad_tokens_are_refused_clearly():
+    model = build_model(VARIANTS["attention-bahdanau"], 30, 40)
+    src, tgt_in = _batch()
+    with pytest.raises(ValueError, match=r"src holds ids outside the vocabulary \[0, 30\)"):
+        model(src + 100, tgt_in)
+    with pytest.raises(TypeError, match="integer"):
+        model(src.float(), tgt_in)
+    with pytest.raises(ValueError, match="at least one token"):
+        model(torch.zeros(2, 3, dtype=torch.long), tgt_in[:2])
