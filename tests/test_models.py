@@ -164,3 +164,27 @@ def test_bad_tokens_are_refused_clearly():
         model(src.float(), tgt_in)
     with pytest.raises(ValueError, match="at least one token"):
         model(torch.zeros(2, 3, dtype=torch.long), tgt_in[:2])
+
+
+def test_info_reports_parameter_counts_by_hand_formula(capsys):
+    from attnkit.cli import main
+
+    assert main(["info", "--config", "configs/cmn-eng-transformer.yaml", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    d, f, v, layers = 256, 1024, 8000, 3
+    mha, ffn, ln = 4 * (d * d + d), d * f + f + f * d + d, 2 * d
+    encoder = layers * (mha + ffn + 2 * ln)
+    decoder = layers * (2 * mha + ffn + 3 * ln)
+    expected = 2 * v * d + encoder + decoder + 2 * ln  # output projection tied to the target embedding
+    assert report["parameters"] == expected
+    assert report["by_module"]["encoder"] == encoder and report["by_module"]["decoder"] == decoder
+
+
+def test_info_errors_name_the_file(tmp_path, capsys):
+    from attnkit.cli import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  kind: transformer\n  heads: 5\n")
+    assert main(["info", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "heads (5) must divide d_model (256)" in err

@@ -13,6 +13,8 @@ import sys
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "explain": ("attnkit.explain.cli", "print a worked example of attention, step by step"),
+    "info": ("attnkit.models.cli", "show a model's configuration and parameter counts"),
+    "attention": ("attnkit.interop.cli", "print a pretrained encoder's attention weights on a sentence, as JSON"),
 }
 
 

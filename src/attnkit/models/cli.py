@@ -1,0 +1,92 @@
+"""``attnkit info``: what a model configuration or a saved model holds, and its parameter counts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from attnkit.cli import UserError
+
+from .config import ConfigError, config_from_dict, config_to_dict
+from .io import build_model, load_model
+
+
+def add_arguments(parser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", help="a YAML or JSON file: a model config, or a file with a 'model:' section")
+    source.add_argument("--model", help="a saved model folder (config.json + model.safetensors)")
+    parser.add_argument("--kind", help="override the config's model kind (e.g. transformer, seq2seq-attention)")
+    parser.add_argument("--src-vocab", type=int, default=8000, help="source vocabulary size for --config (default 8000)")
+    parser.add_argument("--tgt-vocab", type=int, default=8000, help="target vocabulary size for --config (default 8000)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def read_config_file(path: str | Path) -> dict:
+    """A YAML/JSON file as a dict, with errors that name the file."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise UserError(f"{path}:{where} is not valid YAML/JSON: {getattr(err, 'problem', err)}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
+    return data
+
+
+def with_kind(model_cfg: dict, kind: str) -> dict:
+    """``model_cfg`` switched to ``kind``: the keys the new kind does not know are dropped."""
+    import dataclasses
+
+    from .config import MODEL_KINDS, RNNConfig, TransformerConfig
+
+    if kind not in MODEL_KINDS:
+        raise UserError(f"--kind must be one of {list(MODEL_KINDS)}, got {kind!r}")
+    cls = TransformerConfig if kind == "transformer" else RNNConfig
+    known = {f.name for f in dataclasses.fields(cls)}
+    return {**{k: v for k, v in model_cfg.items() if k in known}, "kind": kind}
+
+
+def run(args) -> int:
+    if args.model:
+        try:
+            model, meta = load_model(args.model)
+        except (FileNotFoundError, ConfigError, ValueError) as err:
+            raise UserError(str(err)) from None
+    else:
+        data = read_config_file(args.config)
+        model_cfg = dict(data.get("model", data))
+        if args.kind:
+            model_cfg = with_kind(model_cfg, args.kind)
+        try:
+            config = config_from_dict(model_cfg)
+            model = build_model(config, args.src_vocab, args.tgt_vocab)
+        except ConfigError as err:
+            raise UserError(f"{args.config}: {err}") from None
+    groups: dict[str, int] = {}
+    seen = set()
+    for name, p in model.named_parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        top = name.split(".")[0]
+        groups[top] = groups.get(top, 0) + p.numel()
+    report = {"kind": model.config.kind, "parameters": model.num_parameters(), "by_module": groups,
+              "src_vocab_size": model.src_vocab_size, "tgt_vocab_size": model.tgt_vocab_size,
+              "config": config_to_dict(model.config)}
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"{report['kind']}: {report['parameters']:,} parameters "
+          f"(vocabularies: source {model.src_vocab_size:,}, target {model.tgt_vocab_size:,})")
+    width = max(len(k) for k in groups)
+    for name, n in groups.items():
+        print(f"  {name.ljust(width)}  {n:>12,}")
+    return 0
