@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from attnkit.cli import UserError
+from attnkit.configfile import SettingsFileError, read_settings_file
 
 from .config import ConfigError, config_from_dict, config_to_dict
 from .io import build_model, load_model
@@ -23,22 +24,10 @@ def add_arguments(parser) -> None:
 
 def read_config_file(path: str | Path) -> dict:
     """A YAML/JSON file as a dict, with errors that name the file."""
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such file")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as err:
-        raise UserError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise UserError(f"{path}:{where} is not valid YAML/JSON: {getattr(err, 'problem', err)}") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
-    return data
+        return read_settings_file(path)
+    except SettingsFileError as err:
+        raise UserError(str(err)) from None
 
 
 def with_kind(model_cfg: dict, kind: str) -> dict:
