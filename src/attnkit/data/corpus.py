@@ -94,16 +94,16 @@ class ReadReport:
 
 
 def format_skipped(
-    skipped: int, issues: Iterable[Issue], *, total: int | None = None, limit: int = 3
+    skipped: int, issues: Iterable[Issue], *, total: int | None = None, limit: int = 3, unit: str = "lines"
 ) -> str:
     """Format a skip summary naming the first ``limit`` reasons as ``file:line: reason``.
 
     Returns ``"skipped 0 lines"`` when nothing was skipped, so callers can print it unconditionally.
+    ``unit`` is the plural noun counted (``"lines"``, ``"pairs"``).
     """
     issues = list(issues)
     of = f" of {total}" if total is not None else ""
-    noun = "line" if skipped == 1 and total is None else "lines"
-    head = f"skipped {skipped}{of} {noun}"
+    head = f"skipped {skipped}{of} {unit}"
     if not issues:
         return head
     shown = "; ".join(str(issue) for issue in issues[:limit])
