@@ -56,3 +56,32 @@ def test_unknown_topic_is_a_clear_usage_error(capsys):
         main(["explain", "nonsense"])
     assert info.value.code == 2
     assert "invalid choice: 'nonsense'" in capsys.readouterr().err
+
+
+def _printed(topic: str, capsys):
+    """The printed numbers of ``topic`` (English) and its lesson, to find steps by name."""
+    main(["explain", topic, "--lang", "en"])
+    return _printed_tables(capsys.readouterr().out), TOPICS[topic]("en")
+
+
+def _step(printed, lesson, name: str) -> torch.Tensor:
+    return torch.tensor(printed[lesson.index(name)], dtype=torch.float64)
+
+
+def test_search_weights_are_softmax_of_the_query_key_dot_products(capsys):
+    from attnkit.explain.search import SEARCH_KEYS, SEARCH_OTHER_QUERIES, SEARCH_QUERY, SEARCH_VALUES
+
+    printed, lesson = _printed("search", capsys)
+    scores = SEARCH_KEYS @ SEARCH_QUERY  # computed here, independently of the lesson
+    weights = torch.exp(scores) / torch.exp(scores).sum()
+    assert torch.allclose(_step(printed, lesson, "scores"), scores, atol=5e-5)
+    assert torch.allclose(_step(printed, lesson, "weights"), weights, atol=5e-5)
+    assert torch.allclose(_step(printed, lesson, "output"), weights @ SEARCH_VALUES, atol=5e-5)
+    # The hard lookup is the database answer: the best item's one-hot weights and exactly its value.
+    best = int(scores.argmax())
+    one_hot = torch.nn.functional.one_hot(torch.tensor(best), 4).double()
+    assert torch.allclose(_step(printed, lesson, "hard"), torch.cat([one_hot, SEARCH_VALUES[best]]), atol=5e-5)
+    queries = torch.cat([SEARCH_QUERY[None], SEARCH_OTHER_QUERIES])
+    assert torch.allclose(_step(printed, lesson, "queries"), torch.softmax(queries @ SEARCH_KEYS.T, -1).flatten(), atol=5e-5)
+    # The ambiguous query keeps both meanings of 笔记本: the laptop first, the paper notebook second.
+    assert weights.argsort(descending=True)[:2].tolist() == [0, 2]

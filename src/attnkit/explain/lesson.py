@@ -17,6 +17,7 @@ class Step:
     value: Tensor | None = None
     rows: tuple[str, ...] = ()  # labels of the rows of ``value``
     cols: tuple[str, ...] = ()  # labels of the columns of ``value``
+    name: str = ""  # a short handle, so tests can find a step without counting
 
     def text(self, lang: str) -> str:
         return self.zh if lang == "zh" else self.en
@@ -28,9 +29,16 @@ class Lesson:
     title_en: str
     steps: list[Step] = field(default_factory=list)
 
-    def add(self, zh: str, en: str, value: Tensor | None = None, rows=(), cols=()) -> Tensor | None:
-        self.steps.append(Step(zh, en, None if value is None else value.detach(), tuple(rows), tuple(cols)))
+    def add(self, zh: str, en: str, value: Tensor | None = None, rows=(), cols=(), name: str = "") -> Tensor | None:
+        self.steps.append(Step(zh, en, None if value is None else value.detach(), tuple(rows), tuple(cols), name))
         return value
+
+    def index(self, name: str) -> int:
+        """The position (from 0) of the step called ``name``."""
+        for n, step in enumerate(self.steps):
+            if step.name == name:
+                return n
+        raise KeyError(f"no step named {name!r} in {self.title_en!r}")
 
 
 def format_tensor(value: Tensor, rows=(), cols=(), digits: int = 4) -> str:
@@ -41,15 +49,18 @@ def format_tensor(value: Tensor, rows=(), cols=(), digits: int = 4) -> str:
     if v.dim() == 1:
         v = v[None, :]
     cells = [[f"{x:.{digits}f}" for x in row] for row in v.tolist()]
-    width = max(len(c) for row in cells for c in row)
+    # Each column as wide as its widest number or its label.
+    widths = [max(len(c) for c in column) for column in zip(*cells)]
+    if cols:
+        widths = [max(w, _display_width(c)) for w, c in zip(widths, cols)]
     label_w = max((_display_width(r) for r in rows), default=0)
     lines = []
     if cols:
-        head = " " * (label_w + 2 if rows else 0) + " ".join(_pad(c, width) for c in cols)
+        head = " " * (label_w + 2 if rows else 0) + " ".join(_pad(c, w) for c, w in zip(cols, widths))
         lines.append(head.rstrip())
     for n, row in enumerate(cells):
         label = _pad(rows[n], label_w) + "  " if rows else ""
-        lines.append(label + " ".join(c.rjust(width) for c in row))
+        lines.append(label + " ".join(c.rjust(w) for c, w in zip(row, widths)))
     return "\n".join(lines)
 
 
