@@ -1,0 +1,56 @@
+"""``attnkit translate --model DIR [--beam N] [TEXT ...]`` (no text: stdin → stdout, line by line)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from attnkit.cli import UserError
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("text", nargs="*", help="sentences to translate (default: read stdin, one per line)")
+    parser.add_argument("--model", required=True, help="a model folder, or a training --out folder (uses its best/)")
+    parser.add_argument("--beam", type=int, default=4, help="beam size; 1 = greedy (default 4)")
+    parser.add_argument("--length-penalty", type=float, default=0.6, help="GNMT length penalty alpha (default 0.6)")
+    parser.add_argument("--batch-size", type=int, default=64, help="sentences decoded together (default 64)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line with pieces, score and alignment")
+
+
+def _lines(args):
+    if args.text:
+        return list(args.text)
+    data = sys.stdin.buffer.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise UserError(f"stdin line {line}: not valid UTF-8 ({err.reason})") from None
+    return text.splitlines()
+
+
+def run(args) -> int:
+    from .translator import Translator
+
+    if args.beam < 1:
+        raise UserError(f"--beam must be >= 1, got {args.beam}")
+    try:
+        translator = Translator.load(args.model)
+    except (FileNotFoundError, ValueError) as err:
+        raise UserError(str(err)) from None
+    lines = _lines(args)
+    keep = [n for n, s in enumerate(lines) if s.strip()]
+    done = translator.translate([lines[n] for n in keep], beam=args.beam, length_penalty=args.length_penalty,
+                                batch_size=args.batch_size, need_attention=args.json)
+    by_line = dict(zip(keep, done))
+    for n, source in enumerate(lines):
+        t = by_line.get(n)
+        if args.json:
+            record = {"source": source, "translation": t.text if t else ""}
+            if t:
+                record.update(src_pieces=t.src_pieces, tgt_pieces=t.tgt_pieces, score=round(t.score, 4),
+                              alignment=[int(i) for i in t.attention.mean(dim=(0, 1)).argmax(-1).tolist()])
+            print(json.dumps(record, ensure_ascii=False))
+        else:
+            print(t.text if t else "")  # an empty line stays an empty line: outputs stay line-aligned
+    return 0

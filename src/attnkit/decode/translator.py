@@ -1,0 +1,109 @@
+"""Text in, text out: a model folder (weights, config, tokenizers) as a translator.
+
+Sources are encoded as the training batches encode them (tokens + EOS), translated in batches of
+similar length, and returned in the input order, each with its pieces and, when asked, its
+cross-attention alignment ``(layers, heads, output pieces + EOS, source pieces + EOS)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from attnkit.models import Seq2SeqModel, load_model
+from attnkit.text import Tokenizer, load_tokenizers
+
+from .greedy import Hypothesis, greedy_decode
+
+__all__ = ["Translation", "Translator", "resolve_model_dir"]
+
+
+@dataclass(frozen=True)
+class Translation:
+    source: str
+    text: str
+    src_pieces: list[str]  # source pieces, then "</s>"
+    tgt_pieces: list[str]  # output pieces (the attention rows add the EOS step)
+    score: float
+    attention: Tensor | None = None  # (layers, heads, len(tgt_pieces) + 1, len(src_pieces))
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    """A training output folder means its ``best`` model; a model folder means itself."""
+    path = Path(path)
+    if (path / "model.safetensors").is_file():
+        return path
+    if (path / "best" / "model.safetensors").is_file():
+        return path / "best"
+    raise FileNotFoundError(
+        f"{path} holds no attnkit model: expected model.safetensors in it or in {path / 'best'} "
+        "(train one with `attnkit train` or `attnkit demo`)"
+    )
+
+
+class Translator:
+    def __init__(self, model: Seq2SeqModel, src_tokenizer: Tokenizer, tgt_tokenizer: Tokenizer):
+        self.model, self.src_tok, self.tgt_tok = model.eval(), src_tokenizer, tgt_tokenizer
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Translator":
+        folder = resolve_model_dir(path)
+        model, _ = load_model(folder)
+        src_tok, tgt_tok = load_tokenizers(folder)
+        return cls(model, src_tok, tgt_tok)
+
+    def _encode(self, text: str) -> list[int]:
+        return self.src_tok.encode(text)[: self.max_source_tokens()] + [self.src_tok.eos_id]
+
+    def max_source_tokens(self) -> int:
+        cfg = self.model.config
+        limit = getattr(cfg, "max_len", None) if getattr(cfg, "positions", "") == "learned" else None
+        return (limit - 1) if limit else 1024
+
+    @torch.inference_mode()
+    def translate(
+        self,
+        sentences: Sequence[str],
+        *,
+        beam: int = 1,
+        length_penalty: float = 0.6,
+        batch_size: int = 64,
+        max_len_ratio: float = 2.0,
+        need_attention: bool = False,
+    ) -> list[Translation]:
+        """Translate ``sentences``; ``beam == 1`` is greedy decoding."""
+        if beam < 1:
+            raise ValueError(f"beam must be >= 1, got {beam}")
+        encoded = [self._encode(s) for s in sentences]
+        order = sorted(range(len(sentences)), key=lambda n: len(encoded[n]))  # similar lengths together
+        results: list[Translation | None] = [None] * len(sentences)
+        pad = self.model.config.pad_id
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            width = max(len(encoded[n]) for n in rows)
+            src = torch.full((len(rows), width), pad, dtype=torch.long)
+            for r, n in enumerate(rows):
+                src[r, : len(encoded[n])] = torch.tensor(encoded[n])
+            hyps = self._decode(src, beam, length_penalty, max_len_ratio, need_attention)
+            for r, n in enumerate(rows):
+                results[n] = self._result(sentences[n], encoded[n], hyps[r], need_attention)
+        return results  # type: ignore[return-value]
+
+    def _decode(self, src, beam, length_penalty, max_len_ratio, need_attention) -> list[Hypothesis]:
+        if beam == 1:
+            return greedy_decode(self.model, src, max_len_ratio=max_len_ratio, need_attention=need_attention)
+        from .beam import beam_search
+
+        nbest = beam_search(self.model, src, beam_size=beam, length_penalty=length_penalty,
+                            max_len_ratio=max_len_ratio, need_attention=need_attention)
+        return [options[0] for options in nbest]
+
+    def _result(self, source: str, ids: list[int], hyp: Hypothesis, need_attention: bool) -> Translation:
+        src_pieces = [self.src_tok.id_to_piece(i) for i in ids[:-1]] + ["</s>"]
+        tgt_pieces = [self.tgt_tok.id_to_piece(i) for i in hyp.tokens]
+        return Translation(source, self.tgt_tok.decode(hyp.tokens), src_pieces, tgt_pieces, hyp.score,
+                           hyp.attention if need_attention else None)

@@ -1,0 +1,80 @@
+"""``attnkit evaluate --hyp FILE --ref FILE`` or ``attnkit evaluate --model DIR --test FILE``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from attnkit.cli import UserError
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--hyp", help="hypotheses, one per line")
+    parser.add_argument("--ref", help="references, one per line (line-aligned with --hyp)")
+    parser.add_argument("--model", help="a model folder (or training --out folder) to translate --test with")
+    parser.add_argument("--test", help="test pairs in the manythings format (English<TAB>Chinese<TAB>attribution)")
+    parser.add_argument("--direction", default="zh-en", choices=["zh-en", "en-zh"], help="with --test (default zh-en)")
+    parser.add_argument("--beam", type=int, default=4, help="beam size with --model (default 4)")
+    parser.add_argument("--target-lang", default=None, help="target language for BLEU's tokenizer (zh uses 'zh')")
+    parser.add_argument("--by-length", action="store_true", help="also BLEU by source-length bucket (needs --test)")
+    parser.add_argument("--output", help="with --model: write the translations to this file")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _read_lines(path: str, what: str) -> list[str]:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{what} {p}: no such file")
+    data = p.read_bytes()
+    try:
+        return data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise UserError(f"{p}:{line}: not valid UTF-8 ({err.reason})") from None
+
+
+def run(args) -> int:
+    from .metrics import bleu_by_length, corpus_scores
+
+    sources = None
+    if args.model or args.test:
+        if not (args.model and args.test) or args.hyp:
+            raise UserError("use either --hyp FILE --ref FILE, or --model DIR --test FILE")
+        from attnkit.data import DataError, read_manythings
+        from attnkit.decode.translator import Translator
+
+        try:
+            report = read_manythings(args.test, direction=args.direction, warn=False)
+            translator = Translator.load(args.model)
+        except (DataError, FileNotFoundError, ValueError) as err:
+            raise UserError(str(err)) from None
+        sources = [p.src for p in report.pairs]
+        refs = [p.tgt for p in report.pairs]
+        hyps = [t.text for t in translator.translate(sources, beam=args.beam)]
+        if args.output:
+            Path(args.output).write_text("\n".join(hyps) + "\n", encoding="utf-8")
+        target_lang = args.target_lang or args.direction.split("-")[1]
+    else:
+        if not (args.hyp and args.ref):
+            raise UserError("use either --hyp FILE --ref FILE, or --model DIR --test FILE")
+        hyps, refs = _read_lines(args.hyp, "--hyp"), _read_lines(args.ref, "--ref")
+        if len(hyps) != len(refs):
+            raise UserError(f"{args.hyp} has {len(hyps)} lines but {args.ref} has {len(refs)}: they must be line-aligned")
+        target_lang = args.target_lang or "en"
+    try:
+        scores = corpus_scores(hyps, refs, target_lang=target_lang)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    result = {name: {"score": round(s.score, 2), "signature": s.signature} for name, s in scores.items()}
+    if args.by_length:
+        if sources is None:
+            raise UserError("--by-length needs --model and --test (it buckets by source length)")
+        result["by_length"] = bleu_by_length(sources, hyps, refs, target_lang=target_lang)
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+    else:
+        for s in scores.values():
+            print(s)
+        for row in result.get("by_length", []):
+            print(f"  source length {row['bucket']:>6}: {row['sentences']:>5} sentences, BLEU {row['bleu']:.2f}")
+    return 0

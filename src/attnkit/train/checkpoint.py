@@ -1,0 +1,137 @@
+"""Checkpoints that a killed run can resume from exactly.
+
+A checkpoint is a folder ``checkpoints/step-000500/`` holding a complete model folder (weights,
+config, tokenizers: ``attnkit translate --model`` reads it as it is) plus the trainer's state:
+``optimizer.safetensors`` (Adam's moments), ``trainer.json`` (step, data position, best score,
+elapsed time, optimizer hyper-parameters) and ``rng.safetensors`` (the RNG states, so dropout draws
+the same masks after a resume). It is written into a hidden temporary folder and renamed into place:
+a kill at any moment leaves either the old set of checkpoints or the new one, never half a folder.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from attnkit.models import Seq2SeqModel, save_model
+from attnkit.text import Tokenizer, save_tokenizers
+
+__all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "prune_checkpoints", "publish_best", "STEP_PREFIX"]
+
+STEP_PREFIX = "step-"
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    state = optimizer.state_dict()
+    tensors, plain = {}, {}
+    for idx, slots in state["state"].items():
+        for name, value in slots.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{idx}.{name}"] = value.detach().contiguous().clone()
+            else:
+                plain[f"{idx}.{name}"] = value
+    return tensors, {"param_groups": state["param_groups"], "plain": plain}
+
+
+def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = value
+    for key, value in meta["plain"].items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def _rng_tensors() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    py_version, py_state, py_gauss = random.getstate()
+    return {"torch": torch.get_rng_state()}, {"python": [py_version, list(py_state), py_gauss]}
+
+
+def _restore_rng(tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    torch.set_rng_state(tensors["torch"])
+    version, state, gauss = meta["python"]
+    random.setstate((version, tuple(state), gauss))
+
+
+def save_checkpoint(
+    root: Path,
+    step: int,
+    model: Seq2SeqModel,
+    optimizer: torch.optim.Optimizer,
+    tokenizers: tuple[Tokenizer, Tokenizer],
+    trainer_state: dict[str, Any],
+    model_extra: dict[str, Any],
+) -> Path:
+    """Write ``root/checkpoints/step-NNNNNN`` atomically and return its path."""
+    folder = root / "checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"{STEP_PREFIX}{step:06d}"
+    tmp = folder / f".tmp-{STEP_PREFIX}{step:06d}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    save_model(model, tmp, extra=model_extra)
+    save_tokenizers(tmp, *tokenizers)
+    opt_tensors, opt_meta = _optimizer_tensors(optimizer)
+    save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+    rng_tensors, rng_meta = _rng_tensors()
+    save_file(rng_tensors, str(tmp / "rng.safetensors"))
+    state = {**trainer_state, "step": step, "optimizer": opt_meta, "rng": rng_meta}
+    (tmp / "trainer.json").write_text(json.dumps(state, indent=2), encoding="utf-8")
+    if final.exists():  # the same step saved again (e.g. the final save after a validation)
+        shutil.rmtree(final)
+    tmp.rename(final)
+    return final
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    folder = root / "checkpoints"
+    steps = sorted(p for p in folder.glob(f"{STEP_PREFIX}*") if (p / "trainer.json").is_file()) if folder.is_dir() else []
+    return steps[-1] if steps else None
+
+
+def load_checkpoint(path: Path, model: Seq2SeqModel, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """Restore model weights, optimizer and RNG states from ``path``; return the trainer state."""
+    from attnkit.models.io import MODEL_FILE
+
+    state = json.loads((path / "trainer.json").read_text(encoding="utf-8"))
+    weights = load_file(str(path / MODEL_FILE))
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    params = dict(model.named_parameters(remove_duplicate=False))
+    untied = [n for n in missing if not any(params.get(n) is params.get(m) for m in weights)]
+    if untied or unexpected:
+        raise ValueError(f"{path}: checkpoint does not fit the model (missing {untied}, unexpected {unexpected})")
+    _restore_optimizer(optimizer, load_file(str(path / "optimizer.safetensors")), state["optimizer"])
+    _restore_rng(load_file(str(path / "rng.safetensors")), state["rng"])
+    return state
+
+
+def prune_checkpoints(root: Path, keep_last: int, protect: set[Path]) -> None:
+    """Delete all but the newest ``keep_last`` step checkpoints (never one in ``protect``)."""
+    folder = root / "checkpoints"
+    steps = sorted(folder.glob(f"{STEP_PREFIX}*"))
+    for old in steps[:-keep_last]:
+        if old not in protect:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def publish_best(root: Path, checkpoint: Path) -> Path:
+    """Copy a checkpoint's model folder to ``root/best`` (atomically replacing the old best)."""
+    best, tmp, old = root / "best", root / ".tmp-best", root / ".old-best"
+    for p in (tmp, old):
+        if p.exists():
+            shutil.rmtree(p)
+    shutil.copytree(checkpoint, tmp, ignore=shutil.ignore_patterns("optimizer.safetensors", "rng.safetensors"))
+    if best.exists():
+        best.rename(old)
+    tmp.rename(best)
+    if old.exists():
+        shutil.rmtree(old)
+    return best

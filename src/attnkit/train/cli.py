@@ -1,0 +1,78 @@
+"""``attnkit train --config FILE --out DIR [overrides] [--resume]``."""
+
+from __future__ import annotations
+
+from attnkit.cli import UserError
+from attnkit.configfile import SettingsFileError, read_settings_file
+from attnkit.models import ConfigError
+
+from .config import apply_override, recipe_from_dict
+from .corpus import CorpusError
+
+# flag -> (recipe key, type, help)
+FLAGS = {
+    "--model": ("model.kind", str, "model kind: seq2seq-fixed, seq2seq-context, seq2seq-attention, transformer"),
+    "--train": ("data.train", str, "training data file"),
+    "--dev": ("data.dev", str, "development data file (validation loss and BLEU)"),
+    "--format": ("data.format", str, "data format: manythings, tsv, moses, cedict"),
+    "--max-minutes": ("train.max_minutes", float, "stop cleanly after this many minutes, keeping the best checkpoint"),
+    "--max-steps": ("train.max_steps", int, "stop after this many optimizer steps"),
+    "--max-epochs": ("train.max_epochs", int, "stop after this many passes over the training data"),
+    "--max-tokens": ("train.max_tokens", int, "padded tokens per batch and side"),
+    "--lr": ("train.lr", float, "peak learning rate"),
+    "--eval-every": ("train.eval_every", int, "optimizer steps between validations and checkpoints"),
+    "--seed": ("train.seed", int, "random seed"),
+    "--threads": ("train.threads", int, "CPU threads for PyTorch"),
+}
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--config", required=True, help="YAML recipe with data/tokenizer/model/train sections")
+    parser.add_argument("--out", required=True, help="output folder (checkpoints, best/, log.jsonl)")
+    parser.add_argument("--resume", action="store_true", help="continue exactly from the last checkpoint in --out")
+    parser.add_argument("--strict", action="store_true", help="refuse data with bad lines instead of skipping them")
+    parser.add_argument("--deterministic", action="store_true", help="deterministic algorithms (bit-exact resume)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override any recipe key, e.g. --set train.label_smoothing=0.2 (repeatable)")
+    parser.add_argument("--quiet", action="store_true", help="no progress line")
+    for flag, (key, typ, help_text) in FLAGS.items():
+        parser.add_argument(flag, type=typ, dest="flag_" + flag[2:].replace("-", "_"), help=f"{help_text} ({key})")
+
+
+def load_recipe(args):
+    try:
+        data = read_settings_file(args.config)
+    except SettingsFileError as err:
+        raise UserError(str(err)) from None
+    try:
+        for flag, (key, _, _) in FLAGS.items():
+            value = getattr(args, "flag_" + flag[2:].replace("-", "_"))
+            if value is not None:
+                apply_override(data, f"{key}={value}")
+        if args.strict:
+            apply_override(data, "data.strict=true")
+        if args.deterministic:
+            apply_override(data, "train.deterministic=true")
+        for assignment in args.set:
+            apply_override(data, assignment)
+        if getattr(args, "flag_model", None):
+            from attnkit.models.cli import with_kind
+
+            data["model"] = with_kind(data.get("model") or {}, args.flag_model)
+        return recipe_from_dict(data)
+    except ConfigError as err:
+        raise UserError(f"{args.config}: {err}") from None
+
+
+def run(args) -> int:
+    from attnkit.data import DataError
+    from attnkit.text import TokenizerError
+
+    from .loop import train
+
+    recipe = load_recipe(args)
+    try:
+        result = train(recipe, args.out, resume=args.resume, progress=not args.quiet)
+    except (CorpusError, DataError, TokenizerError, FileExistsError, FileNotFoundError) as err:
+        raise UserError(str(err)) from None
+    return 0 if result.step > 0 else 1

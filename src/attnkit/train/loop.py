@@ -1,0 +1,241 @@
+"""The training loop: batches → label-smoothed loss → Adam with a schedule, validation with BLEU,
+checkpoints, early stopping, a time budget and exact resumption.
+
+Output folder::
+
+    OUT/recipe.yaml        the resolved recipe (after command-line overrides)
+    OUT/log.jsonl          one JSON object per report: {"event": "train" | "valid" | "stop", ...}
+    OUT/checkpoints/step-N the last ``keep_last`` checkpoints (model folder + trainer state)
+    OUT/best/              the model folder with the best dev BLEU (what ``attnkit translate`` loads)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import yaml
+
+from attnkit.data.batching import BatchLoader, DataPosition, encode_pairs
+from attnkit.decode.translator import Translator
+from attnkit.evaluate import corpus_scores
+from attnkit.models import build_model, label_smoothed_nll
+from attnkit.text import build_tokenizers, load_tokenizers, save_tokenizers
+
+from .checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, publish_best, save_checkpoint
+from .config import Recipe
+from .corpus import read_split
+from .progress import Progress
+from .schedule import learning_rate
+
+__all__ = ["train", "TrainResult"]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    out: Path
+    step: int
+    best_bleu: float | None
+    best_dir: Path | None
+    stopped_because: str
+
+
+class _Stop:
+    """SIGINT/SIGTERM ask the loop to stop after the current step, with a checkpoint."""
+
+    def __init__(self):
+        self.reason: str | None = None
+
+    def __call__(self, signum, frame):
+        self.reason = f"signal {signal.Signals(signum).name}"
+
+
+def _setup(recipe: Recipe) -> None:
+    t = recipe.train
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    torch.use_deterministic_algorithms(t.deterministic)
+    torch.manual_seed(t.seed)
+    random.seed(t.seed)
+
+
+def train(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callable[[str], None] = print,
+          progress: bool = True) -> TrainResult:
+    out = Path(out)
+    t = recipe.train
+    _setup(recipe)
+    if resume:
+        ckpt = latest_checkpoint(out)
+        if ckpt is None:
+            raise FileNotFoundError(f"--resume: no checkpoint in {out / 'checkpoints'} to resume from")
+        saved = yaml.safe_load((out / "recipe.yaml").read_text(encoding="utf-8"))
+        if saved != json.loads(json.dumps(recipe.to_dict())):
+            log(f"note: the recipe differs from the one saved in {out / 'recipe.yaml'}; resuming with the new one")
+    elif latest_checkpoint(out) is not None:
+        raise FileExistsError(f"{out} already holds checkpoints: pass --resume to continue, or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "recipe.yaml").write_text(yaml.safe_dump(json.loads(json.dumps(recipe.to_dict())), allow_unicode=True,
+                                                    sort_keys=False), encoding="utf-8")
+
+    train_pairs = read_split(recipe.data, "train", log=log)
+    dev_pairs = read_split(recipe.data, "dev", log=log)
+    if resume:
+        src_tok, tgt_tok = load_tokenizers(latest_checkpoint(out))
+    else:
+        log(f"training tokenizers on {len(train_pairs):,} pairs")
+        src_tok, tgt_tok = build_tokenizers(recipe.tokenizer, train_pairs)
+    encoded = encode_pairs(train_pairs, src_tok, tgt_tok, max_len=recipe.data.max_len)
+    if encoded.skipped:
+        log(f"train: {encoded.summary()}")
+    loader = BatchLoader(encoded.examples, max_tokens=t.max_tokens, seed=t.seed)
+    dev_encoded = encode_pairs(dev_pairs, src_tok, tgt_tok, max_len=recipe.data.max_len) if dev_pairs else None
+    dev_loader = BatchLoader(dev_encoded.examples, max_tokens=t.max_tokens, shuffle=False) if dev_encoded and len(dev_encoded) else None
+
+    model = build_model(recipe.model, src_tok.vocab_size, tgt_tok.vocab_size)
+    optimizer = torch.optim.Adam(model.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
+    step, position, elapsed_before = 0, loader.start(), 0.0
+    best_bleu, best_dir, stale = None, None, 0
+    if resume:
+        ckpt = latest_checkpoint(out)
+        state = load_checkpoint(ckpt, model, optimizer)
+        step, position = state["step"], DataPosition.from_dict(state["data_position"])
+        elapsed_before, best_bleu, stale = state["elapsed"], state["best_bleu"], state["stale"]
+        best_dir = out / "best" if (out / "best").is_dir() else None
+        log(f"resuming from {ckpt} (step {step}, epoch {position.epoch}, batch {position.batch})")
+    log(f"{recipe.model.kind}: {model.num_parameters():,} parameters; vocabularies {src_tok.vocab_size:,} → "
+        f"{tgt_tok.vocab_size:,}; {len(encoded):,} training pairs")
+
+    stop = _Stop()
+    old_handlers = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    bar = Progress(total_steps=t.max_steps, max_minutes=t.max_minutes, start_step=step, enabled=progress)
+    started = time.monotonic()
+    logfile = (out / "log.jsonl").open("a", encoding="utf-8")
+
+    def elapsed() -> float:
+        return elapsed_before + time.monotonic() - started
+
+    def report(event: dict) -> None:
+        logfile.write(json.dumps(event, ensure_ascii=False) + "\n")
+        logfile.flush()
+
+    def checkpoint(reason: str) -> None:
+        nonlocal best_bleu, best_dir, stale
+        metrics = _validate(model, dev_loader, dev_pairs, src_tok, tgt_tok, recipe, t.label_smoothing)
+        model.train()
+        better = metrics.get("bleu") is not None and (best_bleu is None or metrics["bleu"] > best_bleu)
+        if dev_loader is None or better:
+            best_bleu = metrics.get("bleu", best_bleu)
+            stale = 0
+        else:
+            stale += 1
+        state = {"data_position": position.to_dict(), "elapsed": elapsed(), "best_bleu": best_bleu, "stale": stale}
+        extra = {"training": {"step": step, "epoch": position.epoch, **metrics}}
+        path = save_checkpoint(out, step, model, optimizer, (src_tok, tgt_tok), state, extra)
+        if dev_loader is None or better:
+            best_dir = publish_best(out, path)
+        prune_checkpoints(out, t.keep_last, protect=set())
+        event = {"event": "valid", "step": step, "epoch": position.epoch, "elapsed": round(elapsed(), 1),
+                 **metrics, "best_bleu": best_bleu, "reason": reason}
+        report(event)
+        bar.message(_valid_line(event))
+
+    model.train()
+    loss_sum = tokens = 0.0
+    reason = None
+    window_start, window_tokens = time.monotonic(), 0
+    batches = loader.iter_from(position, epochs=t.max_epochs)
+    pending = 0
+    optimizer.zero_grad(set_to_none=True)
+    try:
+        for batch in batches:
+            logits, _ = model(batch.src, batch.tgt_in)
+            n = batch.num_target_tokens
+            loss = label_smoothed_nll(logits, batch.tgt_out, smoothing=t.label_smoothing, ignore_index=model.config.pad_id)
+            (loss / max(n, 1) / t.accumulate).backward()
+            loss_sum += float(loss.detach())
+            tokens += n
+            window_tokens += n
+            pending += 1
+            position = batch.next_position
+            if pending < t.accumulate:
+                continue
+            pending = 0
+            step += 1
+            lr = learning_rate(step, schedule=t.schedule, lr=t.lr, warmup=t.warmup, d_model=getattr(recipe.model, "d_model", 512))
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            if t.clip_norm:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if step % t.log_every == 0:
+                now = time.monotonic()
+                event = {"event": "train", "step": step, "epoch": position.epoch, "loss": round(loss_sum / max(tokens, 1), 4),
+                         "tokens_per_s": round(window_tokens / max(now - window_start, 1e-9)), "lr": lr,
+                         "elapsed": round(elapsed(), 1)}
+                report(event)
+                bar.update(step, event, elapsed())
+                loss_sum = tokens = 0.0
+                window_start, window_tokens = now, 0
+            if t.max_steps is not None and step >= t.max_steps:
+                reason = f"reached max_steps={t.max_steps}"
+            elif t.max_minutes is not None and elapsed() >= 60 * t.max_minutes:
+                reason = f"reached max_minutes={t.max_minutes:g}"
+            elif stop.reason:
+                reason = stop.reason
+            if step % t.eval_every == 0 or reason:
+                checkpoint(reason or "eval_every")
+                if reason is None and t.patience is not None and stale >= t.patience:
+                    reason = f"no better dev BLEU in {t.patience} validations"
+            if reason:
+                break
+        else:
+            reason = f"reached max_epochs={t.max_epochs}"
+            if step and (latest_checkpoint(out) is None or not latest_checkpoint(out).name.endswith(f"{step:06d}")):
+                checkpoint(reason)
+    finally:
+        bar.close()
+        for s, h in old_handlers.items():
+            signal.signal(s, h)
+        report({"event": "stop", "step": step, "reason": reason, "best_bleu": best_bleu, "elapsed": round(elapsed(), 1)})
+        logfile.close()
+    log(f"stopped at step {step}: {reason}; best dev BLEU {best_bleu if best_bleu is None else round(best_bleu, 2)}; "
+        f"model in {best_dir}")
+    return TrainResult(out, step, best_bleu, best_dir, reason or "")
+
+
+def _valid_line(e: dict) -> str:
+    parts = [f"step {e['step']}"]
+    if e.get("dev_loss") is not None:
+        parts.append(f"dev loss {e['dev_loss']:.3f}")
+    if e.get("bleu") is not None:
+        parts.append(f"BLEU {e['bleu']:.2f}  chrF {e['chrf']:.2f}")
+    parts.append(f"best {e['best_bleu']:.2f}" if e.get("best_bleu") is not None else "")
+    return "valid: " + ", ".join(p for p in parts if p)
+
+
+@torch.no_grad()
+def _validate(model, dev_loader, dev_pairs, src_tok, tgt_tok, recipe: Recipe, smoothing: float) -> dict:
+    if dev_loader is None:
+        return {}
+    model.eval()
+    loss_sum = tokens = 0.0
+    for batch in dev_loader.epoch(0):
+        logits, _ = model(batch.src, batch.tgt_in)
+        loss_sum += float(label_smoothed_nll(logits, batch.tgt_out, smoothing=0.0, ignore_index=model.config.pad_id))
+        tokens += batch.num_target_tokens
+    limit = recipe.data.dev_max_sentences
+    subset = dev_pairs[:limit] if limit else dev_pairs
+    hyps = Translator(model, src_tok, tgt_tok).translate([p.src for p in subset], beam=recipe.train.eval_beam)
+    target_lang = recipe.data.direction.split("-")[1]
+    scores = corpus_scores([h.text for h in hyps], [p.tgt for p in subset], target_lang=target_lang)
+    return {"dev_loss": round(loss_sum / max(tokens, 1), 4), "dev_ppl": round(math.exp(min(loss_sum / max(tokens, 1), 50)), 2),
+            "bleu": round(scores["bleu"].score, 2), "chrf": round(scores["chrf"].score, 2),
+            "bleu_signature": scores["bleu"].signature}
