@@ -85,3 +85,23 @@ def test_search_weights_are_softmax_of_the_query_key_dot_products(capsys):
     assert torch.allclose(_step(printed, lesson, "queries"), torch.softmax(queries @ SEARCH_KEYS.T, -1).flatten(), atol=5e-5)
     # The ambiguous query keeps both meanings of 笔记本: the laptop first, the paper notebook second.
     assert weights.argsort(descending=True)[:2].tolist() == [0, 2]
+
+
+def test_stages_scores_weights_and_outputs_match_plain_torch(capsys):
+    from attnkit.explain.stages import STAGES_KEYS, STAGES_MLP, STAGES_QUERY, STAGES_TEMPERATURE, STAGES_VALUES
+
+    printed, lesson = _printed("stages", capsys)
+    q, k, v = STAGES_QUERY[0], STAGES_KEYS, STAGES_VALUES
+    dots = k @ q
+    cos = torch.nn.functional.cosine_similarity(q[None], k, dim=-1)
+    hidden = torch.tanh(STAGES_MLP["w_q"] @ q + k @ STAGES_MLP["w_k"].T)  # (j, a)
+    mlp = hidden @ STAGES_MLP["v"]
+    assert torch.allclose(_step(printed, lesson, "dot"), dots, atol=5e-5)
+    assert torch.allclose(_step(printed, lesson, "cosine"), cos, atol=5e-5)
+    assert torch.allclose(_step(printed, lesson, "hidden"), hidden.flatten(), atol=5e-5)
+    assert torch.allclose(_step(printed, lesson, "mlp"), mlp, atol=5e-5)
+    weights = torch.stack([torch.softmax(s, -1) for s in (dots, cos, cos / STAGES_TEMPERATURE, mlp)])
+    assert torch.allclose(_step(printed, lesson, "weights"), weights.flatten(), atol=5e-5)
+    assert torch.allclose(_step(printed, lesson, "outputs"), (weights @ v).flatten(), atol=5e-5)
+    # What the text claims: the dot product picks the long k₃, the cosine the aligned k₂.
+    assert int(dots.argmax()) == 2 and int(cos.argmax()) == 1

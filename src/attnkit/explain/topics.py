@@ -10,6 +10,7 @@ from attnkit.attention import attend, dot, softmax
 
 from .lesson import Lesson
 from .search import search
+from .stages import stages
 
 # Word vectors for 早, 上, 好 (the notes' toy example), chosen so that softmax(X Xᵀ) puts 0.4, 0.4,
 # 0.2 on 早, 上, 好 for the query 早: 早·早 = 早·上 = 1 and 早·好 = 0.31, and e^(0.31-1) ≈ 0.5.
@@ -61,4 +62,5 @@ def toy(lang: str = "zh") -> Lesson:
 TOPICS: dict[str, Callable[[str], Lesson]] = {
     "toy": toy,
     "search": search,
+    "stages": stages,
 }
