@@ -13,9 +13,11 @@ import sys
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "explain": ("attnkit.explain.cli", "print a worked example of attention, step by step"),
+    "demo": ("attnkit.demo.cli", "train a small translator on the embedded dictionary and translate with it"),
     "train": ("attnkit.train.cli", "train a translation model from a YAML recipe"),
     "translate": ("attnkit.decode.cli", "translate text with a trained model"),
     "evaluate": ("attnkit.evaluate.cli", "BLEU and chrF of translations (sacreBLEU)"),
+    "plot": ("attnkit.viz.cli", "translate a sentence and draw its cross-attention heatmap"),
     "info": ("attnkit.models.cli", "show a model's configuration and parameter counts"),
     "attention": ("attnkit.interop.cli", "print a pretrained encoder's attention weights on a sentence, as JSON"),
 }

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Set up attnkit in ./.venv:  ./setup.sh [EXTRAS]   (e.g. ./setup.sh dev  or  ./setup.sh viz,serve)
+#
+# - a virtual environment with the package installed in editable mode and the given extras;
+# - torch pinned by constraints.txt to the CPU build that installs in seconds on the project's machines;
+# - a font with Chinese glyphs for the plots (Debian/Ubuntu, as root), if none is installed;
+# - with the dev extra, Chromium for the browser test of the HTML report (same conditions).
+set -euo pipefail
+cd "$(dirname "$0")"
+extras="${1:-viz}"
+python3 -m venv .venv
+.venv/bin/pip install -q --disable-pip-version-check -c constraints.txt -e ".[${extras}]"
+
+system_packages=()
+if ! fc-list :lang=zh 2>/dev/null | grep -q .; then
+    system_packages+=(fonts-wqy-microhei fontconfig)
+fi
+if [[ ",${extras}," == *",dev,"* ]] && ! command -v chromium >/dev/null 2>&1; then
+    system_packages+=(chromium)
+fi
+if (( ${#system_packages[@]} )); then
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        echo "setup: installing ${system_packages[*]} (apt-get)" >&2
+        apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${system_packages[@]}" >/dev/null
+    else
+        echo "setup: please install ${system_packages[*]} with your system's package manager" >&2
+    fi
+fi

@@ -1,0 +1,50 @@
+"""``attnkit plot --model DIR "机器翻译" [--layer L] [--head H|mean|all] [--output FILE.png|.svg]``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from attnkit.cli import UserError
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("text", help="the sentence to translate and plot")
+    parser.add_argument("--model", required=True, help="a model folder, or a training --out folder (uses its best/)")
+    parser.add_argument("--layer", type=int, default=-1, help="decoder layer (default: the last, -1)")
+    parser.add_argument("--head", default="mean", help="a head index, 'mean' (default) or 'all' for a grid of heads")
+    parser.add_argument("--beam", type=int, default=4, help="beam size (default 4)")
+    parser.add_argument("--output", type=Path, default=Path("attention.png"), help="PNG or SVG file (default attention.png)")
+
+
+def run(args) -> int:
+    from attnkit.decode.translator import Translator
+
+    from .fonts import NoCJKFontError
+    from .heatmap import plot_attention, select_heads
+
+    head = args.head if args.head in ("mean", "all") else None
+    if head is None:
+        try:
+            head = int(args.head)
+        except ValueError:
+            raise UserError(f"--head must be an index, 'mean' or 'all', got {args.head!r}") from None
+    if args.output.suffix.lower() not in (".png", ".svg"):
+        raise UserError(f"--output {args.output}: use a .png or .svg file name")
+    try:
+        translator = Translator.load(args.model)
+    except (FileNotFoundError, ValueError) as err:
+        raise UserError(str(err)) from None
+    result = translator.translate([args.text], beam=args.beam, need_attention=True)[0]
+    try:
+        weights = select_heads(result.attention, layer=args.layer, head=head)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    heads = result.attention.shape[1]
+    titles = [f"layer {args.layer}, head {h}" for h in range(heads)] if head == "all" else None
+    try:
+        plot_attention(weights, result.src_pieces, result.tgt_pieces + ["</s>"], args.output,
+                       title=f"{result.source} → {result.text}", head_titles=titles)
+    except NoCJKFontError as err:
+        raise UserError(str(err)) from None
+    print(f"{result.source} → {result.text}\nwrote {args.output}")
+    return 0

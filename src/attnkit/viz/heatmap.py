@@ -1,0 +1,88 @@
+"""Attention heatmaps: output tokens down the side, source tokens along the top.
+
+``weights`` are ``(i, j)`` for one head, ``(h, i, j)`` for a grid of heads, or
+``(layers, h, i, j)`` from which a layer and head (or their average) is chosen.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+
+from torch import Tensor
+
+from .fonts import cjk_font
+
+__all__ = ["plot_attention", "select_heads"]
+
+
+def select_heads(weights: Tensor, layer: int | None = -1, head: int | str | None = "mean") -> Tensor:
+    """From ``(layers, h, i, j)``: one head ``(i, j)``, their ``"mean"`` ``(i, j)``, or ``"all"`` ``(h, i, j)``."""
+    if weights.dim() != 4:
+        raise ValueError(f"expected attention (layers, heads, i, j), got shape {tuple(weights.shape)}")
+    layers, heads = weights.shape[:2]
+    if layer is None or not -layers <= layer < layers:
+        raise ValueError(f"layer must be in [0, {layers}) (or negative from the end), got {layer}")
+    w = weights[layer]
+    if head == "mean":
+        return w.mean(0)
+    if head == "all":
+        return w
+    if not isinstance(head, int) or not -heads <= head < heads:
+        raise ValueError(f"head must be 'mean', 'all' or an index in [0, {heads}), got {head!r}")
+    return w[head]
+
+
+def plot_attention(
+    weights: Tensor,
+    src_tokens: Sequence[str],
+    tgt_tokens: Sequence[str],
+    path: str | Path,
+    *,
+    title: str | None = None,
+    head_titles: Sequence[str] | None = None,
+) -> Path:
+    """Write a heatmap (PNG or SVG by the file suffix) of ``weights`` ``(i, j)`` or ``(h, i, j)``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    if path.suffix.lower() not in (".png", ".svg"):
+        raise ValueError(f"{path}: the heatmap is written as .png or .svg")
+    w = weights.detach().float().cpu()
+    grid = w if w.dim() == 3 else w.unsqueeze(0)
+    if grid.dim() != 3 or grid.shape[1:] != (len(tgt_tokens), len(src_tokens)):
+        raise ValueError(f"weights {tuple(w.shape)} do not match {len(tgt_tokens)} output × {len(src_tokens)} source tokens")
+    family, _ = cjk_font()
+    n = grid.shape[0]
+    cols = min(n, 4)
+    rows = math.ceil(n / cols)
+    cell = 0.45
+    fig_w = max(3.0, cols * (len(src_tokens) * cell + 1.5))
+    fig_h = max(2.5, rows * (len(tgt_tokens) * cell + 1.2))
+    with matplotlib.rc_context({"font.family": [family, "DejaVu Sans"], "axes.unicode_minus": False}):
+        fig, axes = plt.subplots(rows, cols, figsize=(fig_w, fig_h), squeeze=False)
+        for k, ax in enumerate(axes.flat):
+            if k >= n:
+                ax.axis("off")
+                continue
+            ax.imshow(grid[k].numpy(), cmap="Blues", vmin=0.0, vmax=max(1e-9, float(grid[k].max())), aspect="auto")
+            ax.set_xticks(range(len(src_tokens)), labels=list(src_tokens), rotation=90 if any(len(t) > 4 for t in src_tokens) else 0)
+            ax.set_yticks(range(len(tgt_tokens)), labels=list(tgt_tokens))
+            ax.xaxis.tick_top()
+            if head_titles:
+                ax.set_title(head_titles[k], fontsize=9)
+        if title:
+            fig.suptitle(title)
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+    return path
+
+
+
