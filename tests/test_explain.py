@@ -105,3 +105,27 @@ def test_stages_scores_weights_and_outputs_match_plain_torch(capsys):
     assert torch.allclose(_step(printed, lesson, "outputs"), (weights @ v).flatten(), atol=5e-5)
     # What the text claims: the dot product picks the long k₃, the cosine the aligned k₂.
     assert int(dots.argmax()) == 2 and int(cos.argmax()) == 1
+
+
+def test_self_attention_b_is_the_weighted_sum_of_the_values(capsys):
+    from attnkit.explain.self_attention import SELF_INPUTS, SELF_WK, SELF_WQ, SELF_WV, VARIANCE_DIMS
+
+    printed, lesson = _printed("self-attention", capsys)
+    a = SELF_INPUTS
+    q, k, v = a @ SELF_WQ.T, a @ SELF_WK.T, a @ SELF_WV.T  # qⁱ = W^q aⁱ for every row aⁱ
+    alpha = q @ k.T  # row 1 is α₁,ᵢ = q¹·kⁱ (column 1 of A = KᵀQ)
+    assert torch.allclose(alpha.T, k @ q.T)
+    scaled = alpha / 2 ** 0.5
+    assert torch.allclose(_step(printed, lesson, "qkv"), torch.cat([q, k, v], -1).flatten(), atol=5e-5)
+    assert torch.allclose(_step(printed, lesson, "dot"), alpha.flatten(), atol=5e-5)
+    assert torch.allclose(_step(printed, lesson, "scaled"), scaled.flatten(), atol=5e-5)
+    alpha1 = torch.exp(scaled[0]) / torch.exp(scaled[0]).sum()
+    b1 = sum(alpha1[i] * v[i] for i in range(4))
+    assert torch.allclose(_step(printed, lesson, "output")[:2], b1, atol=5e-5)
+    assert torch.allclose(_step(printed, lesson, "relu"), scaled.clamp_min(0).flatten(), atol=5e-5)
+    # The experiment shows what the text says: var(q·k) ≈ d_k, ≈ 1 after scaling; unscaled softmax saturates.
+    variance = _step(printed, lesson, "variance").view(-1, 2)
+    for (raw, after), d_k in zip(variance, VARIANCE_DIMS):
+        assert abs(raw / d_k - 1) < 0.05 and abs(after - 1) < 0.05
+    largest = _step(printed, lesson, "saturation").view(-1, 2)
+    assert largest[1, 0] > 0.85 and largest[1, 1] < 0.6 and abs(largest[1, 1] - largest[0, 1]) < 0.05

@@ -10,6 +10,7 @@ from attnkit.attention import attend, dot, softmax
 
 from .lesson import Lesson
 from .search import search
+from .self_attention import self_attention
 from .stages import stages
 
 # Word vectors for 早, 上, 好 (the notes' toy example), chosen so that softmax(X Xᵀ) puts 0.4, 0.4,
@@ -63,4 +64,5 @@ TOPICS: dict[str, Callable[[str], Lesson]] = {
     "toy": toy,
     "search": search,
     "stages": stages,
+    "self-attention": self_attention,
 }
