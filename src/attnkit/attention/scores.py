@@ -59,22 +59,30 @@ def general(q: Tensor, k: Tensor, weight: Tensor) -> Tensor:
     return (q @ weight) @ k.transpose(-2, -1)
 
 
-def additive(q: Tensor, k: Tensor, w_q: Tensor, w_k: Tensor, v: Tensor) -> Tensor:
+def additive(q: Tensor, k: Tensor, w_q: Tensor, w_k: Tensor | None, v: Tensor) -> Tensor:
     """Additive (MLP) score ``s_ij = vᵀ tanh(W_q q_i + W_k k_j)`` (Bahdanau et al. 2015, eq. 6 / A.1.2).
 
-    ``w_q (a, d_q)``, ``w_k (a, d_k)``, ``v (a,)``. The ``(..., i, j, a)`` hidden layer is materialised;
-    the ``chunked`` backend computes it one key block at a time for long inputs.
+    ``w_q (a, d_q)``, ``w_k (a, d_k)``, ``v (a,)``. ``w_k=None`` means the keys are already projected
+    (``k = W_k h``, ``(..., j, a)``): a decoder computes that once per source instead of at every step.
+    The ``(..., i, j, a)`` hidden layer is materialised; the ``chunked`` backend computes it one key
+    block at a time for long inputs.
     """
     if w_q.dim() != 2 or w_q.shape[1] != q.shape[-1]:
         raise ValueError(f"additive score: w_q must be (a, d_q={q.shape[-1]}), got {tuple(w_q.shape)}")
-    if w_k.dim() != 2 or w_k.shape[1] != k.shape[-1] or w_k.shape[0] != w_q.shape[0]:
+    if w_k is None:
+        if k.shape[-1] != w_q.shape[0]:
+            raise ValueError(
+                f"additive score with w_k=None takes keys already projected to a={w_q.shape[0]} features, "
+                f"got key {tuple(k.shape)}"
+            )
+    elif w_k.dim() != 2 or w_k.shape[1] != k.shape[-1] or w_k.shape[0] != w_q.shape[0]:
         raise ValueError(
             f"additive score: w_k must be (a={w_q.shape[0]}, d_k={k.shape[-1]}), got {tuple(w_k.shape)}"
         )
     if v.shape != (w_q.shape[0],):
         raise ValueError(f"additive score: v must be (a={w_q.shape[0]},), got {tuple(v.shape)}")
     pq = q @ w_q.T  # (..., i, a)
-    pk = k @ w_k.T  # (..., j, a)
+    pk = k if w_k is None else k @ w_k.T  # (..., j, a)
     hidden = torch.tanh(pq.unsqueeze(-2) + pk.unsqueeze(-3))  # (..., i, j, a)
     return hidden @ v  # (..., i, j)
 

@@ -206,9 +206,8 @@ class AdditiveAttention(_RNNAttention):
         return memory @ self.w_k.T  # (b, j, a)
 
     def _score_params(self, prepared: bool) -> dict[str, Tensor]:
-        # Prepared keys already hold W_k h_j, so the score's own key projection is the identity.
-        w_k = torch.eye(self.hidden_dim, dtype=self.w_k.dtype, device=self.w_k.device) if prepared else self.w_k
-        return {"w_q": self.w_q, "w_k": w_k, "v": self.v}
+        # Prepared keys already hold W_k h_j: the score skips its own key projection.
+        return {"w_q": self.w_q, "w_k": None if prepared else self.w_k, "v": self.v}
 
     def extra_repr(self) -> str:
         return f"query_dim={self.query_dim}, key_dim={self.key_dim}, hidden_dim={self.hidden_dim}"
@@ -294,10 +293,7 @@ class LuongAttention(_RNNAttention):
         if self.kind == "general":
             return {"weight": self.weight}
         w_q = self.weight[:, : self.query_dim]  # (a, query_dim)
-        if prepared:
-            w_k = torch.eye(self.hidden_dim, dtype=self.weight.dtype, device=self.weight.device)
-        else:
-            w_k = self.weight[:, self.query_dim :]  # (a, key_dim)
+        w_k = None if prepared else self.weight[:, self.query_dim :]  # (a, key_dim); None: keys projected
         return {"w_q": w_q, "w_k": w_k, "v": self.v}
 
     def extra_repr(self) -> str:
