@@ -129,3 +129,25 @@ def test_self_attention_b_is_the_weighted_sum_of_the_values(capsys):
         assert abs(raw / d_k - 1) < 0.05 and abs(after - 1) < 0.05
     largest = _step(printed, lesson, "saturation").view(-1, 2)
     assert largest[1, 0] > 0.85 and largest[1, 1] < 0.6 and abs(largest[1, 1] - largest[0, 1]) < 0.05
+
+
+def test_multi_head_output_equals_torch_multihead_attention_with_the_same_weights(capsys):
+    from attnkit.explain.multi_head import MH_HEADS, MH_INPUTS, MH_WK, MH_WO, MH_WQ, MH_WV
+
+    printed, lesson = _printed("multi-head", capsys)
+    torch_mha = torch.nn.MultiheadAttention(4, MH_HEADS, bias=False, batch_first=True).double()
+    with torch.no_grad():
+        torch_mha.in_proj_weight.copy_(torch.cat([MH_WQ, MH_WK, MH_WV]))
+        torch_mha.out_proj.weight.copy_(MH_WO)
+        x = MH_INPUTS[None]
+        expected, weights = torch_mha(x, x, x, need_weights=True, average_attn_weights=False)
+    assert torch.allclose(_step(printed, lesson, "output"), expected.flatten(), atol=5e-5)
+    assert torch.allclose(_step(printed, lesson, "weights"), weights.flatten(), atol=5e-5)
+    # And by hand: each head on its slice of q, k, v, concatenated, times W^O.
+    q, k, v = MH_INPUTS @ MH_WQ.T, MH_INPUTS @ MH_WK.T, MH_INPUTS @ MH_WV.T
+    heads = [torch.softmax(q[:, s] @ k[:, s].T / 2**0.5, -1) @ v[:, s] for s in (slice(0, 2), slice(2, 4))]
+    concat = torch.cat(heads, -1)
+    assert torch.allclose(_step(printed, lesson, "concat"), concat.flatten(), atol=5e-5)
+    assert torch.allclose(_step(printed, lesson, "output"), (concat @ MH_WO.T).flatten(), atol=5e-5)
+    # The text's claim that the heads attend differently: a¹'s favourite key differs between heads.
+    assert weights[0, 0, 0].argmax() != weights[0, 1, 0].argmax()

@@ -9,6 +9,7 @@ import torch
 from attnkit.attention import attend, dot, softmax
 
 from .lesson import Lesson
+from .multi_head import multi_head
 from .search import search
 from .self_attention import self_attention
 from .stages import stages
@@ -65,4 +66,5 @@ TOPICS: dict[str, Callable[[str], Lesson]] = {
     "search": search,
     "stages": stages,
     "self-attention": self_attention,
+    "multi-head": multi_head,
 }
