@@ -151,3 +151,30 @@ def test_multi_head_output_equals_torch_multihead_attention_with_the_same_weight
     assert torch.allclose(_step(printed, lesson, "output"), (concat @ MH_WO.T).flatten(), atol=5e-5)
     # The text's claim that the heads attend differently: a¹'s favourite key differs between heads.
     assert weights[0, 0, 0].argmax() != weights[0, 1, 0].argmax()
+
+
+def test_soft_vs_hard_argmax_is_one_hot_and_samples_follow_the_softmax(capsys):
+    from attnkit.explain.search import SEARCH_KEYS, SEARCH_QUERY, SEARCH_VALUES
+    from attnkit.explain.soft_hard import SHOWN_SAMPLES
+
+    printed, lesson = _printed("soft-vs-hard", capsys)
+    scores = SEARCH_KEYS @ SEARCH_QUERY
+    soft = torch.softmax(scores, -1)
+    one_hot = torch.nn.functional.one_hot(scores.argmax(), 4).double()
+    assert torch.allclose(_step(printed, lesson, "soft"), soft, atol=5e-5)
+    assert torch.allclose(_step(printed, lesson, "hard"), one_hot, atol=5e-5)
+    samples = _step(printed, lesson, "samples").view(SHOWN_SAMPLES, 4)
+    assert torch.equal(samples.sum(-1), torch.ones(SHOWN_SAMPLES)) and set(samples.flatten().tolist()) == {0.0, 1.0}
+    # 10,000 Gumbel-max draws: each item's share within 4 standard errors of its softmax probability.
+    frequency, printed_soft = _step(printed, lesson, "frequency").view(2, 4)
+    assert torch.allclose(printed_soft, soft, atol=5e-5)
+    assert ((frequency - soft).abs() <= 4 * (soft * (1 - soft) / 10000).sqrt()).all()
+    outputs = _step(printed, lesson, "outputs").view(-1, 2)
+    assert torch.allclose(outputs[0], soft @ SEARCH_VALUES, atol=5e-5)
+    assert torch.allclose(outputs[1], one_hot @ SEARCH_VALUES, atol=5e-5)
+    assert torch.allclose(outputs[2 : 2 + SHOWN_SAMPLES], samples @ SEARCH_VALUES, atol=5e-5)
+    # Straight-through: hard attention's gradient is softmax's, d(price)/dq computed here by hand.
+    price = SEARCH_VALUES[:, 0]
+    expected = (soft * (price - soft @ price)) @ SEARCH_KEYS  # Σᵢ ∂αᵢ/∂q · priceᵢ for α = softmax(Kq)
+    gradients = _step(printed, lesson, "gradients").view(2, 4)
+    assert torch.allclose(gradients[0], expected, atol=5e-5) and torch.allclose(gradients[1], expected, atol=5e-5)

@@ -12,6 +12,7 @@ from .lesson import Lesson
 from .multi_head import multi_head
 from .search import search
 from .self_attention import self_attention
+from .soft_hard import soft_vs_hard
 from .stages import stages
 
 # Word vectors for 早, 上, 好 (the notes' toy example), chosen so that softmax(X Xᵀ) puts 0.4, 0.4,
@@ -67,4 +68,5 @@ TOPICS: dict[str, Callable[[str], Lesson]] = {
     "stages": stages,
     "self-attention": self_attention,
     "multi-head": multi_head,
+    "soft-vs-hard": soft_vs_hard,
 }
