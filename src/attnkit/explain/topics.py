@@ -1,4 +1,5 @@
-"""The topics of ``attnkit explain``; every number comes from :mod:`attnkit.attention`."""
+"""The topics of ``attnkit explain``: ``toy`` here, the others in their own modules; every number comes from
+:mod:`attnkit.attention` or :mod:`attnkit.layers`."""
 
 from __future__ import annotations
 
