@@ -11,7 +11,7 @@ from .lesson import Lesson
 
 DTYPE = torch.float64
 
-# One query and three keys in 2-D: k₂ points the same way as q but is short, k₃ is long and points elsewhere,
+# One query and three keys in 2-D: k₂ points the same way as q but is short, k₃ is long and points a little off,
 # so the dot product and the cosine disagree about which key is most similar.
 STAGES_QUERY = torch.tensor([[1.0, 2.0]], dtype=DTYPE)
 STAGES_KEYS = torch.tensor([[2.0, 0.0], [0.5, 1.0], [0.0, 3.0]], dtype=DTYPE)
@@ -37,8 +37,8 @@ def stages(lang: str = "zh") -> Lesson:
         "αᵢ = softmax(s)ᵢ; (3) weighted sum Σᵢ αᵢ vᵢ. Kinds of attention differ mostly in the score of stage 1.",
     )
     lesson.add(
-        "一个查询 q 和三个键：k₂ 与 q 方向相同但较短，k₃ 很长但方向不同。",
-        "One query q and three keys: k₂ points the same way as q but is short; k₃ is long and points elsewhere.",
+        "一个查询 q 和三个键：k₂ 与 q 方向相同但较短，k₃ 很长，方向与 q 略有偏差。",
+        "One query q and three keys: k₂ points the same way as q but is short; k₃ is long and points a little off.",
         torch.cat([q, k]), rows=("q",) + keys, cols=("x1", "x2"), name="inputs",
     )
     lesson.add(
