@@ -9,6 +9,8 @@ from torch import Tensor
 
 from attnkit.models.base import Seq2SeqModel
 
+from .lengths import max_lengths
+
 __all__ = ["Hypothesis", "greedy_decode"]
 
 
@@ -16,11 +18,14 @@ __all__ = ["Hypothesis", "greedy_decode"]
 class Hypothesis:
     """One output: ``tokens`` (without BOS/EOS), its log-probability ``score`` (summed over the tokens
     and the EOS), and, when asked, ``attention (layers, heads, len(tokens) + 1, s)`` over the source —
-    the last row is the step that produced EOS (absent if decoding stopped at ``max_len``)."""
+    the last row is the step that produced EOS (absent if decoding stopped at ``max_len``).
+    ``penalised`` is the score beam search ranks by, ``score / lp`` (see
+    :func:`~attnkit.decode.lengths.gnmt_length_penalty`); greedy decoding leaves it ``None``."""
 
     tokens: list[int]
     score: float
     attention: Tensor | None = None
+    penalised: float | None = None
 
 
 @torch.inference_mode()
@@ -39,8 +44,8 @@ def greedy_decode(
     cfg = model.config
     state = model.encode(src, src_mask)
     b = src.shape[0]
-    src_len = (src != cfg.pad_id).sum(1) if src_mask is None else src_mask.sum(1)
-    limit = (src_len.float() * max_len_ratio + max_len_offset).long() if max_len is None else torch.full((b,), max_len)
+    limit = max_lengths(src, src_mask, cfg.pad_id, max_len=max_len, max_len_ratio=max_len_ratio,
+                        max_len_offset=max_len_offset)
     prev = torch.full((b,), cfg.bos_id, dtype=torch.long, device=src.device)
     tokens = [[] for _ in range(b)]
     scores = torch.zeros(b, dtype=torch.float64)
