@@ -1,5 +1,7 @@
 """Decoding strategies over the models' one interface (``encode`` + ``decode_step``)."""
 
+from .beam import beam_search
 from .greedy import Hypothesis, greedy_decode
+from .lengths import gnmt_length_penalty, max_lengths
 
-__all__ = ["Hypothesis", "greedy_decode"]
+__all__ = ["Hypothesis", "greedy_decode", "beam_search", "gnmt_length_penalty", "max_lengths"]
