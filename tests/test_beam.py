@@ -1,0 +1,274 @@
+"""Beam search against independent references: greedy decoding (beam 1), teacher forcing (every score
+and attention map recomputed from the hypothesis tokens), one sentence at a time (batching), decoding
+to the length limit (the stopping rule) and brute-force enumeration of every output (tiny vocabulary)."""
+
+import dataclasses
+import itertools
+import math
+
+import pytest
+import torch
+
+from attnkit.decode import Hypothesis, beam_search, gnmt_length_penalty, greedy_decode
+from attnkit.models import AttentionConfig, RNNConfig, TransformerConfig, build_model, label_smoothed_nll
+from models_helpers import BOS, EOS, PAD, pad, tiny_corpus
+
+TRANSFORMER = TransformerConfig(d_model=32, heads=4, encoder_layers=2, decoder_layers=2, ffn_dim=64, dropout=0.0)
+RNN = RNNConfig(kind="seq2seq-attention", attention=AttentionConfig("bahdanau"), embed_dim=16, hidden=24, dropout=0.0)
+CONFIGS = {"transformer": TRANSFORMER, "rnn-attention": RNN}
+KINDS = [f"{kind}-{how}" for kind in CONFIGS for how in ("random", "trained")]
+MAX_LEN = 8  # tiny-corpus targets have 1–3 words; a hypothesis has EOS iff it is shorter than this
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """The models here are tiny: a second thread only waits for a busy core (10× slower on a loaded machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return tiny_corpus(64)
+
+
+def _random(kind: str):
+    """A random model with a small target vocabulary, so that EOS comes up often, and 5 sources with padding."""
+    torch.manual_seed(1)
+    config = CONFIGS[kind]
+    if kind == "transformer":  # a random tied output layer mostly repeats the previous token
+        config = dataclasses.replace(config, tie_output=False)
+    model = build_model(config, 30, 9).eval()
+    g = torch.Generator().manual_seed(5)
+    src = torch.randint(3, 30, (5, 7), generator=g)
+    src[1, 3:] = PAD
+    src[3, 5:] = PAD
+    return model, src
+
+
+def _trained(kind: str, corpus):
+    """Trained briefly on 64 real pairs: outputs are word-like and end with EOS, but the model is unsure."""
+    src, tgt, src_vocab, tgt_vocab = corpus
+    torch.manual_seed(2)
+    model = build_model(CONFIGS[kind], src_vocab, tgt_vocab)
+    s, t_in, t_out = pad(src), pad(tgt, prefix=[BOS]), pad(tgt, suffix=[EOS])
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(40 if kind == "transformer" else 60):  # unsure enough that beam search often beats greedy
+        logits, _ = model(s, t_in)
+        loss = label_smoothed_nll(logits, t_out, smoothing=0.0, reduction="mean")
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval(), s[:12]
+
+
+_CACHE = {}
+
+
+@pytest.fixture
+def setup(request):
+    """``(model, src)`` for the parametrised kind (trained ones built once per module)."""
+    name = request.param
+    if name not in _CACHE:
+        kind, how = name.rsplit("-", 1)
+        _CACHE[name] = _random(kind) if how == "random" else _trained(kind, request.getfixturevalue("corpus"))
+    return _CACHE[name]
+
+
+def kinds(names=KINDS):
+    return pytest.mark.parametrize("setup", names, indirect=True)
+
+
+def teacher_forced(model, src_row, tokens: list[int], eos: bool):
+    """Summed log-prob of ``tokens`` (+ EOS) given ``src_row (1, s)``, and the cross-attention maps
+    ``[(heads, steps, s)]`` per layer, from one teacher-forced forward pass."""
+    target = tokens + [EOS] if eos else tokens
+    tgt_in = torch.tensor([[BOS] + target[:-1]])
+    with torch.no_grad():
+        logits, attention = model(src_row, tgt_in, need_attention=True)
+    logp = torch.log_softmax(logits.double(), -1)[0]  # (steps, V)
+    raw = float(logp.gather(1, torch.tensor(target)[:, None]).sum())
+    return raw, len(target), attention
+
+
+def lp(length: int, alpha: float) -> float:
+    return ((5 + length) / 6) ** alpha  # Wu et al. 2016, eq. 14, written out again here
+
+
+# ----------------------------------------------------------------------------------- beam 1 == greedy
+
+
+@kinds()
+def test_beam_1_is_greedy(setup):
+    model, src = setup
+    # One sentence at a time, both decoders run the very same computations: equal to the last bit.
+    for i in range(len(src)):
+        g = greedy_decode(model, src[i : i + 1], need_attention=True)[0]
+        (b,) = beam_search(model, src[i : i + 1], beam_size=1, length_penalty=0.0, need_attention=True)[0]
+        assert b.tokens == g.tokens and b.score == g.score and b.penalised == b.score
+        assert torch.equal(b.attention, g.attention)
+    # A batch: beam search drops finished sentences from the batch, greedy keeps decoding them, and
+    # matrix products of different batch sizes round differently (as greedy batched vs alone does).
+    for g, (b,) in zip(greedy_decode(model, src), beam_search(model, src, beam_size=1, length_penalty=0.0)):
+        assert b.tokens == g.tokens and b.score == pytest.approx(g.score, abs=1e-5)
+
+
+# --------------------------------------------------------------------- scores are real, and sorted
+
+
+@kinds()
+@pytest.mark.parametrize("alpha", [0.0, 0.6, 1.5])
+def test_hypotheses_sorted_by_penalised_score_recomputed_by_teacher_forcing(setup, alpha):
+    model, src = setup
+    results = beam_search(model, src, beam_size=4, n_best=4, length_penalty=alpha, max_len=MAX_LEN)
+    assert len(results) == len(src)
+    for i, hyps in enumerate(results):
+        assert len(hyps) == 4
+        penalised = [h.penalised for h in hyps]
+        assert penalised == sorted(penalised, reverse=True)
+        for h in hyps:
+            raw, length, _ = teacher_forced(model, src[i : i + 1], h.tokens, eos=len(h.tokens) < MAX_LEN)
+            assert h.score == pytest.approx(raw, abs=1e-4)
+            assert h.penalised == pytest.approx(raw / lp(length, alpha), abs=1e-4)
+
+
+# ---------------------------------------------------------------------- batched == one at a time
+
+
+@kinds()
+def test_batched_beam_equals_one_sentence_at_a_time(setup):
+    model, src = setup
+    batched = beam_search(model, src, beam_size=4, n_best=3, need_attention=True)
+    for i, hyps in enumerate(batched):
+        alone = beam_search(model, src[i : i + 1], beam_size=4, n_best=3, need_attention=True)[0]
+        assert [h.tokens for h in hyps] == [h.tokens for h in alone]
+        for h, a in zip(hyps, alone):
+            assert h.score == pytest.approx(a.score, abs=1e-5)
+            assert h.penalised == pytest.approx(a.penalised, abs=1e-5)
+            assert torch.allclose(h.attention, a.attention, atol=1e-5)
+
+
+# --------------------------------------------------------------------------------- versus greedy
+
+
+@kinds()
+@pytest.mark.parametrize("k", [2, 4, 8])
+def test_beam_best_is_not_worse_than_greedy(setup, k):
+    # Not a theorem for every model (a beam can prune the greedy path and later fare worse), but it is
+    # what a wider search is for, and it holds for these models; the exhaustive test below is exact.
+    model, src = setup
+    for g, hyps in zip(greedy_decode(model, src), beam_search(model, src, beam_size=k, length_penalty=0.0)):
+        assert hyps[0].score >= g.score - 1e-6
+
+
+# --------------------------------------------------------------------------- exhaustive search
+
+
+@pytest.mark.parametrize("kind", list(CONFIGS))
+@pytest.mark.parametrize("alpha", [0.0, 0.6])
+def test_full_width_beam_finds_every_output_in_order(kind, alpha):
+    """V = 5, at most 3 steps: 1 + 4 + 16 outputs end with EOS and 4³ are cut at the limit. A beam of
+    5³ keeps every prefix, so its 85-best list is every output, ranked as brute force ranks them."""
+    torch.manual_seed(3)
+    model = build_model(CONFIGS[kind], 12, 5).eval()
+    src = torch.tensor([[3, 4, 5, 6], [7, 8, PAD, PAD]])
+    results = beam_search(model, src, beam_size=125, n_best=85, length_penalty=alpha, max_len=3)
+    words = [t for t in range(5) if t != EOS]  # nothing keeps a decoder from emitting PAD or BOS
+    outputs = [(list(y), True) for n in range(3) for y in itertools.product(words, repeat=n)]
+    outputs += [(list(y), False) for y in itertools.product(words, repeat=3)]
+    assert len(outputs) == 85
+    for i, hyps in enumerate(results):
+        truth = []
+        for tokens, eos in outputs:
+            raw, length, _ = teacher_forced(model, src[i : i + 1], tokens, eos)
+            truth.append((raw / lp(length, alpha), raw, tokens))
+        truth.sort(key=lambda x: -x[0])
+        assert [h.tokens for h in hyps] == [t[2] for t in truth]
+        assert [h.penalised for h in hyps] == pytest.approx([t[0] for t in truth], abs=1e-5)
+        assert [h.score for h in hyps] == pytest.approx([t[1] for t in truth], abs=1e-5)
+
+
+# -------------------------------------------------------------------------------------- n-best
+
+
+@kinds(["transformer-trained", "rnn-attention-trained"])
+def test_n_best_returns_n_distinct_hypotheses(setup):
+    model, src = setup
+    for hyps in beam_search(model, src, beam_size=5, n_best=5):
+        assert len(hyps) == 5
+        assert len({tuple(h.tokens) for h in hyps}) == 5  # the first step does not copy one hypothesis
+        assert all(isinstance(h, Hypothesis) for h in hyps)
+    with pytest.raises(ValueError, match="n_best"):
+        beam_search(model, src, beam_size=2, n_best=3)
+    with pytest.raises(ValueError, match="beam_size"):
+        beam_search(model, src, beam_size=0)
+
+
+# ------------------------------------------------------------------------------------ attention
+
+
+@kinds()
+def test_attention_is_the_teacher_forced_cross_attention(setup):
+    model, src = setup
+    layers, heads = (2, 4) if model.config.kind == "transformer" else (1, 1)
+    plain = beam_search(model, src, beam_size=3, n_best=2, max_len=MAX_LEN)
+    assert all(h.attention is None for hyps in plain for h in hyps)  # recorded only when asked
+    results = beam_search(model, src, beam_size=3, n_best=2, max_len=MAX_LEN, need_attention=True)
+    for i, hyps in enumerate(results):
+        assert [h.tokens for h in hyps] == [h.tokens for h in plain[i]]
+        for h in hyps:
+            eos = len(h.tokens) < MAX_LEN
+            steps = len(h.tokens) + eos
+            assert h.attention.shape == (layers, heads, steps, src.shape[1])
+            assert (h.attention >= 0).all()
+            assert torch.allclose(h.attention.sum(-1), torch.ones(layers, heads, steps), atol=1e-5)
+            assert (h.attention[..., src[i] == PAD] == 0).all()
+            _, _, forced = teacher_forced(model, src[i : i + 1], h.tokens, eos)
+            assert torch.allclose(h.attention, torch.stack([a[0] for a in forced]), atol=1e-5)
+
+
+# ------------------------------------------------------------------------------- stopping rule
+
+
+class Counting:
+    """Wraps a model and records the batch size of every decode_step."""
+
+    def __init__(self, model):
+        self.model, self.rows = model, []
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def decode_step(self, state, prev, **kw):
+        self.rows.append(len(prev))
+        return self.model.decode_step(state, prev, **kw)
+
+
+@kinds(["transformer-trained", "rnn-attention-trained"])
+@pytest.mark.parametrize("alpha", [0.0, 0.6, 1.0])
+def test_early_stop_returns_what_decoding_to_the_limit_returns(setup, alpha):
+    model, src = setup
+    early, full = Counting(model), Counting(model)
+    stopped = beam_search(early, src, beam_size=4, n_best=2, length_penalty=alpha)
+    complete = beam_search(full, src, beam_size=4, n_best=2, length_penalty=alpha, early_stop=False)
+    for a, b in zip(stopped, complete):
+        assert [h.tokens for h in a] == [h.tokens for h in b]
+        assert [h.penalised for h in a] == pytest.approx([h.penalised for h in b], abs=1e-5)
+    # Sentences leave the batch as they finish: the state shrinks in whole beams and never grows.
+    assert all(r % 4 == 0 for r in early.rows) and early.rows == sorted(early.rows, reverse=True)
+    assert early.rows[0] == 4 * len(src) and early.rows[-1] < early.rows[0]
+    assert sum(early.rows) < sum(full.rows)
+    if alpha == 0.0:  # the bound is the best alive log-prob: every sentence stops soon after its best EOS
+        assert len(early.rows) < len(full.rows)
+
+
+def test_length_limits_and_penalty_formula():
+    model, src = _random("transformer")
+    results = beam_search(model, src, beam_size=3, length_penalty=0.6)  # limit 2 × length + 10
+    lengths = (src != PAD).sum(1).tolist()
+    for hyps, n in zip(results, lengths):
+        assert all(len(h.tokens) <= 2 * n + 10 for h in hyps)
+    assert math.isclose(gnmt_length_penalty(3, 0.6), (8 / 6) ** 0.6) and gnmt_length_penalty(7, 0.0) == 1.0
+    assert beam_search(model, src[:0]) == []
