@@ -111,7 +111,7 @@ def test_translate_and_evaluate_after_training(recipe, tmp_path, capsys):
 def test_max_minutes_stops_cleanly_and_keeps_the_best(recipe, tmp_path, capsys):
     out = tmp_path / "timed"
     code = main(["train", "--config", str(recipe), "--out", str(out), "--quiet", "--max-steps", "100000",
-                 "--max-minutes", "0.05"])
+                 "--max-minutes", "0.05", "--set", "train.patience=null"])
     assert code == 0
     stop = json.loads((out / "log.jsonl").read_text().splitlines()[-1])
     assert stop["event"] == "stop" and stop["reason"].startswith("reached max_minutes")
