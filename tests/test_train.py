@@ -146,3 +146,16 @@ def test_schedules_follow_their_formulas():
 
 
 
+
+
+def test_progress_line_shows_the_budget_that_ends_first():
+    import io
+
+    from attnkit.train.progress import Progress
+
+    stream = io.StringIO()
+    bar = Progress(total_steps=1_000_000, max_minutes=10, enabled=True, stream=stream)
+    bar.update(100, {"loss": 2.5, "tokens_per_s": 3000, "lr": 1e-3}, elapsed=300.0)  # half the time budget
+    line = stream.getvalue()
+    assert "[##########..........]" in line and "loss 2.500" in line and "3,000 tok/s" in line
+    assert "ETA 05:00" in line  # the time budget ends before the step budget

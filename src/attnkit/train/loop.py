@@ -114,7 +114,8 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callabl
 
     stop = _Stop()
     old_handlers = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    bar = Progress(total_steps=t.max_steps, max_minutes=t.max_minutes, start_step=step, enabled=progress)
+    bar = Progress(total_steps=t.max_steps, max_minutes=t.max_minutes, start_step=step, start_elapsed=elapsed_before,
+                   enabled=progress)
     started = time.monotonic()
     logfile = (out / "log.jsonl").open("a", encoding="utf-8")
 

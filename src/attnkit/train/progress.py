@@ -7,7 +7,6 @@ The ETA comes from the step budget or the time budget, whichever ends training f
 from __future__ import annotations
 
 import sys
-import time
 
 __all__ = ["Progress"]
 
@@ -21,18 +20,18 @@ def _clock(seconds: float) -> str:
 
 class Progress:
     def __init__(self, *, total_steps: int | None, max_minutes: float | None, start_step: int = 0,
-                 enabled: bool = True, stream=None):
+                 start_elapsed: float = 0.0, enabled: bool = True, stream=None):
         self.total, self.max_minutes = total_steps, max_minutes
         self.enabled, self.stream = enabled, stream or sys.stderr
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.start_step, self.started = start_step, time.monotonic()
+        self.start_step, self.start_elapsed = start_step, start_elapsed
         self._drawn = False
 
     def eta(self, step: int, elapsed: float) -> float | None:
         candidates = []
         done = step - self.start_step
         if self.total and done > 0:
-            candidates.append((self.total - step) * (time.monotonic() - self.started) / done)
+            candidates.append((self.total - step) * (elapsed - self.start_elapsed) / done)
         if self.max_minutes:
             candidates.append(60 * self.max_minutes - elapsed)
         return min(candidates) if candidates else None
@@ -42,9 +41,14 @@ class Progress:
             return
         eta = self.eta(step, elapsed)
         of = f"/{self.total}" if self.total else ""
-        bar = ""
+        fractions = []
         if self.total:
-            filled = int(20 * min(1.0, step / self.total))
+            fractions.append(step / self.total)
+        if self.max_minutes:
+            fractions.append(elapsed / (60 * self.max_minutes))
+        bar = ""
+        if fractions:  # whichever budget runs out first
+            filled = int(20 * min(1.0, max(fractions)))
             bar = "[" + "#" * filled + "." * (20 - filled) + "] "
         line = (f"{bar}step {step}{of} | loss {event['loss']:.3f} | {event['tokens_per_s']:,} tok/s | "
                 f"lr {event['lr']:.2e} | {_clock(elapsed)} elapsed" + (f" | ETA {_clock(eta)}" if eta is not None else ""))
