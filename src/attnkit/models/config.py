@@ -10,7 +10,7 @@ from attnkit.attention import NORMALIZERS
 
 __all__ = [
     "RNN_KINDS", "ATTENTION_KINDS", "AttentionConfig", "RNNConfig", "TransformerConfig", "ModelConfig",
-    "config_from_dict", "config_to_dict", "ConfigError",
+    "config_from_dict", "config_to_dict", "ConfigError", "dataclass_from_dict",
 ]
 
 RNN_KINDS = ("seq2seq-fixed", "seq2seq-context", "seq2seq-attention")
@@ -133,20 +133,26 @@ def config_from_dict(data: dict[str, Any]) -> ModelConfig:
     cls = TransformerConfig if kind == "transformer" else RNNConfig
     data = dict(data)
     if cls is RNNConfig and "attention" in data:
-        data["attention"] = _build(AttentionConfig, data["attention"], "attention.")
-    return _build(cls, data, "")
+        data["attention"] = dataclass_from_dict(AttentionConfig, data["attention"], "attention.")
+    return dataclass_from_dict(cls, data, "")
 
 
-def _build(cls, data: Any, prefix: str):
+def dataclass_from_dict(cls, data: Any, prefix: str):
+    """``cls(**data)`` for a frozen config dataclass; unknown keys and wrong types name the key."""
     if isinstance(data, cls):
         return data
+    if data is None:
+        data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{prefix or 'config'} must be a mapping, got {data!r}")
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {data!r}")
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
         raise ConfigError(f"unknown key(s) {[prefix + k for k in unknown]} for {cls.__name__}; known: {sorted(names)}")
-    return cls(**data)
+    try:
+        return cls(**data)
+    except TypeError as err:
+        raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: {err}") from None
 
 
 def config_to_dict(config: ModelConfig) -> dict[str, Any]:

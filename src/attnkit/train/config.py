@@ -17,6 +17,7 @@ from typing import Any
 
 from attnkit.configfile import load_yaml
 from attnkit.models import ConfigError, ModelConfig, config_from_dict, config_to_dict
+from attnkit.models.config import dataclass_from_dict
 from attnkit.text import TokenizerConfig
 
 from .schedule import SCHEDULES
@@ -110,20 +111,9 @@ class Recipe:
 
 
 def _section(cls, data: Any, name: str):
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{name}: expected a mapping, got {data!r}")
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"unknown key(s) {[f'{name}.{k}' for k in unknown]}; known: {sorted(known)}")
-    if cls is TrainSettings and "betas" in data:
+    if cls is TrainSettings and isinstance(data, dict) and "betas" in data:
         data = {**data, "betas": tuple(data["betas"])}
-    try:
-        return cls(**data)
-    except TypeError as err:
-        raise ConfigError(f"{name}: {err}") from None
+    return dataclass_from_dict(cls, data, f"{name}.")
 
 
 def recipe_from_dict(data: dict[str, Any]) -> Recipe:
