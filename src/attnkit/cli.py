@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "translate": ("attnkit.decode.cli", "translate text with a trained model"),
     "evaluate": ("attnkit.evaluate.cli", "BLEU and chrF of translations (sacreBLEU)"),
     "plot": ("attnkit.viz.cli", "translate a sentence and draw its cross-attention heatmap"),
+    "report": ("attnkit.viz.report_cli", "translate a file and write a self-contained HTML page of its attention"),
     "info": ("attnkit.models.cli", "show a model's configuration and parameter counts"),
     "attention": ("attnkit.interop.cli", "print a pretrained encoder's attention weights on a sentence, as JSON"),
 }
