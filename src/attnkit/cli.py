@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("attnkit.viz.report_cli", "translate a file and write a self-contained HTML page of its attention"),
     "info": ("attnkit.models.cli", "show a model's configuration and parameter counts"),
     "attention": ("attnkit.interop.cli", "print a pretrained encoder's attention weights on a sentence, as JSON"),
+    "export": ("attnkit.interop.export_cli", "export a Transformer to Hugging Face MarianMT or CTranslate2"),
 }
 
 

@@ -1,0 +1,58 @@
+"""``attnkit export --model DIR --format marian|ctranslate2 --out DIR``: a trained Transformer as a Hugging
+Face MarianMT folder (config, safetensors, MarianTokenizer files), or as a CTranslate2 model converted
+from that folder by CTranslate2's own machinery (see :mod:`attnkit.interop.marian` and
+:mod:`attnkit.interop.ct2` for what exports and what is refused)."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+FORMATS = ("marian", "ctranslate2")
+
+
+def add_arguments(parser) -> None:
+    from .ct2 import QUANTIZATIONS
+    from .marian import DEFAULT_MAX_POSITIONS
+
+    parser.add_argument("--model", required=True, metavar="DIR",
+                        help="an attnkit model folder, or a training --out (its best/)")
+    parser.add_argument("--format", choices=FORMATS, default="marian", help="what to write (default: marian)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="the folder to write")
+    parser.add_argument("--max-positions", type=int, default=DEFAULT_MAX_POSITIONS, metavar="N",
+                        help=f"longest source or output the exported model accepts (default: {DEFAULT_MAX_POSITIONS})")
+    parser.add_argument("--quantization", choices=QUANTIZATIONS, default=None,
+                        help="ctranslate2 only: weight type of the converted model (default: float32)")
+    parser.add_argument("--force", action="store_true",
+                        help="ctranslate2 only: replace an earlier conversion in --out")
+
+
+def run(args) -> int:
+    from attnkit.cli import UserError
+    from attnkit.models import ConfigError
+
+    from .marian import ExportError, export_marian
+
+    if args.format == "marian" and (args.quantization or args.force):
+        raise UserError("--quantization and --force apply to --format ctranslate2 only")
+    try:
+        if args.format == "marian":
+            result = export_marian(args.model, args.out, max_positions=args.max_positions)
+            out, notes = result.out_dir, result.notes
+        else:
+            from .ct2 import export_ctranslate2
+
+            with tempfile.TemporaryDirectory(prefix="attnkit-marian-") as tmp:
+                result = export_marian(args.model, Path(tmp) / "marian", max_positions=args.max_positions)
+                notes = result.notes
+                if "vocab.json" not in result.files:
+                    raise UserError(f"{args.model} has no tokenizers (tokenizers.json), and a CTranslate2 model "
+                                    "needs its vocabularies; export a folder saved with its tokenizers, as training does")
+                out = export_ctranslate2(result.out_dir, args.out, args.quantization, force=args.force)
+    except (ExportError, ConfigError, FileNotFoundError) as err:
+        raise UserError(str(err)) from None
+    for note in notes:
+        print(f"attnkit export: note: {note}", file=sys.stderr)
+    print(f"wrote {args.format} model to {out}")
+    return 0

@@ -1,0 +1,240 @@
+"""Export to Hugging Face MarianMT and CTranslate2, checked against the engines themselves: a post-norm
+attnkit Transformer briefly trained on 64 real CC-CEDICT pairs, exported, loaded by ``transformers``'
+``MarianMTModel`` (and converted by CTranslate2) gives the same logits, the same greedy and beam-4
+outputs token for token, and ``MarianTokenizer`` the same ids as attnkit's own tokenisers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from attnkit.cli import main
+from attnkit.data.cedict import load_cedict
+from attnkit.decode import beam_search, greedy_decode
+from attnkit.interop.marian import ExportError, export_marian, residual_permutation
+from attnkit.layers.positional import sinusoidal_table
+from attnkit.models import TransformerConfig, RNNConfig, build_model, label_smoothed_nll, save_model
+from attnkit.text import CharTokenizer, SentencePieceTokenizer, save_tokenizers
+
+transformers = pytest.importorskip("transformers")
+from transformers import MarianMTModel, MarianTokenizer  # noqa: E402
+from transformers.models.marian.modeling_marian import MarianSinusoidalPositionalEmbedding  # noqa: E402
+
+EXPORTABLE = dict(d_model=32, heads=4, encoder_layers=2, decoder_layers=2, ffn_dim=64, dropout=0.0, norm_first=False)
+KNOWN = "机器 翻译，注意力"  # in the source vocabulary: a space and a full-width comma among Chinese characters
+MAX_LEN = 12  # decoding steps for every engine (transformers' max_new_tokens, CTranslate2's max_decoding_length)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _pad(rows: list[list[int]]) -> torch.Tensor:
+    width = max(len(r) for r in rows)
+    return torch.tensor([r + [0] * (width - len(r)) for r in rows])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A post-norm model trained for 150 steps on 64 short CC-CEDICT pairs (characters → SentencePiece),
+    saved with its tokenisers and exported; plus 16 dev headwords it has never seen."""
+    train = [p for p in load_cedict("train") if 2 <= len(p.src) <= 4 and 1 <= len(p.tgt.split()) <= 3][:64]
+    src_tok = CharTokenizer.train([p.src for p in train] + [KNOWN])
+    tgt_tok = SentencePieceTokenizer.train([p.tgt for p in train], vocab_size=300)
+    unseen = [p.src for p in load_cedict("dev") if 2 <= len(p.src) <= 4][:16]
+    torch.manual_seed(0)
+    model = build_model(TransformerConfig(**EXPORTABLE), src_tok.vocab_size, tgt_tok.vocab_size)
+    src = _pad([src_tok.encode(p.src) + [2] for p in train])
+    tgt_in = _pad([[1] + tgt_tok.encode(p.tgt) for p in train])
+    tgt_out = _pad([tgt_tok.encode(p.tgt) + [2] for p in train])
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(150):
+        loss = label_smoothed_nll(model(src, tgt_in)[0], tgt_out, smoothing=0.0, reduction="mean")
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    root = tmp_path_factory.mktemp("export")
+    save_model(model, root / "model")
+    save_tokenizers(root / "model", src_tok, tgt_tok)
+    result = export_marian(root / "model", root / "marian")
+    hf, info = MarianMTModel.from_pretrained(root / "marian", output_loading_info=True)
+    sources = [p.src for p in train] + unseen
+    return dict(model=model, src_tok=src_tok, tgt_tok=tgt_tok, train=train, sources=sources, root=root,
+                result=result, hf=hf.eval(), info=info,
+                src=_pad([src_tok.encode(s) + [2] for s in sources]), tgt_in=tgt_in, train_src=src)
+
+
+def _hf_tokens(row: torch.Tensor) -> list[int]:
+    """A generated row without its start token, cut at the first EOS (what follows is padding)."""
+    ids = row.tolist()[1:]
+    return ids[: ids.index(2)] if 2 in ids else ids
+
+
+# ------------------------------------------------------------------------------------- the layout
+
+
+@pytest.mark.parametrize("d_model", [8, 32, 27])
+def test_permuted_sinusoids_are_marians_table(d_model):
+    """Marian's table is [sin … | cos …]; attnkit's interleaves them: one feature permutation apart."""
+    marian = MarianSinusoidalPositionalEmbedding(64, d_model).create_weight()
+    ours = sinusoidal_table(torch.arange(64), d_model)[:, residual_permutation(d_model)]
+    torch.testing.assert_close(ours.float(), marian, atol=1e-6, rtol=0)
+
+
+# ------------------------------------------------------------------------------------- transformers
+
+
+def test_export_writes_every_marian_weight_and_the_start_token(trained):
+    info, hf = trained["info"], trained["hf"]
+    # Marian rebuilds its position tables itself; nothing else may be missing, nothing unexpected
+    assert set(info["missing_keys"]) <= {"model.encoder.embed_positions.weight", "model.decoder.embed_positions.weight"}
+    assert not info["unexpected_keys"] and not info["mismatched_keys"]
+    assert hf.generation_config.decoder_start_token_id == 1  # attnkit decodes from BOS, Marian by default from PAD
+    assert hf.generation_config.forced_eos_token_id is None
+    assert set(trained["result"].files) >= {"config.json", "model.safetensors", "source.spm", "target.spm",
+                                            "vocab.json", "target_vocab.json", "tokenizer_config.json"}
+    assert trained["result"].notes == ()
+
+
+def test_teacher_forced_logits_equal_marian(trained):
+    model, hf, src, tgt_in = trained["model"], trained["hf"], trained["train_src"], trained["tgt_in"]
+    with torch.no_grad():
+        ours = model(src, tgt_in)[0]
+        theirs = hf(input_ids=src, attention_mask=src != 0, decoder_input_ids=tgt_in).logits
+    assert (ours - theirs).abs().max().item() <= 1e-4
+
+
+VARIANTS = {
+    "shared-untied": dict(share_embeddings=True, tie_output=False),
+    "separate-untied": dict(tie_output=False),
+    "odd-width": dict(d_model=27, heads=3),
+}
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_random_variants_have_marians_logits(name, tmp_path):
+    torch.manual_seed(1)
+    cfg = TransformerConfig(**{**EXPORTABLE, **VARIANTS[name]})
+    model = build_model(cfg, 50, 50 if cfg.share_embeddings else 40).eval()
+    save_model(model, tmp_path / "model")
+    result = export_marian(tmp_path / "model", tmp_path / "marian")
+    assert any("no tokenizers" in n for n in result.notes)
+    hf = MarianMTModel.from_pretrained(tmp_path / "marian").eval()
+    src = torch.randint(4, 50, (3, 9))
+    src[1, 6:], src[2, 3:] = 0, 0
+    tgt = torch.randint(4, model.tgt_vocab_size, (3, 7))
+    with torch.no_grad():
+        ours = model(src, tgt)[0]
+        theirs = hf(input_ids=src, attention_mask=src != 0, decoder_input_ids=tgt).logits
+    assert (ours - theirs).abs().max().item() <= 1e-4
+
+
+def test_greedy_and_beam_equal_marian_generate(trained):
+    """Length penalty 0 on both sides: both rank finished hypotheses by log-probability (transformers
+    divides by len^alpha, attnkit by GNMT's ((5 + len) / 6)^alpha, which differ for alpha > 0)."""
+    model, hf, src = trained["model"], trained["hf"], trained["src"]
+    greedy = [h.tokens for h in greedy_decode(model, src, max_len=MAX_LEN)]
+    beam = [h[0].tokens for h in beam_search(model, src, beam_size=4, length_penalty=0.0, max_len=MAX_LEN)]
+    # max_length counts the start token. early_stopping="never" is transformers' exact stopping rule, as
+    # attnkit's; early_stopping=True stops once num_beams hypotheses have finished, and then returns
+    # a worse one for some of these sentences (-5.27 instead of -0.11 for one of them).
+    with torch.no_grad():
+        hf_greedy = hf.generate(input_ids=src, attention_mask=src != 0, do_sample=False, num_beams=1,
+                                max_length=MAX_LEN + 1)
+        hf_beam = hf.generate(input_ids=src, attention_mask=src != 0, do_sample=False, num_beams=4,
+                              length_penalty=0.0, early_stopping="never", max_length=MAX_LEN + 1)
+    assert [_hf_tokens(r) for r in hf_greedy] == greedy
+    assert [_hf_tokens(r) for r in hf_beam] == beam
+    # the model is not trivial: most outputs stop with EOS (62 of 80 here), and beam search finds what
+    # greedy decoding does not (13 here)
+    assert sum(len(t) < MAX_LEN for t in greedy) >= 40
+    assert sum(g != b for g, b in zip(greedy, beam)) >= 3
+    tokenizer = MarianTokenizer.from_pretrained(trained["root"] / "marian")
+    assert tokenizer.batch_decode(hf_beam, skip_special_tokens=True) == [trained["tgt_tok"].decode(t) for t in beam]
+
+
+def test_marian_tokenizer_gives_attnkit_ids(trained):
+    """source.spm is a char SentencePiece model over attnkit's characters; target.spm is attnkit's own."""
+    tokenizer = MarianTokenizer.from_pretrained(trained["root"] / "marian")
+    src_tok, tgt_tok = trained["src_tok"], trained["tgt_tok"]
+    sources = [p.src for p in trained["train"]] + [KNOWN, "翻译机器 注意"]
+    assert tokenizer(sources).input_ids == [src_tok.encode(s) + [2] for s in sources]
+    targets = [p.tgt for p in trained["train"]] + ["an unseen sentence, with punctuation!"]
+    assert tokenizer(text_target=targets).input_ids == [tgt_tok.encode(t) + [2] for t in targets]
+    # the one difference: SentencePiece merges a run of unknown characters into one <unk>
+    assert src_tok.encode("丈母") == [3, 3] and tokenizer("丈母").input_ids == [3, 2]
+
+
+# ------------------------------------------------------------------------------------- CTranslate2
+
+
+def test_ctranslate2_translates_like_attnkit(trained, tmp_path):
+    ctranslate2 = pytest.importorskip("ctranslate2", reason="ctranslate2 is not installed (pip install ctranslate2)")
+    from attnkit.interop.ct2 import export_ctranslate2
+
+    out = export_ctranslate2(trained["root"] / "marian", tmp_path / "ct2")
+    translator = ctranslate2.Translator(str(out), device="cpu", inter_threads=1, intra_threads=1)
+    src_tok, tgt_vocab = trained["src_tok"], trained["tgt_tok"]
+    sources = [[src_tok.id_to_piece(i) for i in src_tok.encode(s)] + ["</s>"] for s in trained["sources"]]
+    to_ids = {tgt_vocab.id_to_piece(i): i for i in range(tgt_vocab.vocab_size)}
+    model, src = trained["model"], trained["src"]
+    greedy = [h.tokens for h in greedy_decode(model, src, max_len=MAX_LEN)]
+    beam = [h[0].tokens for h in beam_search(model, src, beam_size=4, length_penalty=0.0, max_len=MAX_LEN)]
+    for size, ours in ((1, greedy), (4, beam)):
+        results = translator.translate_batch(sources, beam_size=size, length_penalty=0.0, max_decoding_length=MAX_LEN)
+        assert [[to_ids[t] for t in r.hypotheses[0]] for r in results] == ours, f"beam_size={size}"
+
+
+# ------------------------------------------------------------------------------------- refusals and the command
+
+
+@pytest.mark.parametrize("options, says", [
+    (dict(norm_first=True), "model.norm_first: false"),
+    (dict(positions="learned"), "model.positions: sinusoidal"),
+])
+def test_unexpressible_configs_are_refused_saying_what_to_change(options, says, tmp_path):
+    model = build_model(TransformerConfig(**{**EXPORTABLE, **options}), 20, 20)
+    save_model(model, tmp_path / "model")
+    with pytest.raises(ExportError, match=says):
+        export_marian(tmp_path / "model", tmp_path / "marian")
+    assert not (tmp_path / "marian").exists()
+
+
+def test_rnn_models_and_overwriting_a_model_are_refused(tmp_path):
+    save_model(build_model(RNNConfig(embed_dim=8, hidden=8), 20, 20), tmp_path / "rnn")
+    with pytest.raises(ExportError, match="only Transformer"):
+        export_marian(tmp_path / "rnn", tmp_path / "marian")
+    save_model(build_model(TransformerConfig(**EXPORTABLE), 20, 20), tmp_path / "model")
+    with pytest.raises(ExportError, match="overwrite"):
+        export_marian(tmp_path / "model", tmp_path / "model")
+
+
+def test_export_command(trained, tmp_path, capsys):
+    model_dir = trained["root"] / "model"
+    assert main(["export", "--model", str(model_dir), "--format", "marian", "--out", str(tmp_path / "m")]) == 0
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["model_type"] == "marian" and config["decoder_start_token_id"] == 1
+    save_model(build_model(TransformerConfig(**{**EXPORTABLE, "norm_first": True}), 20, 20), tmp_path / "pre")
+    assert main(["export", "--model", str(tmp_path / "pre"), "--format", "marian", "--out", str(tmp_path / "x")]) == 2
+    assert "model.norm_first: false" in capsys.readouterr().err
+    assert main(["export", "--model", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")]) == 2
+    assert "holds no attnkit model" in capsys.readouterr().err
+
+
+def test_export_command_to_ctranslate2(trained, tmp_path, capsys):
+    pytest.importorskip("ctranslate2", reason="ctranslate2 is not installed (pip install ctranslate2)")
+    args = ["export", "--model", str(trained["root"] / "model"), "--format", "ctranslate2", "--out", str(tmp_path / "c")]
+    assert main(args) == 0 and (tmp_path / "c" / "model.bin").is_file()
+    assert main(args) == 2 and "already exists" in capsys.readouterr().err
+    assert main([*args, "--force", "--quantization", "int8"]) == 0
+    save_model(build_model(TransformerConfig(**EXPORTABLE), 20, 20), tmp_path / "bare")
+    assert main(["export", "--model", str(tmp_path / "bare"), "--format", "ctranslate2", "--out", str(tmp_path / "d")]) == 2
+    assert "tokenizers" in capsys.readouterr().err
