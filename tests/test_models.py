@@ -188,3 +188,21 @@ def test_info_errors_name_the_file(tmp_path, capsys):
     assert main(["info", "--config", str(bad)]) == 2
     err = capsys.readouterr().err
     assert str(bad) in err and "heads (5) must divide d_model (256)" in err
+
+
+@pytest.mark.parametrize("name", ["seq2seq-fixed", "attention-bahdanau", "transformer"])
+def test_translator_alignment_is_cut_to_each_sentence(name, tmp_path):
+    from attnkit.decode.translator import Translator
+    from attnkit.text import CharTokenizer
+
+    src_tok = CharTokenizer.train(["机器翻译很有用", "注意力"])
+    tgt_tok = CharTokenizer.train(["machine translation", "attention"])
+    model = build_model(VARIANTS[name], src_tok.vocab_size, tgt_tok.vocab_size).eval()
+    out = Translator(model, src_tok, tgt_tok).translate(["机器翻译很有用", "注意"], beam=1, need_attention=True)
+    for t in out:
+        assert len(t.src_pieces) == len(t.source) + 1  # the characters and EOS
+        if model.has_cross_attention:
+            assert t.attention.shape[-1] == len(t.src_pieces)
+            assert torch.allclose(t.attention.sum(-1), torch.ones(t.attention.shape[:-1]), atol=1e-5)
+        else:
+            assert t.attention is None

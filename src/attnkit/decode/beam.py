@@ -243,6 +243,7 @@ def beam_search(
     :func:`greedy_decode` does. ``early_stop=False`` decodes every sentence to its length limit (the
     result is the same; see the stopping rule in the module docstring)."""
     cfg = model.config
+    need_attention = need_attention and model.has_cross_attention  # nothing to record without attention
     B, device = src.shape[0], src.device
     limits = max_lengths(src, src_mask, cfg.pad_id, max_len=max_len, max_len_ratio=max_len_ratio,
                          max_len_offset=max_len_offset)

@@ -48,8 +48,9 @@ def run(args) -> int:
         if args.json:
             record = {"source": source, "translation": t.text if t else ""}
             if t:
-                record.update(src_pieces=t.src_pieces, tgt_pieces=t.tgt_pieces, score=round(t.score, 4),
-                              alignment=[int(i) for i in t.attention.mean(dim=(0, 1)).argmax(-1).tolist()])
+                record.update(src_pieces=t.src_pieces, tgt_pieces=t.tgt_pieces, score=round(t.score, 4))
+                if t.attention is not None:  # the source piece each output piece attends to most
+                    record["alignment"] = [int(i) for i in t.attention.mean(dim=(0, 1)).argmax(-1).tolist()]
             print(json.dumps(record, ensure_ascii=False))
         else:
             print(t.text if t else "")  # an empty line stays an empty line: outputs stay line-aligned

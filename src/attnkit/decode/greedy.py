@@ -42,6 +42,7 @@ def greedy_decode(
     """Decode ``src (b, s)``; each sentence stops at its EOS or at ``max_len`` tokens
     (default ``max_len_ratio × source length + max_len_offset``)."""
     cfg = model.config
+    need_attention = need_attention and model.has_cross_attention  # nothing to record without attention
     state = model.encode(src, src_mask)
     b = src.shape[0]
     limit = max_lengths(src, src_mask, cfg.pad_id, max_len=max_len, max_len_ratio=max_len_ratio,

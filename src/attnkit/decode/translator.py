@@ -29,7 +29,9 @@ class Translation:
     src_pieces: list[str]  # source pieces, then "</s>"
     tgt_pieces: list[str]  # output pieces (the attention rows add the EOS step)
     score: float
-    attention: Tensor | None = None  # (layers, heads, len(tgt_pieces) + 1, len(src_pieces))
+    # (layers, heads, output rows, len(src_pieces)): a row per output piece plus the EOS step (no EOS
+    # row when decoding stopped at the length limit); None for models without cross-attention.
+    attention: Tensor | None = None
 
 
 def resolve_model_dir(path: str | Path) -> Path:
@@ -105,5 +107,8 @@ class Translator:
     def _result(self, source: str, ids: list[int], hyp: Hypothesis, need_attention: bool) -> Translation:
         src_pieces = [self.src_tok.id_to_piece(i) for i in ids[:-1]] + ["</s>"]
         tgt_pieces = [self.tgt_tok.id_to_piece(i) for i in hyp.tokens]
+        attention = hyp.attention
+        if attention is not None:
+            attention = attention[..., : len(ids)]  # drop the columns of the batch's padding (all zero)
         return Translation(source, self.tgt_tok.decode(hyp.tokens), src_pieces, tgt_pieces, hyp.score,
-                           hyp.attention if need_attention else None)
+                           attention if need_attention else None)

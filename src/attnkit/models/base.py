@@ -48,6 +48,11 @@ class Seq2SeqModel(nn.Module):
     src_vocab_size: int
     tgt_vocab_size: int
 
+    @property
+    def has_cross_attention(self) -> bool:
+        """Whether the decoder attends over the source (False for the fixed-context generations)."""
+        return True
+
     def encode(self, src: Tensor, src_mask: Tensor | None = None) -> DecoderState:
         raise NotImplementedError
 

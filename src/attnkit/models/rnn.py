@@ -110,6 +110,10 @@ class RNNSeq2Seq(Seq2SeqModel):
         self.output = nn.Linear(readout, tgt_vocab_size)
         self.dropout = nn.Dropout(c.dropout)
 
+    @property
+    def has_cross_attention(self) -> bool:
+        return self.attention is not None
+
     # ------------------------------------------------------------------------------------- encoder
 
     def encode(self, src: Tensor, src_mask: Tensor | None = None) -> RNNState:
