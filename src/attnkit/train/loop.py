@@ -99,7 +99,8 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callabl
     dev_loader = BatchLoader(dev_encoded.examples, max_tokens=t.max_tokens, shuffle=False) if dev_encoded and len(dev_encoded) else None
 
     model = build_model(recipe.model, src_tok.vocab_size, tgt_tok.vocab_size)
-    optimizer = torch.optim.Adam(model.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
+    # The fused kernel updates all parameters in a few calls instead of ~10 small ops per tensor.
+    optimizer = torch.optim.Adam(model.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay, fused=True)
     step, position, elapsed_before = 0, loader.start(), 0.0
     best_bleu, best_dir, stale = None, None, 0
     if resume:
