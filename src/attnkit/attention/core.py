@@ -71,6 +71,28 @@ def attend(
 
 
 def _validate(q: Tensor, k: Tensor, v: Tensor, call: AttentionCall) -> None:
+    if not _tensors_look_right(q, k, v):
+        _validate_tensors(q, k, v)  # says what is wrong
+    _validate_call(q, k, call)
+
+
+def _tensors_look_right(q: Tensor, k: Tensor, v: Tensor) -> bool:
+    """All the checks of :func:`_validate_tensors` in one expression, so that valid input (every call
+    but a failing one) costs about a microsecond: at N=128 the fused kernel itself takes ~250 µs."""
+    if not (isinstance(q, Tensor) and isinstance(k, Tensor) and isinstance(v, Tensor)):
+        return False
+    qs, ks, vs = q.shape, k.shape, v.shape
+    return (
+        q.is_floating_point()
+        and q.dtype == k.dtype == v.dtype
+        and len(qs) >= 2
+        and len(qs) == len(ks) == len(vs)
+        and qs[:-2] == ks[:-2] == vs[:-2]
+        and ks[-2] == vs[-2]
+    )
+
+
+def _validate_tensors(q: Tensor, k: Tensor, v: Tensor) -> None:
     for name, t in (("query", q), ("key", k), ("value", v)):
         if not isinstance(t, Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
@@ -94,6 +116,9 @@ def _validate(q: Tensor, k: Tensor, v: Tensor, call: AttentionCall) -> None:
         )
     if not (q.dtype == k.dtype == v.dtype):
         raise TypeError(f"query, key and value must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+
+
+def _validate_call(q: Tensor, k: Tensor, call: AttentionCall) -> None:
     if isinstance(call.score, str):
         if call.score not in SCORES:
             raise ValueError(
