@@ -33,7 +33,7 @@ from .scores import as_scaled_dot, get_score
 
 # One score tile holds at most about this many elements (4 MiB in float32). The tile buffer is allocated
 # once per call and reused for every (query block, key block) pair, so no page is faulted in per tile,
-# and a tile split between two cores stays in their caches across the elementwise passes over it.
+# and the tile stays in the last-level cache across the few elementwise passes over it.
 TILE_ELEMENTS = 1 << 20
 # Keys per tile: long enough for an efficient matrix product with the values, short enough to leave room
 # for a few hundred query rows per tile.
