@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import statistics
@@ -103,14 +104,16 @@ def time_methods(calls: dict, repeats: int, min_seconds: float) -> dict[str, dic
     """Interleaved timing: per repeat each method once (a batch of calls when they are short), for at
     least ``repeats`` repeats and at least ``min_seconds`` in all."""
     number = {}
-    for name, f in calls.items():  # warm-up, and how many calls make a batch of ~BATCH_SECONDS
+    for name, f in calls.items():
+        f()  # warm-up: the first call pays one-time costs
+        took = math.inf  # then how many calls make a batch of ~BATCH_SECONDS
         for _ in range(3):
             start = time.perf_counter()
             f()
-            took = time.perf_counter() - start
+            took = min(took, time.perf_counter() - start)
             if took > BATCH_SECONDS:
                 break
-        number[name] = max(1, round(BATCH_SECONDS / max(took, 1e-6)))
+        number[name] = max(1, round(BATCH_SECONDS / took))
     names = list(calls)
     times: dict[str, list[float]] = {name: [] for name in names}
     shuffle = random.Random(len(names) * 1000 + repeats)
