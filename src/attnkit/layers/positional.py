@@ -7,7 +7,6 @@ in — and return ``x + P[offset : offset + n]``.
 
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import Tensor, nn

@@ -27,7 +27,7 @@ from attnkit.data.batching import BatchLoader, DataPosition, encode_pairs
 from attnkit.decode.translator import Translator
 from attnkit.evaluate import corpus_scores
 from attnkit.models import build_model, label_smoothed_nll
-from attnkit.text import build_tokenizers, load_tokenizers, save_tokenizers
+from attnkit.text import build_tokenizers, load_tokenizers
 
 from .checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, publish_best, save_checkpoint
 from .config import Recipe
