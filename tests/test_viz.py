@@ -41,3 +41,29 @@ def test_svg_holds_the_labels_and_one_panel_per_head(tmp_path):
         plot_attention(grid, ["注"], ["at"], tmp_path / "bad.png")
     with pytest.raises(ValueError, match="head must be"):
         select_heads(w, head=7)
+
+
+def test_encoder_self_attention_heatmap(tmp_path, capsys):
+    from attnkit.cli import main
+    from attnkit.models import TransformerConfig, build_model, save_model
+    from attnkit.text import CharTokenizer, save_tokenizers
+
+    src_tok = CharTokenizer.train(["他很高兴。"])
+    tgt_tok = CharTokenizer.train(["He is happy."])
+    config = TransformerConfig(d_model=16, heads=2, encoder_layers=2, decoder_layers=1, ffn_dim=32, dropout=0.0)
+    model = build_model(config, src_tok.vocab_size, tgt_tok.vocab_size).eval()
+    save_model(model, tmp_path / "m")
+    save_tokenizers(tmp_path / "m", src_tok, tgt_tok)
+    src = torch.tensor([src_tok.encode("他很高兴。") + [src_tok.eos_id]])
+    with torch.no_grad():
+        weights = model.encoder_attention(src)
+        # the first layer's weights, computed by calling the block itself on the embedded source
+        x = model.src_pos(model.src_embed(src) * model.scale)
+        first = model.encoder[0](x, mask=(src != 0).unsqueeze(1), need_weights=True).self_weights
+    assert len(weights) == 2 and weights[0].shape == (1, 2, 6, 6)
+    assert torch.allclose(weights[0], first)
+    assert torch.allclose(weights[1].sum(-1), torch.ones(1, 2, 6), atol=1e-6)
+    out = tmp_path / "enc.png"
+    assert main(["plot", "--model", str(tmp_path / "m"), "他很高兴。", "--attention", "encoder", "--head", "all",
+                 "--output", str(out)]) == 0
+    assert out.stat().st_size > 1000 and "encoder self-attention" in capsys.readouterr().out

@@ -95,6 +95,16 @@ class Translator:
                 results[n] = self._result(sentences[n], encoded[n], hyps[r], need_attention)
         return results  # type: ignore[return-value]
 
+    @torch.inference_mode()
+    def encoder_attention(self, sentence: str) -> tuple[list[str], Tensor]:
+        """The source pieces (+ ``</s>``) and the encoder's self-attention ``(layers, heads, s, s)``."""
+        if not hasattr(self.model, "encoder_attention"):
+            raise ValueError(f"a {self.model.config.kind} model has no self-attention (only the Transformer does)")
+        ids = self._encode(sentence)
+        weights = self.model.encoder_attention(torch.tensor([ids]))
+        pieces = [self.src_tok.id_to_piece(i) for i in ids[:-1]] + ["</s>"]
+        return pieces, torch.stack([w[0] for w in weights])
+
     def _decode(self, src, beam, length_penalty, max_len_ratio, need_attention) -> list[Hypothesis]:
         if beam == 1:
             return greedy_decode(self.model, src, max_len_ratio=max_len_ratio, need_attention=need_attention)

@@ -87,12 +87,23 @@ class TransformerSeq2Seq(Seq2SeqModel):
             self.output.weight = self.tgt_embed.weight
         self.scale = math.sqrt(c.d_model)
 
-    def _memory(self, src: Tensor, src_mask: Tensor) -> Tensor:
+    def _memory(self, src: Tensor, src_mask: Tensor, weights: list | None = None) -> Tensor:
         x = self.src_pos(self.src_embed(src) * self.scale)  # (b, s, d)
         key_mask = src_mask.unsqueeze(1)  # (b, 1, s)
         for block in self.encoder:
-            x = block(x, mask=key_mask).hidden
+            out = block(x, mask=key_mask, need_weights=weights is not None)
+            x = out.hidden
+            if weights is not None:
+                weights.append(out.self_weights)  # (b, h, s, s)
         return self.encoder_norm(x)
+
+    def encoder_attention(self, src: Tensor, src_mask: Tensor | None = None) -> list[Tensor]:
+        """The self-attention weights of every encoder layer, ``[(b, h, s, s)]``: how each source
+        position looks at the others."""
+        src_mask = self._check_src(src, src_mask)
+        weights: list[Tensor] = []
+        self._memory(src, src_mask, weights)
+        return weights
 
     def encode(self, src: Tensor, src_mask: Tensor | None = None) -> TransformerState:
         src_mask = self._check_src(src, src_mask)

@@ -13,6 +13,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--layer", type=int, default=-1, help="decoder layer (default: the last, -1)")
     parser.add_argument("--head", default="mean", help="a head index, 'mean' (default) or 'all' for a grid of heads")
     parser.add_argument("--beam", type=int, default=4, help="beam size (default 4)")
+    parser.add_argument("--attention", choices=["cross", "encoder"], default="cross",
+                        help="cross: output pieces over the source (default); encoder: the source's self-attention")
     parser.add_argument("--output", type=Path, default=Path("attention.png"), help="PNG or SVG file (default attention.png)")
 
 
@@ -34,17 +36,26 @@ def run(args) -> int:
         translator = Translator.load(args.model)
     except (FileNotFoundError, ValueError) as err:
         raise UserError(str(err)) from None
-    result = translator.translate([args.text], beam=args.beam, need_attention=True)[0]
     try:
-        weights = select_heads(result.attention, layer=args.layer, head=head)
+        if args.attention == "encoder":
+            pieces, attention = translator.encoder_attention(args.text)
+            rows, cols, title = pieces, pieces, f"{args.text}: encoder self-attention"
+        else:
+            result = translator.translate([args.text], beam=args.beam, need_attention=True)[0]
+            if result.attention is None:
+                raise ValueError(f"a {translator.model.config.kind} model has no attention to plot")
+            attention = result.attention
+            rows, cols = result.tgt_pieces + ["</s>"], result.src_pieces
+            rows = rows[: attention.shape[2]]  # no EOS row when decoding stopped at the length limit
+            title = f"{result.source} → {result.text}"
+        weights = select_heads(attention, layer=args.layer, head=head)
     except ValueError as err:
         raise UserError(str(err)) from None
-    heads = result.attention.shape[1]
+    heads = attention.shape[1]
     titles = [f"layer {args.layer}, head {h}" for h in range(heads)] if head == "all" else None
     try:
-        plot_attention(weights, result.src_pieces, result.tgt_pieces + ["</s>"], args.output,
-                       title=f"{result.source} → {result.text}", head_titles=titles)
+        plot_attention(weights, cols, rows, args.output, title=title, head_titles=titles)
     except NoCJKFontError as err:
         raise UserError(str(err)) from None
-    print(f"{result.source} → {result.text}\nwrote {args.output}")
+    print(f"{title}\nwrote {args.output}")
     return 0
