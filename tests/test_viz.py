@@ -67,3 +67,30 @@ def test_encoder_self_attention_heatmap(tmp_path, capsys):
     assert main(["plot", "--model", str(tmp_path / "m"), "他很高兴。", "--attention", "encoder", "--head", "all",
                  "--output", str(out)]) == 0
     assert out.stat().st_size > 1000 and "encoder self-attention" in capsys.readouterr().out
+
+
+def test_decoder_self_attention_is_causal_and_plotted(tmp_path, capsys):
+    from attnkit.cli import main
+    from attnkit.models import TransformerConfig, build_model, save_model
+    from attnkit.text import CharTokenizer, save_tokenizers
+
+    src_tok = CharTokenizer.train(["他很高兴。"])
+    tgt_tok = CharTokenizer.train(["He is happy."])
+    config = TransformerConfig(d_model=16, heads=2, encoder_layers=1, decoder_layers=2, ffn_dim=32, dropout=0.0)
+    model = build_model(config, src_tok.vocab_size, tgt_tok.vocab_size).eval()
+    src = torch.tensor([src_tok.encode("他很高兴。") + [2]])
+    tgt_in = torch.tensor([[1] + tgt_tok.encode("He is")])
+    with torch.no_grad():
+        weights = model.decoder_attention(src, tgt_in)
+    t = tgt_in.shape[1]
+    assert len(weights) == 2 and weights[0].shape == (1, 2, t, t)
+    future = ~torch.ones(t, t, dtype=torch.bool).tril()
+    for w in weights:
+        assert (w[..., future] == 0).all()  # no position looks ahead
+        assert torch.allclose(w.sum(-1), torch.ones(1, 2, t), atol=1e-6)
+    save_model(model, tmp_path / "m")
+    save_tokenizers(tmp_path / "m", src_tok, tgt_tok)
+    out = tmp_path / "dec.svg"
+    assert main(["plot", "--model", str(tmp_path / "m"), "他很高兴。", "--attention", "decoder", "--beam", "1",
+                 "--output", str(out)]) == 0
+    assert out.stat().st_size > 1000 and "decoder self-attention" in capsys.readouterr().out

@@ -105,6 +105,20 @@ class Translator:
         pieces = [self.src_tok.id_to_piece(i) for i in ids[:-1]] + ["</s>"]
         return pieces, torch.stack([w[0] for w in weights])
 
+    @torch.inference_mode()
+    def decoder_attention(self, sentence: str, beam: int = 4) -> tuple[list[str], Tensor]:
+        """Translate ``sentence``; return ``["<s>", output pieces…]`` and the decoder's causal
+        self-attention over them ``(layers, heads, t, t)``."""
+        if not hasattr(self.model, "decoder_attention"):
+            raise ValueError(f"a {self.model.config.kind} model has no self-attention (only the Transformer does)")
+        result = self.translate([sentence], beam=beam)[0]
+        ids = self._encode(sentence)
+        tokens = self.tgt_tok.encode(result.text) if result.text else []
+        tgt_in = torch.tensor([[self.model.config.bos_id, *tokens]])
+        weights = self.model.decoder_attention(torch.tensor([ids]), tgt_in)
+        pieces = ["<s>"] + [self.tgt_tok.id_to_piece(i) for i in tokens]
+        return pieces, torch.stack([w[0] for w in weights])
+
     def _decode(self, src, beam, length_penalty, max_len_ratio, need_attention) -> list[Hypothesis]:
         if beam == 1:
             return greedy_decode(self.model, src, max_len_ratio=max_len_ratio, need_attention=need_attention)

@@ -132,13 +132,26 @@ class TransformerSeq2Seq(Seq2SeqModel):
         check_tokens("tgt_in", tgt_in, self.tgt_vocab_size, 2)
         src_mask = self._check_src(src, src_mask)
         memory = self._memory(src, src_mask)
+        logits, cross, _ = self._decode_all(memory, src_mask, tgt_in, need_attention)
+        return logits, cross
+
+    def _decode_all(self, memory: Tensor, src_mask: Tensor, tgt_in: Tensor, need_attention: bool):
         x = self.tgt_pos(self.tgt_embed(tgt_in) * self.scale)  # (b, t, d)
         memory_mask = src_mask.unsqueeze(1)  # (b, 1, s)
-        maps = []
+        cross, own = [], []
         for block in self.decoder:
             out = block(x, memory, memory_mask=memory_mask, need_weights=need_attention)
             x = out.hidden
             if need_attention:
-                maps.append(out.cross_weights)
-        return self.output(self.decoder_norm(x)), (maps if need_attention else None)
+                cross.append(out.cross_weights)  # (b, h, t, s)
+                own.append(out.self_weights)  # (b, h, t, t), causal
+        logits = self.output(self.decoder_norm(x))
+        return logits, (cross if need_attention else None), (own if need_attention else None)
+
+    def decoder_attention(self, src: Tensor, tgt_in: Tensor, src_mask: Tensor | None = None) -> list[Tensor]:
+        """The causal self-attention weights of every decoder layer over ``tgt_in``, ``[(b, h, t, t)]``:
+        how each output position looks at the ones before it."""
+        check_tokens("tgt_in", tgt_in, self.tgt_vocab_size, 2)
+        src_mask = self._check_src(src, src_mask)
+        return self._decode_all(self._memory(src, src_mask), src_mask, tgt_in, True)[2]
 

@@ -13,8 +13,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--layer", type=int, default=-1, help="decoder layer (default: the last, -1)")
     parser.add_argument("--head", default="mean", help="a head index, 'mean' (default) or 'all' for a grid of heads")
     parser.add_argument("--beam", type=int, default=4, help="beam size (default 4)")
-    parser.add_argument("--attention", choices=["cross", "encoder"], default="cross",
-                        help="cross: output pieces over the source (default); encoder: the source's self-attention")
+    parser.add_argument("--attention", choices=["cross", "encoder", "decoder"], default="cross",
+                        help="cross: output pieces over the source (default); encoder: the source's self-attention; "
+                             "decoder: the output's causal self-attention")
     parser.add_argument("--output", type=Path, default=Path("attention.png"), help="PNG or SVG file (default attention.png)")
 
 
@@ -40,6 +41,9 @@ def run(args) -> int:
         if args.attention == "encoder":
             pieces, attention = translator.encoder_attention(args.text)
             rows, cols, title = pieces, pieces, f"{args.text}: encoder self-attention"
+        elif args.attention == "decoder":
+            pieces, attention = translator.decoder_attention(args.text, beam=args.beam)
+            rows, cols, title = pieces, pieces, f"{args.text}: decoder self-attention"
         else:
             result = translator.translate([args.text], beam=args.beam, need_attention=True)[0]
             if result.attention is None:
