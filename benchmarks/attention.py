@@ -224,7 +224,7 @@ def print_table(rows: list[dict], methods: tuple[str, ...]) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="128,512,2048,8192,16384", help="comma-separated sequence lengths N")
-    parser.add_argument("--repeats", type=int, default=7, help="interleaved repeats per N, at least (median taken)")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved repeats per N, at least (median taken)")
     parser.add_argument(
         "--min-seconds", type=float, default=10.0, help="keep repeating until each N has been timed this long"
     )
