@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from attnkit.attention import AttentionOutput, attend, causal_mask, combine_masks
 
 from .cache import KVCache, StaticKVCache
+from .checks import check_features
 
 __all__ = ["MultiHeadAttention"]
 
@@ -95,17 +96,6 @@ class MultiHeadAttention(nn.Module):
         b, n, _ = x.shape
         return x.view(b, n, self.num_heads, self.head_dim).transpose(1, 2)  # (b, h, n, d)
 
-    def _check_input(self, name: str, x: Tensor, dim: int, dim_name: str) -> None:
-        if not isinstance(x, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-        if x.dim() != 3:
-            raise ValueError(f"{name} must have shape (b, positions, {dim_name}={dim}) (batch first), got {tuple(x.shape)}")
-        if x.shape[-1] != dim:
-            raise ValueError(
-                f"{name} has {x.shape[-1]} features but this layer was built with {dim_name}={dim} "
-                f"(got shape {tuple(x.shape)})"
-            )
-
     def _check_cache(self, cache: KVCache | StaticKVCache, b: int) -> None:
         if cache.keys is None:
             return
@@ -133,8 +123,8 @@ class MultiHeadAttention(nn.Module):
         """Project a fixed memory ``key (b, j, kdim)`` (and ``value``, default ``key``) once, for
         cross-attention at every decoding step."""
         value = key if value is None else value
-        self._check_input("key", key, self.kdim, "kdim")
-        self._check_input("value", value, self.vdim, "vdim")
+        check_features("key", key, self.kdim, "kdim")
+        check_features("value", value, self.vdim, "vdim")
         return StaticKVCache(self._split_heads(self.k_proj(key)), self._split_heads(self.v_proj(value)))
 
     def forward(
@@ -163,7 +153,7 @@ class MultiHeadAttention(nn.Module):
 
         Returns ``AttentionOutput(context (b, i, d_model), weights or None)``.
         """
-        self._check_input("query", query, self.d_model, "d_model")
+        check_features("query", query, self.d_model, "d_model")
         b, i, _ = query.shape
         q = self._split_heads(self.q_proj(query))  # (b, h, i, d)
         if isinstance(cache, StaticKVCache):
@@ -174,8 +164,8 @@ class MultiHeadAttention(nn.Module):
         else:
             key = query if key is None else key
             value = key if value is None else value
-            self._check_input("key", key, self.kdim, "kdim")
-            self._check_input("value", value, self.vdim, "vdim")
+            check_features("key", key, self.kdim, "kdim")
+            check_features("value", value, self.vdim, "vdim")
             if key.shape[:2] != value.shape[:2]:
                 raise ValueError(
                     f"key and value must agree on (b, j), got key {tuple(key.shape)} and value {tuple(value.shape)}"

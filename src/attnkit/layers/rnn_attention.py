@@ -27,6 +27,8 @@ from torch import Tensor, nn
 
 from attnkit.attention import AttentionOutput, attend
 
+from .checks import check_features
+
 __all__ = ["AdditiveAttention", "LuongAttention", "PreparedMemory", "LUONG_KINDS"]
 
 LUONG_KINDS = ("dot", "general", "concat")
@@ -44,18 +46,6 @@ class PreparedMemory:
     keys: Tensor
     values: Tensor
     prepared_by: str
-
-
-def _check_3d(name: str, t: Tensor, dim: int, dim_name: str) -> None:
-    if not isinstance(t, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if t.dim() != 3:
-        raise ValueError(f"{name} must have shape (b, positions, {dim_name}={dim}), got {tuple(t.shape)}")
-    if t.shape[-1] != dim:
-        raise ValueError(
-            f"{name} has feature size {t.shape[-1]} but this module was built with {dim_name}={dim} "
-            f"(got shape {tuple(t.shape)})"
-        )
 
 
 class _RNNAttention(nn.Module):
@@ -94,7 +84,7 @@ class _RNNAttention(nn.Module):
         not recomputed at each decoder step. ``value`` (default: the memory itself) is what the weights
         average.
         """
-        _check_3d("memory", memory, self.key_dim, "key_dim")
+        check_features("memory", memory, self.key_dim, "key_dim")
         values = memory if value is None else value
         self._check_value(memory, values)
         return PreparedMemory(self._project_keys(memory), values, self._name())
@@ -119,7 +109,7 @@ class _RNNAttention(nn.Module):
         ``normalize_params`` for its options. Returns ``AttentionOutput(context (b, i, d_v),
         weights (b, i, j) or None)``.
         """
-        _check_3d("query", query, self.query_dim, "query_dim")
+        check_features("query", query, self.query_dim, "query_dim")
         if isinstance(memory, PreparedMemory):
             if value is not None:
                 raise ValueError("pass value to prepare(), not together with an already prepared memory")
@@ -130,7 +120,7 @@ class _RNNAttention(nn.Module):
                 )
             keys, values, prepared = memory.keys, memory.values, True
         else:
-            _check_3d("memory", memory, self.key_dim, "key_dim")
+            check_features("memory", memory, self.key_dim, "key_dim")
             values = memory if value is None else value
             self._check_value(memory, values)
             keys, values, prepared = memory, values, False
