@@ -297,3 +297,20 @@ def test_cedict_direction():
     assert [(p.tgt, p.src) for p in en_zh] == [(p.src, p.tgt) for p in zh_en]
     with pytest.raises(ValueError, match="split"):
         load_cedict("valid")
+
+
+def test_cedict_focus_keeps_the_entries_sharing_a_character():
+    focus = "机器翻译"
+    kept = load_cedict("train", focus=focus)
+    # independent check: the plain filter over the whole split
+    expected = [p for p in load_cedict("train") if set(p.src) & set(focus)]
+    assert [(p.src, p.tgt) for p in kept] == [(p.src, p.tgt) for p in expected]
+    heads = {p.src for p in kept}
+    assert {"翻译", "机器翻译"} <= heads and "你好" not in heads
+    assert 100 < len(kept) < len(load_cedict("train")) / 10
+    # punctuation and Latin letters in the focus text select nothing by themselves
+    assert [p.src for p in load_cedict("train", focus="机器翻译, MT!")] == [p.src for p in kept]
+    en_zh = load_cedict("train", direction="en-zh", focus=focus)
+    assert [(p.tgt, p.src) for p in en_zh] == [(p.src, p.tgt) for p in kept]
+    with pytest.raises(ValueError, match="focus must contain Chinese characters"):
+        load_cedict("train", focus="machine translation")

@@ -33,6 +33,13 @@ class Translation:
     # row when decoding stopped at the length limit); None for models without cross-attention.
     attention: Tensor | None = None
 
+    @property
+    def attention_rows(self) -> list[str]:
+        """Labels of the attention rows: the output pieces, then ``</s>`` when decoding produced it
+        (decoding that stopped at the length limit has no EOS step)."""
+        steps = self.attention.shape[-2] if self.attention is not None else len(self.tgt_pieces) + 1
+        return list(self.tgt_pieces) + (["</s>"] if steps == len(self.tgt_pieces) + 1 else [])
+
 
 def resolve_model_dir(path: str | Path) -> Path:
     """A training output folder means its ``best`` model; a model folder means itself."""

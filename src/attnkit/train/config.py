@@ -44,12 +44,15 @@ class DataSettings:
     max_chars: int = 1000
     max_len: int = 128  # pairs with a side longer than this many tokens are skipped (and counted)
     dev_max_sentences: int | None = 500  # dev BLEU on the first N dev pairs (None: all)
+    focus: str | None = None  # cedict only: keep entries sharing a Chinese character with this text
 
     def __post_init__(self):
         if self.format not in FORMATS:
             raise ConfigError(f"data.format must be one of {list(FORMATS)}, got {self.format!r}")
         if self.format != "cedict" and not self.train:
             raise ConfigError(f"data.train is required for data.format={self.format!r}")
+        if self.focus is not None and self.format != "cedict":
+            raise ConfigError(f"data.focus applies to data.format='cedict' only, not {self.format!r}")
         if self.direction not in ("zh-en", "en-zh"):
             raise ConfigError(f"data.direction must be 'zh-en' or 'en-zh', got {self.direction!r}")
 

@@ -26,7 +26,10 @@ def _existing(path, split: str) -> Path:
 def read_split(data: DataSettings, split: str, *, log=print) -> list[Pair]:
     """Pairs of ``split`` (train/dev/test); skipped lines are reported through ``log`` in one line."""
     if data.format == "cedict":
-        return load_cedict(split, direction=data.direction)
+        try:
+            return load_cedict(split, direction=data.direction, focus=data.focus)
+        except ValueError as err:
+            raise CorpusError(f"data.focus: {err}") from None
     spec = getattr(data, split)
     if spec is None:
         return []

@@ -49,8 +49,7 @@ def run(args) -> int:
             if result.attention is None:
                 raise ValueError(f"a {translator.model.config.kind} model has no attention to plot")
             attention = result.attention
-            rows, cols = result.tgt_pieces + ["</s>"], result.src_pieces
-            rows = rows[: attention.shape[2]]  # no EOS row when decoding stopped at the length limit
+            rows, cols = result.attention_rows, result.src_pieces
             title = f"{result.source} → {result.text}"
         weights = select_heads(attention, layer=args.layer, head=head)
     except ValueError as err:

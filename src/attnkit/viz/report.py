@@ -33,7 +33,6 @@ from typing import Any, Mapping, Sequence
 __all__ = ["write_report", "render_report", "report_data", "DECIMALS"]
 
 DECIMALS = 4
-EOS_PIECE = "</s>"
 
 EXPLAIN_EN = (
     "Each table shows the decoder's cross-attention: one row per output token, one column per source "
@@ -90,10 +89,8 @@ def _weights(attention: Any, rows: int, cols: int, where: str) -> list:
 def _sentence_data(n: int, t: Any) -> dict[str, Any]:
     """One sentence's part of the JSON: texts, axis labels and weights ``[L][h][i][j]``."""
     where = f"sentence {n + 1} ({t.source[:30]!r})"
-    steps = t.attention.shape[2] if t.attention is not None and len(t.attention.shape) == 4 else None
-    # Decoding that stopped at the length limit has no EOS step: one row per output piece only.
-    eos_row = steps == len(t.tgt_pieces) + 1
-    rows = list(t.tgt_pieces) + ([EOS_PIECE] if eos_row else [])
+    rows = t.attention_rows
+    eos_row = len(rows) == len(t.tgt_pieces) + 1
     return {
         "source": t.source,
         "text": t.text,

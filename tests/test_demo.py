@@ -1,0 +1,63 @@
+"""`attnkit demo`: the corpus around its phrases, the cache per phrase set, its errors, and one short run."""
+
+from __future__ import annotations
+
+import pytest
+
+from attnkit.cli import main
+from attnkit.data import load_cedict
+from attnkit.demo.cli import PHRASES, RECIPE, default_cache, focus_text
+from attnkit.train import recipe_from_dict
+from attnkit.train.corpus import CorpusError, read_split
+from attnkit.train.config import ConfigError
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_default_phrases_select_a_small_corpus_that_contains_them():
+    recipe = recipe_from_dict({**RECIPE, "data": {**RECIPE["data"], "focus": focus_text(PHRASES)}})
+    pairs = read_split(recipe.data, "train")
+    heads = {p.src for p in pairs}
+    # every default phrase that CC-CEDICT has is in the demo's training data (机器学习 is not in it)
+    in_dictionary = {p.src for p in load_cedict("train")} & set(PHRASES)
+    assert in_dictionary == set(PHRASES) - {"机器学习"}
+    assert in_dictionary <= heads
+    assert all(set(p.src) & set(focus_text(PHRASES)) for p in pairs)
+    assert 2_000 < len(pairs) < 10_000
+
+
+def test_cache_folder_depends_on_the_phrases_only(tmp_path, monkeypatch):
+    monkeypatch.setenv("ATTNKIT_HOME", str(tmp_path))
+    assert default_cache() == tmp_path / "demo"
+    assert default_cache(list(reversed(PHRASES))) == tmp_path / "demo"
+    other = default_cache(["电脑", "手机"])
+    assert other != tmp_path / "demo" and other == default_cache(["手机", "电脑"])
+    assert other.parent == tmp_path
+
+
+def test_focus_is_refused_for_files_and_phrases_without_chinese(tmp_path, capsys):
+    with pytest.raises(ConfigError, match="data.focus"):
+        recipe_from_dict({"data": {"format": "manythings", "train": "x.tsv", "focus": "机器"}})
+    recipe = recipe_from_dict({"data": {"format": "cedict", "focus": "hello"}})
+    with pytest.raises(CorpusError, match="data.focus: focus must contain Chinese characters"):
+        read_split(recipe.data, "train")
+    assert main(["demo", "--cache", str(tmp_path / "c"), "hello"]) == 2
+    assert "must contain Chinese characters" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+
+
+def test_a_short_demo_trains_translates_writes_a_heatmap_and_then_uses_its_cache(tmp_path, capsys):
+    cache, png = tmp_path / "cache", tmp_path / "heat.png"
+    args = ["demo", "--minutes", "0.05", "--cache", str(cache), "--heatmap", str(png), "--beam", "2", "你好", "谢谢"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "on the CC-CEDICT entries that share a character with 你好 谢谢" in out
+    lines = [line for line in out.splitlines() if line.startswith("  ") and "  →  " in line]
+    assert [line.split("→")[0].strip().rstrip("\u3000") for line in lines] == ["你好", "谢谢"]
+    assert (cache / "best" / "model.safetensors").is_file()
+    if png.exists():  # no CJK font: the demo says so instead of writing it
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    else:
+        assert "no heatmap written" in out
+    assert main(args) == 0
+    assert "using the cached demo model" in capsys.readouterr().out
