@@ -156,6 +156,31 @@ def test_greedy_and_beam_equal_marian_generate(trained):
     assert tokenizer.batch_decode(hf_beam, skip_special_tokens=True) == [trained["tgt_tok"].decode(t) for t in beam]
 
 
+def test_min_len_equals_transformers_min_new_tokens(trained):
+    """Exactly MAX_LEN steps for every sentence (the benchmarks' setting): EOS blocked until the limit."""
+    model, hf, src = trained["model"], trained["hf"], trained["src"]
+    greedy = [h.tokens for h in greedy_decode(model, src, max_len=MAX_LEN, min_len=MAX_LEN)]
+    beam = [h[0].tokens for h in beam_search(model, src, beam_size=4, max_len=MAX_LEN, min_len=MAX_LEN)]
+    assert all(len(t) == MAX_LEN for t in greedy + beam)
+    with torch.no_grad():
+        common = dict(input_ids=src, attention_mask=src != 0, do_sample=False, min_new_tokens=MAX_LEN,
+                      max_new_tokens=MAX_LEN)
+        hf_greedy = hf.generate(num_beams=1, **common)
+        hf_beam = hf.generate(num_beams=4, **common)
+    assert [_hf_tokens(r) for r in hf_greedy] == greedy
+    assert [_hf_tokens(r) for r in hf_beam] == beam
+    # shorter minimums: no output ends before its minimum, and some still end with EOS after it
+    for minimum in (3, 6):
+        outs = greedy_decode(model, src, max_len=MAX_LEN, min_len=minimum)
+        assert all(len(h.tokens) >= minimum for h in outs)
+        assert any(len(h.tokens) < MAX_LEN for h in outs)
+        hf_out = hf.generate(input_ids=src, attention_mask=src != 0, do_sample=False, num_beams=1,
+                             min_new_tokens=minimum, max_new_tokens=MAX_LEN)
+        assert [_hf_tokens(r) for r in hf_out] == [h.tokens for h in outs]
+    with pytest.raises(ValueError, match="min_len"):
+        greedy_decode(model, src, min_len=-1)
+
+
 def test_marian_tokenizer_gives_attnkit_ids(trained):
     """source.spm is a char SentencePiece model over attnkit's characters; target.spm is attnkit's own."""
     tokenizer = MarianTokenizer.from_pretrained(trained["root"] / "marian")

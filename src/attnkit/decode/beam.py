@@ -47,7 +47,7 @@ from torch import Tensor
 
 from attnkit.models.base import Seq2SeqModel
 
-from .greedy import Hypothesis
+from .greedy import Hypothesis, check_min_len
 from .lengths import gnmt_length_penalty, max_lengths
 
 __all__ = ["beam_search"]
@@ -232,6 +232,7 @@ def beam_search(
     max_len_ratio: float = 2.0,
     max_len_offset: int = 10,
     max_len: int | None = None,
+    min_len: int = 0,
     need_attention: bool = False,
     early_stop: bool = True,
 ) -> list[list[Hypothesis]]:
@@ -240,9 +241,11 @@ def beam_search(
     and ``|Y|`` the scored tokens, EOS included (``length_penalty=0``: rank by log-prob). Each sentence
     may take ``max_len`` steps, or else ``int(max_len_ratio × source length + max_len_offset)``.
     ``need_attention`` records each hypothesis's cross-attention ``(layers, heads, len + 1, s)``, as
-    :func:`greedy_decode` does. ``early_stop=False`` decodes every sentence to its length limit (the
+    :func:`greedy_decode` does. EOS cannot end a hypothesis before ``min_len`` tokens (its log-prob is
+    -inf, as in :func:`greedy_decode`). ``early_stop=False`` decodes every sentence to its length limit (the
     result is the same; see the stopping rule in the module docstring)."""
     cfg = model.config
+    check_min_len(min_len)
     need_attention = need_attention and model.has_cross_attention  # nothing to record without attention
     B, device = src.shape[0], src.device
     limits = max_lengths(src, src_mask, cfg.pad_id, max_len=max_len, max_len_ratio=max_len_ratio,
@@ -259,7 +262,10 @@ def beam_search(
     for t in range(T):
         prev = alive.tokens[:, -1] if t else torch.full((len(alive.tokens),), cfg.bos_id, device=device)
         logits, state, attention = model.decode_step(state, prev, need_attention=need_attention)
-        top = _expand(alive.scores, torch.log_softmax(logits.float(), -1))
+        logp = torch.log_softmax(logits.float(), -1)
+        if t < min_len:
+            logp[:, cfg.eos_id] = NEG_INF
+        top = _expand(alive.scores, logp)
         keep = _prune(top, k, cfg.eos_id)  # (b, k)
         history = _grow(alive, attention)
         _finish(done, alive, top, keep, limits[alive.sentence] <= t + 1, history, lp, cfg.eos_id, cfg.pad_id)

@@ -28,6 +28,12 @@ class Hypothesis:
     penalised: float | None = None
 
 
+def check_min_len(min_len: int) -> int:
+    if isinstance(min_len, bool) or not isinstance(min_len, int) or min_len < 0:
+        raise ValueError(f"min_len must be a non-negative integer, got {min_len!r}")
+    return min_len
+
+
 @torch.inference_mode()
 def greedy_decode(
     model: Seq2SeqModel,
@@ -37,40 +43,58 @@ def greedy_decode(
     max_len: int | None = None,
     max_len_ratio: float = 2.0,
     max_len_offset: int = 10,
+    min_len: int = 0,
     need_attention: bool = False,
 ) -> list[Hypothesis]:
     """Decode ``src (b, s)``; each sentence stops at its EOS or at ``max_len`` tokens
-    (default ``max_len_ratio × source length + max_len_offset``)."""
+    (default ``max_len_ratio × source length + max_len_offset``). EOS cannot be chosen before
+    ``min_len`` tokens (its log-prob is set to -inf after the softmax, as transformers' ``min_new_tokens``
+    and CTranslate2's ``min_decoding_length`` do).
+
+    The whole batch moves one step per decoder call; a sentence that has finished leaves the decoder
+    state (``state.reorder``), so the last steps cost only what the sentences still running need."""
     cfg = model.config
+    check_min_len(min_len)
     need_attention = need_attention and model.has_cross_attention  # nothing to record without attention
-    state = model.encode(src, src_mask)
     b = src.shape[0]
     limit = max_lengths(src, src_mask, cfg.pad_id, max_len=max_len, max_len_ratio=max_len_ratio,
-                        max_len_offset=max_len_offset)
+                        max_len_offset=max_len_offset).to(src.device)
+    T = int(limit.max()) if b else 0
+    tokens = torch.full((b, max(T, 1)), cfg.pad_id, dtype=torch.long, device=src.device)  # (b, T)
+    lengths = torch.zeros(b, dtype=torch.long, device=src.device)  # tokens without EOS
+    ended = torch.zeros(b, dtype=torch.bool, device=src.device)  # produced EOS (one attention row more)
+    scores = torch.zeros(b, dtype=torch.float64, device=src.device)
+    maps: Tensor | None = None  # (b, layers, heads, T, s), allocated at the first step
+    if T == 0:
+        return [Hypothesis([], 0.0, None) for _ in range(b)]
+    state = model.encode(src, src_mask)
+    rows = torch.arange(b, device=src.device)  # the sentences still in the decoder state
     prev = torch.full((b,), cfg.bos_id, dtype=torch.long, device=src.device)
-    tokens = [[] for _ in range(b)]
-    scores = torch.zeros(b, dtype=torch.float64)
-    maps: list[list[Tensor]] = [[] for _ in range(b)]
-    alive = torch.ones(b, dtype=torch.bool)
-    for step in range(int(limit.max())):
+    for step in range(T):
         logits, state, attention = model.decode_step(state, prev, need_attention=need_attention)
         logp = torch.log_softmax(logits.float(), -1)
-        best = logp.argmax(-1)
-        for n in alive.nonzero().flatten().tolist():
-            if step >= int(limit[n]):
-                alive[n] = False
-                continue
-            scores[n] += float(logp[n, best[n]])
-            if need_attention:
-                maps[n].append(torch.stack([a[n, :, 0] for a in attention]))  # (layers, heads, s)
-            if int(best[n]) == cfg.eos_id:
-                alive[n] = False
-            else:
-                tokens[n].append(int(best[n]))
-        if not bool(alive.any()):
+        if step < min_len:
+            logp[:, cfg.eos_id] = float("-inf")
+        best_logp, best = logp.max(-1)
+        scores[rows] += best_logp.double()
+        if need_attention:
+            att = torch.stack([a[:, :, 0] for a in attention], 1)  # (rows, layers, heads, s)
+            if maps is None:
+                maps = att.new_zeros(b, att.shape[1], att.shape[2], T, att.shape[3])
+            maps[rows, :, :, step] = att
+        eos = best == cfg.eos_id
+        tokens[rows, step] = best.masked_fill(eos, cfg.pad_id)
+        lengths[rows] += (~eos).long()
+        ended[rows] = eos
+        done = eos | (limit[rows] <= step + 1)
+        if bool(done.all()):
             break
+        if bool(done.any()):
+            keep = (~done).nonzero().flatten()
+            state, rows, best = state.reorder(keep), rows[keep], best[keep]
         prev = best
-    return [
-        Hypothesis(tokens[n], float(scores[n]), torch.stack(maps[n], 2) if need_attention and maps[n] else None)
-        for n in range(b)
-    ]
+    out = []
+    for n, (length, eos, score) in enumerate(zip(lengths.tolist(), ended.tolist(), scores.tolist())):
+        att = maps[n, :, :, : length + eos].clone() if maps is not None else None
+        out.append(Hypothesis(tokens[n, :length].tolist(), score, att))
+    return out
