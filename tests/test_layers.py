@@ -413,3 +413,44 @@ def test_block_config_and_decoder_arguments_are_checked():
         block(torch.randn(1, 1, 16), memory, cache=block.new_cache(memory))
     with pytest.raises(ValueError, match="needs the encoder memory"):
         block(torch.randn(1, 1, 16))
+
+
+def test_grouped_static_cache_equals_one_memory_row_per_query_row():
+    """Beam search's layout: k rows per sentence share one memory row. The grouped cache gives the
+    same outputs and weights as the memory repeated k times, and reorder() finds the grouping."""
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(16, 4).eval()
+    n, k, j = 3, 4, 5
+    memory = torch.randn(n, j, 16)
+    mask = torch.ones(n, 1, j, dtype=torch.bool)
+    mask[1, 0, 3:] = False  # sentence 1 has a padded source
+    base = mha.static_cache(memory)
+    rows = torch.arange(n).repeat_interleave(k)  # (n·k,) sentence-major
+    grouped = base.reorder(rows)
+    assert grouped.group == k and grouped.keys.shape[0] == n and grouped.keys.data_ptr() == base.keys.data_ptr()
+    plain = StaticKVCache(base.keys[rows], base.values[rows])
+    q = torch.randn(n * k, 1, 16)
+    a = mha(q, mask=mask[rows], cache=grouped, need_weights=True)
+    b = mha(q, mask=mask[rows], cache=plain, need_weights=True)
+    torch.testing.assert_close(a.context, b.context, atol=1e-6, rtol=0)
+    torch.testing.assert_close(a.weights, b.weights, atol=1e-6, rtol=0)
+    assert bool((a.weights[k:2 * k, :, :, 3:] == 0).all())  # sentence 1's padding
+    # beams move within their sentence and sentence 0 finishes: still grouped, memory rows 1 and 2
+    index = torch.tensor([4, 4, 5, 7, 8, 9, 9, 9])
+    moved = grouped.reorder(index)
+    assert moved.group == k and torch.equal(moved.keys, base.keys[1:])
+    torch.testing.assert_close(mha(q[:8], mask=mask[index // k], cache=moved).context,
+                               mha(q[:8], mask=mask[index // k], cache=StaticKVCache(base.keys[index // k], base.values[index // k])).context,
+                               atol=1e-6, rtol=0)
+    # rows that do not form equal runs fall back to one memory row each
+    odd = grouped.reorder(torch.tensor([0, 4, 5]))
+    assert odd.group == 1 and torch.equal(odd.keys, base.keys[torch.tensor([0, 1, 1])])
+    # a mask that differs inside a group: the layer expands the memory and gives the exact answer
+    uneven = mask[rows].clone()
+    uneven[0, 0, 0] = False
+    torch.testing.assert_close(mha(q, mask=uneven, cache=grouped).context, mha(q, mask=uneven, cache=plain).context,
+                               atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="batch of 12, the query a batch of 5"):
+        mha(q[:5], cache=grouped)
+    with pytest.raises(ValueError, match="group"):
+        StaticKVCache(base.keys, base.values, 0)

@@ -98,22 +98,53 @@ class KVCache:
 
 @dataclass(frozen=True)
 class StaticKVCache:
-    """Keys and values of a fixed memory ``(b, h, j, d)``, projected once (see
-    :meth:`MultiHeadAttention.static_cache`) and reused by cross-attention at every decoding step."""
+    """Keys and values of a fixed memory ``(n, h, j, d)``, projected once (see
+    :meth:`MultiHeadAttention.static_cache`) and reused by cross-attention at every decoding step.
+
+    ``group``: how many consecutive query rows share one memory row. Beam search decodes ``k`` rows per
+    sentence over the same source: with ``group = k`` the memory is stored once per sentence (``n = b / k``)
+    and the ``k`` rows' queries attend to it together, instead of ``k`` copies being gathered at every
+    step. :meth:`reorder` finds the grouping by itself."""
 
     keys: Tensor
     values: Tensor
+    group: int = 1
 
     def __post_init__(self) -> None:
         _check_pair(self.keys, self.values, "static")
+        if isinstance(self.group, bool) or not isinstance(self.group, int) or self.group < 1:
+            raise ValueError(f"group must be a positive integer, got {self.group!r}")
 
     def __len__(self) -> int:
         return self.keys.shape[2]
 
     @property
     def batch_size(self) -> int:
-        return self.keys.shape[0]
+        """Query rows served: memory rows × ``group``."""
+        return self.keys.shape[0] * self.group
 
     def reorder(self, index: Tensor) -> StaticKVCache:
-        """A cache holding batch rows ``index`` only (frozen: returns a new one)."""
-        return StaticKVCache(self.keys.index_select(0, index), self.values.index_select(0, index))
+        """A cache for the query rows ``index`` (frozen: returns a new one). When ``index`` is made of
+        equal-length runs of rows that share a memory row — as beam search's sentence-major rows are —
+        the memory is kept once per run (``group`` = run length); otherwise one memory row per query row."""
+        memory = index // self.group  # (len(index),) the memory row each new query row reads
+        m = memory.numel()
+        if m:
+            starts = torch.ones(m, dtype=torch.bool, device=memory.device)
+            starts[1:] = memory[1:] != memory[:-1]
+            runs = int(starts.sum())
+            if m % runs == 0 and m // runs > 1:
+                g = m // runs
+                grouped = memory.view(runs, g)
+                if bool((grouped == grouped[:, :1]).all()):
+                    rows = grouped[:, 0]
+                    if runs == self.keys.shape[0] and bool((rows == torch.arange(runs, device=rows.device)).all()):
+                        return StaticKVCache(self.keys, self.values, g)  # same memory rows: no copy
+                    return StaticKVCache(self.keys.index_select(0, rows), self.values.index_select(0, rows), g)
+        return StaticKVCache(self.keys.index_select(0, memory), self.values.index_select(0, memory))
+
+    def ungrouped(self) -> StaticKVCache:
+        """The same cache with one memory row per query row (``group = 1``)."""
+        if self.group == 1:
+            return self
+        return StaticKVCache(self.keys.repeat_interleave(self.group, 0), self.values.repeat_interleave(self.group, 0))

@@ -106,8 +106,8 @@ class MultiHeadAttention(nn.Module):
                 f"cache mismatch: the cache holds {h} heads of key dim {d} and value dim {dv}, but this layer has "
                 f"{self.num_heads} heads of dim {self.head_dim}"
             )
-        if cache.keys.shape[0] != b:
-            raise ValueError(f"cache mismatch: the cache holds a batch of {cache.keys.shape[0]}, the query a batch of {b}")
+        if cache.batch_size != b:
+            raise ValueError(f"cache mismatch: the cache holds a batch of {cache.batch_size}, the query a batch of {b}")
 
     @staticmethod
     def _head_mask(mask: Tensor | None) -> Tensor | None:
@@ -160,6 +160,11 @@ class MultiHeadAttention(nn.Module):
             if key is not None or value is not None:
                 raise ValueError("with a StaticKVCache the keys and values come from the cache: pass key=None, value=None")
             self._check_cache(cache, b)
+            if cache.group > 1:
+                grouped = self._grouped(q, cache, mask, need_weights, average_heads)
+                if grouped is not None:
+                    return grouped
+                cache = cache.ungrouped()  # rows of a group with different masks: one memory row each
             k, v = cache.keys, cache.values  # (b, h, j, d)
         else:
             key = query if key is None else key
@@ -199,6 +204,33 @@ class MultiHeadAttention(nn.Module):
         weights = out.weights
         if weights is not None and average_heads:
             weights = weights.mean(dim=1)  # (b, i, j)
+        return AttentionOutput(self.out_proj(context), weights)
+
+    def _grouped(self, q: Tensor, cache: StaticKVCache, mask: Tensor | None, need_weights: bool,
+                 average_heads: bool) -> AttentionOutput | None:
+        """Cross-attention of ``q (b, h, i, d)`` over a memory shared by groups of ``g`` rows
+        (``cache.keys (n, h, j, d)``, ``b = n·g``): the ``g`` rows' queries become ``g·i`` queries of one
+        row. None when the mask is not one row per memory (then the caller expands the memory)."""
+        b, h, i, d = q.shape
+        g, n = cache.group, cache.keys.shape[0]
+        m = self._head_mask(mask)
+        if m is not None:
+            if not (isinstance(m, Tensor) and m.dim() == 4 and m.shape[0] == b and m.shape[2] == 1):
+                return None
+            m = m.view(n, g, *m.shape[1:])
+            if not bool((m == m[:, :1]).all()):
+                return None
+            m = m[:, 0]  # (n, 1|h, 1, j): broadcast over the g·i queries
+        qg = q.view(n, g, h, i, d).transpose(1, 2).reshape(n, h, g * i, d)  # (n, h, g·i, d)
+        out = attend(qg, cache.keys, cache.values, score=self.score, normalize=self.normalize,
+                     score_params=self.score_params, normalize_params=self.normalize_params, mask=m,
+                     dropout=self.dropout if self.training else 0.0, need_weights=need_weights, backend=self.backend)
+        context = out.context.view(n, h, g, i, d).permute(0, 2, 3, 1, 4).reshape(b, i, self.d_model)  # (b, i, h·d)
+        weights = out.weights
+        if weights is not None:
+            weights = weights.view(n, h, g, i, -1).transpose(1, 2).reshape(b, h, i, -1)  # (b, h, i, j)
+            if average_heads:
+                weights = weights.mean(dim=1)
         return AttentionOutput(self.out_proj(context), weights)
 
     # ------------------------------------------------------------------------------------ PyTorch

@@ -1,0 +1,175 @@
+"""Training speed: attnkit against a Hugging Face MarianMT model of the same shape, in one run, and the
+model FLOPs utilisation against this machine's float32 matmul rate measured in the same run.
+
+    python benchmarks/train.py                    # 2 threads, 30 timed steps per engine
+    python benchmarks/train.py --threads 1 --steps 20
+
+The shapes are the ones the speed issue names: a Transformer with d_model 256, 3 + 3 layers, 4 heads,
+FFN 1024, vocabularies of 8,000, dropout 0.1, trained on batches of 64 sentences of 24 source tokens →
+24 target tokens (random token ids; every position is a real token, so 1,536 target tokens per step).
+attnkit trains its default pre-norm model; MarianMT is post-norm (it has no other); the parameter
+counts differ by two LayerNorms. Both run the same step: forward, label-smoothed cross-entropy (0.1)
+summed over the tokens and divided by their number, backward, gradient clipping at 1.0, fused Adam.
+
+Each engine runs in a fresh subprocess: 3 warm-up steps, then ``--steps`` timed steps; the median step
+time gives target tokens/s, and ``VmHWM`` the process's peak resident memory.
+
+Model FLOPs per step count every matrix product of the forward pass (2·m·n·k: projections, attention
+scores and weighted sums — the decoder's causal scores as a full t × t matrix, as the kernels compute
+them — and the output layer), times 3 for the backward pass; embeddings, norms and the optimizer count
+nothing. The machine's rate is the median of timed ``(2048 × 2048) @ (2048 × 2048)`` float32 products with
+the same threads. MFU = model FLOPs per second ÷ that rate.
+
+Ends with one JSON line ``{"train_vs_hf": r, "mfu": fraction}`` (attnkit's tokens/s ÷ MarianMT's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+D, HEADS, LAYERS, FFN, VOCAB, DROPOUT = 256, 4, 3, 1024, 8000, 0.1
+
+
+def peak_rss_mib() -> float:
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def model_flops(b: int, s: int, t: int) -> float:
+    """Forward + backward matmul FLOPs of one step (see the module docstring)."""
+    enc = LAYERS * (4 * 2 * s * D * D + 2 * 2 * s * D * FFN + 2 * 2 * s * s * D)
+    dec = LAYERS * (4 * 2 * t * D * D  # self-attention q, k, v, out
+                    + 2 * 2 * t * D * D + 2 * 2 * s * D * D  # cross-attention q, out; k, v of the memory
+                    + 2 * 2 * t * D * FFN  # feed-forward
+                    + 2 * 2 * t * t * D + 2 * 2 * t * s * D)  # scores and weighted sums
+    out = 2 * t * D * VOCAB
+    return 3.0 * b * (enc + dec + out)
+
+
+def matmul_rate(threads: int, repeats: int = 7) -> float:
+    import torch
+
+    torch.set_num_threads(threads)
+    n = 2048
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - start)
+    return 2 * n**3 / statistics.median(times)
+
+
+def worker(args) -> dict:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    from attnkit.models import TransformerConfig, build_model, label_smoothed_nll
+
+    b, s, t = args.batch, args.src_len, args.tgt_len
+    g = torch.Generator().manual_seed(1)
+    src = torch.randint(4, VOCAB, (b, s), generator=g)
+    tgt = torch.randint(4, VOCAB, (b, t + 1), generator=g)
+    tgt[:, 0] = 1  # BOS
+    tgt_in, tgt_out = tgt[:, :-1], tgt[:, 1:]
+    if args.worker == "attnkit":
+        model = build_model(TransformerConfig(d_model=D, heads=HEADS, encoder_layers=LAYERS, decoder_layers=LAYERS,
+                                              ffn_dim=FFN, dropout=DROPOUT), VOCAB, VOCAB)
+
+        def logits():
+            return model(src, tgt_in)[0]
+    else:
+        from transformers import MarianConfig, MarianMTModel
+
+        config = MarianConfig(vocab_size=VOCAB, decoder_vocab_size=VOCAB, share_encoder_decoder_embeddings=False,
+                              tie_word_embeddings=True, d_model=D, encoder_layers=LAYERS, decoder_layers=LAYERS,
+                              encoder_attention_heads=HEADS, decoder_attention_heads=HEADS, encoder_ffn_dim=FFN,
+                              decoder_ffn_dim=FFN, activation_function="relu", dropout=DROPOUT,
+                              attention_dropout=0.0, activation_dropout=DROPOUT, max_position_embeddings=512,
+                              scale_embedding=True, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                              decoder_start_token_id=1)
+        model = MarianMTModel(config)
+        mask = torch.ones_like(src, dtype=torch.bool)
+
+        def logits():
+            return model(input_ids=src, attention_mask=mask, decoder_input_ids=tgt_in).logits
+    model.train()
+    params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98), fused=True)
+    n = b * t
+
+    def step():
+        loss = label_smoothed_nll(logits(), tgt_out, smoothing=0.1, ignore_index=0)
+        (loss / n).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(3):
+        step()
+    times = []
+    for _ in range(args.steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    median = statistics.median(times)
+    return {"engine": args.worker, "parameters": params, "step_seconds": median, "tokens_per_s": n / median,
+            "peak_rss_mib": round(peak_rss_mib(), 1), "times": times}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--src-len", type=int, default=24)
+    parser.add_argument("--tgt-len", type=int, default=24)
+    parser.add_argument("--engines", default="attnkit,hf", help="attnkit, or attnkit,hf")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return 0
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    if "attnkit" not in engines or set(engines) - {"attnkit", "hf"}:
+        parser.error(f"--engines must be attnkit or attnkit,hf (got {args.engines!r})")
+    print(f"load average {os.getloadavg()[0]:.2f}; {args.threads} thread(s); batch {args.batch} x {args.src_len} -> "
+          f"{args.tgt_len}; {args.steps} timed steps", flush=True)
+    rate = matmul_rate(args.threads)
+    flops = model_flops(args.batch, args.src_len, args.tgt_len)
+    print(f"float32 matmul rate: {rate / 1e9:.1f} GFLOP/s; model FLOPs per step: {flops / 1e9:.1f} GFLOP", flush=True)
+    results = {}
+    for engine in engines:
+        cmd = [sys.executable, __file__, "--worker", engine, "--threads", str(args.threads), "--steps", str(args.steps),
+               "--batch", str(args.batch), "--src-len", str(args.src_len), "--tgt-len", str(args.tgt_len)]
+        done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
+        if done.returncode != 0:
+            print(done.stderr, file=sys.stderr)
+            raise SystemExit(f"{engine} failed")
+        results[engine] = json.loads(done.stdout.strip().splitlines()[-1])
+    print("\n| engine | parameters | step (ms) | target tokens/s | MFU | peak RSS (MiB) |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for r in results.values():
+        r["mfu"] = flops / r["step_seconds"] / rate
+        print(f"| {r['engine']} | {r['parameters']:,} | {r['step_seconds'] * 1000:.0f} | {r['tokens_per_s']:,.0f} | "
+              f"{r['mfu']:.1%} | {r['peak_rss_mib']:.0f} |")
+    ours = results["attnkit"]
+    line = {"train_vs_hf": round(ours["tokens_per_s"] / results["hf"]["tokens_per_s"], 3) if "hf" in results else None,
+            "mfu": round(ours["mfu"], 3)}
+    print(json.dumps(line))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
