@@ -250,9 +250,12 @@ def test_early_stop_returns_what_decoding_to_the_limit_returns(setup, alpha):
     for a, b in zip(stopped, complete):
         assert [h.tokens for h in a] == [h.tokens for h in b]
         assert [h.penalised for h in a] == pytest.approx([h.penalised for h in b], abs=1e-5)
-    # Sentences leave the batch as they finish: the state shrinks in whole beams and never grows.
-    assert all(r % 4 == 0 for r in early.rows) and early.rows == sorted(early.rows, reverse=True)
-    assert early.rows[0] == 4 * len(src) and early.rows[-1] < early.rows[0]
+    # The first step runs once per sentence (one live prefix each); then sentences leave the batch as they
+    # finish: the state shrinks in whole beams and never grows.
+    assert early.rows[0] == full.rows[0] == len(src)
+    later = early.rows[1:]
+    assert all(r % 4 == 0 for r in later) and later == sorted(later, reverse=True)
+    assert later[0] == 4 * len(src) and later[-1] < later[0]
     assert sum(early.rows) < sum(full.rows)
     if alpha == 0.0:  # the bound is the best alive log-prob: every sentence stops soon after its best EOS
         assert len(early.rows) < len(full.rows)

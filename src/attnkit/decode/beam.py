@@ -153,19 +153,30 @@ def _start(B: int, k: int, device: torch.device) -> _Alive:
     return _Alive(torch.arange(B, device=device), scores, torch.zeros(B * k, 0, dtype=torch.long, device=device), None)
 
 
-def _expand(scores: Tensor, logp: Tensor) -> _Top:
-    """Score the one-token extensions of the alive prefixes, ``scores (b, k)`` + ``logp (b·k, V)``, and
-    keep the ``c = 2k`` best of each sentence."""
+def _expand(scores: Tensor, part: Tensor, token: Tensor) -> _Top:
+    """Score the one-token extensions of the alive prefixes and keep the ``c = 2k`` best of each
+    sentence: ``scores (b, k)`` + each row's best log-probs ``part (b·k, c')`` of tokens ``token (b·k, c')``.
+    Within one row the order is the log-prob's, so a sentence's c best are among its rows' c best tokens:
+    the float64 sums below are then (b, k·c'), not (b, k·V)."""
     b, k = scores.shape
-    V = logp.shape[-1]
-    c = min(2 * k, k * V)
-    # Within one row the order is the log-prob's, so a sentence's c best are among its rows' c best
-    # tokens: the float64 sums below are then (b, k·c), not (b, k·V).
-    part, token = logp.topk(min(c, V), dim=1)  # (b·k, c')
+    c = min(2 * k, k * part.shape[1])
     # float64 sums of the float32 log-probs, added in the order greedy decoding adds them.
     cand = (scores.unsqueeze(-1) + part.double().view(b, k, -1)).view(b, -1)  # (b, k·c')
     best, flat = cand.topk(c, dim=1)  # (b, c), best first
     return _Top(best, flat // part.shape[1], token.view(b, -1).gather(1, flat))
+
+
+def _row_best(logits: Tensor, n: int, eos_id: int, block_eos: bool) -> tuple[Tensor, Tensor]:
+    """The ``n`` best log-probs of every row of ``logits (r, V)`` and their tokens, best first. Only the
+    log-sum-exp is computed over the vocabulary, not a whole log-softmax tensor. ``block_eos`` gives EOS
+    -inf after normalising (the other log-probs are not renormalised, as in transformers)."""
+    logits = logits.float()
+    lse = torch.logsumexp(logits, -1, keepdim=True)  # (r, 1)
+    if block_eos:
+        logits = logits.clone()
+        logits[:, eos_id] = NEG_INF
+    part, token = logits.topk(min(n, logits.shape[-1]), dim=1)  # (r, n)
+    return part - lse, token
 
 
 def _prune(top: _Top, k: int, eos_id: int) -> Tensor:
@@ -256,16 +267,18 @@ def beam_search(
     k, limits = beam_size, limits.to(device)
     T = int(limits.max())
     lp = gnmt_length_penalty(torch.arange(T + 1, device=device), length_penalty)  # (T + 1,) by length
+    # The first step has one live prefix (BOS) per sentence: it runs on B rows, and the k rows per
+    # sentence are made when the state is reordered after it.
     state = model.encode(src, src_mask)
-    state = state.reorder(torch.arange(B, device=device).repeat_interleave(k))  # (B·k) rows
     alive, done = _start(B, k, device), _Finished.empty(B, n_best, T, device)
     for t in range(T):
-        prev = alive.tokens[:, -1] if t else torch.full((len(alive.tokens),), cfg.bos_id, device=device)
+        prev = alive.tokens[:, -1] if t else torch.full((B,), cfg.bos_id, device=device)
         logits, state, attention = model.decode_step(state, prev, need_attention=need_attention)
-        logp = torch.log_softmax(logits.float(), -1)
-        if t < min_len:
-            logp[:, cfg.eos_id] = NEG_INF
-        top = _expand(alive.scores, logp)
+        part, token = _row_best(logits, 2 * k, cfg.eos_id, t < min_len)  # (rows, c')
+        if t == 0:  # rows of the k slots of a sentence, as the later steps have them (only slot 0 is live)
+            part, token = part.repeat_interleave(k, 0), token.repeat_interleave(k, 0)
+            attention = None if attention is None else [a.repeat_interleave(k, 0) for a in attention]
+        top = _expand(alive.scores, part, token)
         keep = _prune(top, k, cfg.eos_id)  # (b, k)
         history = _grow(alive, attention)
         _finish(done, alive, top, keep, limits[alive.sentence] <= t + 1, history, lp, cfg.eos_id, cfg.pad_id)
@@ -275,7 +288,7 @@ def beam_search(
             break
         go = (~stop).nonzero().flatten()  # (b',) sentences that continue
         rows = (go[:, None] * k + top.parent.gather(1, keep)[go]).flatten()  # (b'·k) one index: beams and shrink
-        state = state.reorder(rows)
+        state = state.reorder(rows // k if t == 0 else rows)  # after the first step: one state row per sentence
         alive = _Alive(
             alive.sentence[go],
             scores[go],

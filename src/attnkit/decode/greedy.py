@@ -72,10 +72,13 @@ def greedy_decode(
     prev = torch.full((b,), cfg.bos_id, dtype=torch.long, device=src.device)
     for step in range(T):
         logits, state, attention = model.decode_step(state, prev, need_attention=need_attention)
-        logp = torch.log_softmax(logits.float(), -1)
+        logits = logits.float()
+        lse = torch.logsumexp(logits, -1)  # (rows,): log-probs without a whole log-softmax tensor
         if step < min_len:
-            logp[:, cfg.eos_id] = float("-inf")
-        best_logp, best = logp.max(-1)
+            logits = logits.clone()
+            logits[:, cfg.eos_id] = float("-inf")  # after normalising, as transformers does
+        best_logit, best = logits.max(-1)
+        best_logp = best_logit - lse
         scores[rows] += best_logp.double()
         if need_attention:
             att = torch.stack([a[:, :, 0] for a in attention], 1)  # (rows, layers, heads, s)
