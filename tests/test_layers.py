@@ -454,3 +454,31 @@ def test_grouped_static_cache_equals_one_memory_row_per_query_row():
         mha(q[:5], cache=grouped)
     with pytest.raises(ValueError, match="group"):
         StaticKVCache(base.keys, base.values, 0)
+
+
+def test_dropout_drops_p_of_the_elements_independently_and_scales_the_rest():
+    from attnkit.layers import Dropout, dropout
+
+    torch.manual_seed(0)
+    x = torch.rand(1000, 1000) + 0.5  # no zeros of its own
+    for p in (0.1, 0.3):
+        y = dropout(x, p)
+        kept = y != 0
+        # 10^6 Bernoulli draws: the standard deviation of the fraction is <= 5e-4
+        assert abs((1 - kept.float().mean().item()) - p) < 2.5e-3
+        torch.testing.assert_close(y[kept], x[kept] / (1 - p))
+        # neighbours (which share a 64-bit draw) are independent: P(both dropped) = p^2
+        both = (~kept[:, :-1] & ~kept[:, 1:]).float().mean().item()
+        assert abs(both - p * p) < 2.5e-3
+    xg = x.clone().requires_grad_()
+    y = dropout(xg, 0.2)
+    y.backward(torch.ones_like(y))
+    torch.testing.assert_close(xg.grad, (y != 0).float() / 0.8)
+    torch.manual_seed(5)
+    a = dropout(x, 0.1)
+    torch.manual_seed(5)
+    assert torch.equal(a, dropout(x, 0.1))  # torch's generator: seeded and resumable
+    layer = Dropout(0.1).eval()
+    assert layer(x) is x and dropout(x, 0.0) is x
+    with pytest.raises(ValueError, match="dropout probability"):
+        Dropout(1.0)

@@ -10,6 +10,7 @@
 """
 
 from .cache import KVCache, StaticKVCache
+from .dropout import Dropout, dropout
 from .feedforward import ACTIVATIONS, FeedForward
 from .multihead import MultiHeadAttention
 from .positional import LearnedPositionalEncoding, SinusoidalPositionalEncoding, sinusoidal_table
@@ -20,6 +21,6 @@ __all__ = [
     "MultiHeadAttention", "KVCache", "StaticKVCache",
     "AdditiveAttention", "LuongAttention", "PreparedMemory", "LUONG_KINDS",
     "SinusoidalPositionalEncoding", "LearnedPositionalEncoding", "sinusoidal_table",
-    "FeedForward", "ACTIVATIONS",
+    "FeedForward", "ACTIVATIONS", "Dropout", "dropout",
     "BlockConfig", "BlockOutput", "DecoderCache", "EncoderBlock", "DecoderBlock",
 ]

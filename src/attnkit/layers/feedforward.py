@@ -9,6 +9,8 @@ from typing import Callable
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .dropout import Dropout
+
 __all__ = ["FeedForward", "ACTIVATIONS", "get_activation"]
 
 # "gelu" is the exact (erf) GELU, Hendrycks & Gimpel 2016; "gelu_tanh" their tanh approximation.
@@ -46,7 +48,7 @@ class FeedForward(nn.Module):
         self.d_model = d_model
         self.linear1 = nn.Linear(d_model, d_ff, bias=bias)
         self.linear2 = nn.Linear(d_ff, d_model, bias=bias)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         if not isinstance(x, Tensor) or x.shape[-1] != self.d_model:

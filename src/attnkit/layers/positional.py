@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .dropout import Dropout
+
 __all__ = ["SinusoidalPositionalEncoding", "LearnedPositionalEncoding", "sinusoidal_table"]
 
 
@@ -48,7 +50,7 @@ class SinusoidalPositionalEncoding(nn.Module):
         if d_model <= 0:
             raise ValueError(f"d_model must be positive, got {d_model}")
         self.d_model, self.base = d_model, float(base)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def encoding(self, n: int, offset: int = 0, *, device=None, dtype=torch.float32) -> Tensor:
         """The table rows for positions ``offset … offset + n - 1``: ``(n, d_model)``."""
@@ -73,7 +75,7 @@ class LearnedPositionalEncoding(nn.Module):
             raise ValueError(f"max_len and d_model must be positive, got {max_len} and {d_model}")
         self.max_len, self.d_model = max_len, d_model
         self.embedding = nn.Embedding(max_len, d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def encoding(self, n: int, offset: int = 0, *, device=None) -> Tensor:
         if offset + n > self.max_len:

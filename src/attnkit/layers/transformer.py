@@ -16,6 +16,7 @@ from typing import Callable, Literal
 from torch import Tensor, nn
 
 from .cache import KVCache, StaticKVCache
+from .dropout import Dropout
 from .feedforward import ACTIVATIONS, FeedForward
 from .multihead import MultiHeadAttention
 
@@ -87,12 +88,12 @@ class DecoderCache:
 Sublayer = Callable[[Tensor], tuple[Tensor, Tensor | None]]
 
 
-def _pre_norm(x: Tensor, norm: nn.LayerNorm, sublayer: Sublayer, dropout: nn.Dropout) -> tuple[Tensor, Tensor | None]:
+def _pre_norm(x: Tensor, norm: nn.LayerNorm, sublayer: Sublayer, dropout: Dropout) -> tuple[Tensor, Tensor | None]:
     y, weights = sublayer(norm(x))
     return x + dropout(y), weights
 
 
-def _post_norm(x: Tensor, norm: nn.LayerNorm, sublayer: Sublayer, dropout: nn.Dropout) -> tuple[Tensor, Tensor | None]:
+def _post_norm(x: Tensor, norm: nn.LayerNorm, sublayer: Sublayer, dropout: Dropout) -> tuple[Tensor, Tensor | None]:
     y, weights = sublayer(x)
     return norm(x + dropout(y)), weights
 
@@ -107,7 +108,7 @@ class _Block(nn.Module):
             raise TypeError(f"expected a BlockConfig, got {type(config).__name__}")
         self.config = config
         self._residual = _RESIDUAL[config.norm]
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.ffn = FeedForward(
             config.d_model, config.d_ff, activation=config.activation, dropout=config.dropout, bias=config.bias
         )
