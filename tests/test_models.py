@@ -123,6 +123,19 @@ def test_label_smoothing_matches_torch_cross_entropy():
     ours = label_smoothed_nll(logits, target, smoothing=0.1, ignore_index=0, reduction="mean")
     ref = torch.nn.functional.cross_entropy(logits.view(-1, 11), target.view(-1), ignore_index=0, label_smoothing=0.1)
     assert abs(float(ours) - float(ref)) <= 1e-5
+    # the fused gradient: against torch's autograd through cross_entropy, and gradcheck in float64
+    x = logits.clone().requires_grad_()
+    y = logits.clone().requires_grad_()
+    label_smoothed_nll(x, target, smoothing=0.1, reduction="sum").backward()
+    torch.nn.functional.cross_entropy(y.view(-1, 11), target.view(-1), ignore_index=0, label_smoothing=0.1,
+                                      reduction="sum").backward()
+    torch.testing.assert_close(x.grad, y.grad, atol=1e-6, rtol=0)
+    assert bool((x.grad[0, 3:] == 0).all())  # ignored positions get no gradient
+    z = logits.double().requires_grad_()
+    for smoothing in (0.0, 0.1):
+        for reduction in ("none", "sum", "mean"):
+            assert torch.autograd.gradcheck(
+                lambda t: label_smoothed_nll(t, target, smoothing=smoothing, reduction=reduction), (z,))
 
 
 @pytest.mark.parametrize("name", ["attention-luong-concat", "transformer-shared"])

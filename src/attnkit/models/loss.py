@@ -21,11 +21,9 @@ def label_smoothed_nll(
         raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
     if logits.shape[:-1] != target.shape:
         raise ValueError(f"logits {tuple(logits.shape)} and target {tuple(target.shape)} do not match")
-    logp = torch.log_softmax(logits.float(), dim=-1)
     keep = target != ignore_index
-    nll = -logp.gather(-1, target.clamp_min(0).unsqueeze(-1)).squeeze(-1)
-    loss = (1.0 - smoothing) * nll + smoothing * (-logp.mean(-1)) if smoothing else nll
-    loss = loss * keep
+    logits = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
+    loss = _SmoothedNLL.apply(logits, target.clamp_min(0), keep, float(smoothing))  # (...)
     if reduction == "none":
         return loss
     if reduction == "sum":
@@ -33,3 +31,29 @@ def label_smoothed_nll(
     if reduction == "mean":
         return loss.sum() / keep.sum().clamp_min(1)
     raise ValueError(f"reduction must be 'sum', 'mean' or 'none', got {reduction!r}")
+
+
+class _SmoothedNLL(torch.autograd.Function):
+    """Per-position loss ``keep · ((1 - ε)(lse - z_y) + ε(lse - mean_v z_v))`` with ``lse = logsumexp(z)``,
+    and its gradient ``keep · g · (softmax(z) - (1 - ε)·onehot(y) - ε / V)`` written in one tensor: no
+    log-softmax tensor in the forward pass, no scatter into a zero tensor in the backward pass."""
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, target: Tensor, keep: Tensor, smoothing: float) -> Tensor:
+        lse = torch.logsumexp(logits, dim=-1)  # (...)
+        nll = lse - logits.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+        loss = (1.0 - smoothing) * nll + smoothing * (lse - logits.mean(-1)) if smoothing else nll
+        ctx.save_for_backward(logits, target, keep, lse)
+        ctx.smoothing = smoothing
+        return loss * keep
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        logits, target, keep, lse = ctx.saved_tensors
+        eps, vocab = ctx.smoothing, logits.shape[-1]
+        weight = (grad * keep).unsqueeze(-1)  # (..., 1)
+        out = torch.sub(logits, lse.unsqueeze(-1)).exp_()  # softmax
+        if eps:
+            out.sub_(eps / vocab)
+        out.scatter_add_(-1, target.unsqueeze(-1), torch.full_like(weight, -(1.0 - eps)))
+        return out.mul_(weight), None, None, None
