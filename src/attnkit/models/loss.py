@@ -34,25 +34,26 @@ def label_smoothed_nll(
 
 
 class _SmoothedNLL(torch.autograd.Function):
-    """Per-position loss ``keep · ((1 - ε)(lse - z_y) + ε(lse - mean_v z_v))`` with ``lse = logsumexp(z)``,
-    and its gradient ``keep · g · (softmax(z) - (1 - ε)·onehot(y) - ε / V)`` written in one tensor: no
-    log-softmax tensor in the forward pass, no scatter into a zero tensor in the backward pass."""
+    """Per-position loss ``keep · ((1 - ε)(-log p_y) + ε · mean_v(-log p_v))`` and its gradient
+    ``keep · g · (p - (1 - ε)·onehot(y) - ε / V)``, computed from the saved log-probabilities in place: the
+    backward pass writes one tensor instead of scattering into a zero tensor and chaining three
+    backward functions."""
 
     @staticmethod
     def forward(ctx, logits: Tensor, target: Tensor, keep: Tensor, smoothing: float) -> Tensor:
-        lse = torch.logsumexp(logits, dim=-1)  # (...)
-        nll = lse - logits.gather(-1, target.unsqueeze(-1)).squeeze(-1)
-        loss = (1.0 - smoothing) * nll + smoothing * (lse - logits.mean(-1)) if smoothing else nll
-        ctx.save_for_backward(logits, target, keep, lse)
+        logp = torch.log_softmax(logits, dim=-1)  # (..., V)
+        nll = -logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+        loss = (1.0 - smoothing) * nll - smoothing * logp.mean(-1) if smoothing else nll
+        ctx.save_for_backward(logp, target, keep)
         ctx.smoothing = smoothing
         return loss * keep
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        logits, target, keep, lse = ctx.saved_tensors
-        eps, vocab = ctx.smoothing, logits.shape[-1]
+        logp, target, keep = ctx.saved_tensors
+        eps, vocab = ctx.smoothing, logp.shape[-1]
         weight = (grad * keep).unsqueeze(-1)  # (..., 1)
-        out = torch.sub(logits, lse.unsqueeze(-1)).exp_()  # softmax
+        out = logp.exp()  # p
         if eps:
             out.sub_(eps / vocab)
         out.scatter_add_(-1, target.unsqueeze(-1), torch.full_like(weight, -(1.0 - eps)))
