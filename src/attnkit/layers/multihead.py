@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnkit.attention import AttentionOutput, attend, causal_mask, combine_masks
@@ -96,6 +97,13 @@ class MultiHeadAttention(nn.Module):
         b, n, _ = x.shape
         return x.view(b, n, self.num_heads, self.head_dim).transpose(1, 2)  # (b, h, n, d)
 
+    def _qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Queries, keys and values of self-attention from one product with the stacked projections."""
+        weight = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])  # (3·d_model, d_model)
+        bias = None if self.q_proj.bias is None else torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
+        q, k, v = F.linear(x, weight, bias).split(self.d_model, dim=-1)  # (b, n, d_model) each
+        return self._split_heads(q), self._split_heads(k), self._split_heads(v)
+
     def _check_cache(self, cache: KVCache | StaticKVCache, b: int) -> None:
         if cache.keys is None:
             return
@@ -155,7 +163,11 @@ class MultiHeadAttention(nn.Module):
         """
         check_features("query", query, self.d_model, "d_model")
         b, i, _ = query.shape
-        q = self._split_heads(self.q_proj(query))  # (b, h, i, d)
+        fused = key is None and value is None and not isinstance(cache, StaticKVCache) and self.kdim == self.vdim == self.d_model
+        if fused:  # self-attention: one (d_model → 3·d_model) product instead of three
+            q, k, v = self._qkv(query)  # (b, h, i, d) each
+        else:
+            q = self._split_heads(self.q_proj(query))  # (b, h, i, d)
         if isinstance(cache, StaticKVCache):
             if key is not None or value is not None:
                 raise ValueError("with a StaticKVCache the keys and values come from the cache: pass key=None, value=None")
@@ -177,8 +189,9 @@ class MultiHeadAttention(nn.Module):
                 )
             if key.shape[0] != b:
                 raise ValueError(f"query and key must have the same batch size, got {tuple(query.shape)} and {tuple(key.shape)}")
-            k = self._split_heads(self.k_proj(key))  # (b, h, n, d)
-            v = self._split_heads(self.v_proj(value))  # (b, h, n, d)
+            if not fused:
+                k = self._split_heads(self.k_proj(key))  # (b, h, n, d)
+                v = self._split_heads(self.v_proj(value))  # (b, h, n, d)
             if cache is not None:
                 if not isinstance(cache, KVCache):
                     raise TypeError(f"cache must be a KVCache or StaticKVCache, got {type(cache).__name__}")
