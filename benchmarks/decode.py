@@ -81,12 +81,14 @@ def worker(args) -> dict:
     folder = Path(args.dir)
     sources = json.loads((folder / "sources.json").read_text())
     k, steps = MODES[args.mode], args.steps
-    if args.worker == "attnkit":
+    if args.worker in ("attnkit", "attnkit-int8"):
         from attnkit.decode import beam_search, greedy_decode
         from attnkit.models import load_model
 
         model, _ = load_model(folder / "attnkit")
         model.eval()
+        if args.worker == "attnkit-int8":  # PyTorch's dynamic int8 quantisation of every nn.Linear
+            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
         src = torch.tensor(sources)
 
         def run():
@@ -140,7 +142,8 @@ def main(argv=None) -> int:
     parser.add_argument("--src-len", type=int, default=20)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--engines", default="attnkit,hf,ct2", help="comma-separated: attnkit, hf, ct2")
+    parser.add_argument("--engines", default="attnkit,hf,ct2",
+                        help="comma-separated: attnkit, hf, ct2, attnkit-int8 (dynamic int8 quantisation, an option)")
     parser.add_argument("--json", help="also write every figure to this file")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--mode", help=argparse.SUPPRESS)
@@ -150,9 +153,9 @@ def main(argv=None) -> int:
         print(json.dumps(worker(args)))
         return 0
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
-    unknown = set(engines) - {"attnkit", "hf", "ct2"}
+    unknown = set(engines) - {"attnkit", "hf", "ct2", "attnkit-int8"}
     if unknown or "attnkit" not in engines:
-        parser.error(f"--engines must include attnkit and name only attnkit, hf, ct2 (got {args.engines!r})")
+        parser.error(f"--engines must include attnkit and name only attnkit, hf, ct2, attnkit-int8 (got {args.engines!r})")
     if "ct2" in engines:
         try:
             import ctranslate2  # noqa: F401
@@ -196,7 +199,7 @@ def main(argv=None) -> int:
                 if engine == "attnkit":
                     same, total = same + n, total + len(hf_out)
             print(f"| {mode} | {engine} | {r['sentences_per_s']:.1f} | {ratio:.2f} | {r['peak_rss_mib']:.0f} | {agree} |")
-            if engine != "attnkit":
+            if engine in ("hf", "ct2"):
                 figures[f"{mode}_vs_{engine}"] = round(ratio, 3)
     line = {key: figures.get(key) for key in ("beam4_vs_hf", "greedy_vs_hf", "beam4_vs_ct2", "greedy_vs_ct2")}
     line["same_output_as_hf"] = round(same / total, 4) if total else None

@@ -163,7 +163,8 @@ class MultiHeadAttention(nn.Module):
         """
         check_features("query", query, self.d_model, "d_model")
         b, i, _ = query.shape
-        fused = key is None and value is None and not isinstance(cache, StaticKVCache) and self.kdim == self.vdim == self.d_model
+        fused = (key is None and value is None and not isinstance(cache, StaticKVCache)
+                 and self.kdim == self.vdim == self.d_model and type(self.q_proj) is nn.Linear)  # not once quantised
         if fused:  # self-attention: one (d_model → 3·d_model) product instead of three
             q, k, v = self._qkv(query)  # (b, h, i, d) each
         else:
