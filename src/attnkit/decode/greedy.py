@@ -72,13 +72,10 @@ def greedy_decode(
     prev = torch.full((b,), cfg.bos_id, dtype=torch.long, device=src.device)
     for step in range(T):
         logits, state, attention = model.decode_step(state, prev, need_attention=need_attention)
-        logits = logits.float()
-        lse = torch.logsumexp(logits, -1)  # (rows,): log-probs without a whole log-softmax tensor
+        logp = torch.log_softmax(logits.float(), -1)  # (rows, V)
         if step < min_len:
-            logits = logits.clone()
-            logits[:, cfg.eos_id] = float("-inf")  # after normalising, as transformers does
-        best_logit, best = logits.max(-1)
-        best_logp = best_logit - lse
+            logp[:, cfg.eos_id] = float("-inf")  # after normalising, as transformers does
+        best_logp, best = logp.max(-1)
         scores[rows] += best_logp.double()
         if need_attention:
             att = torch.stack([a[:, :, 0] for a in attention], 1)  # (rows, layers, heads, s)
