@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+import yaml
 
 from attnkit.decode import greedy_decode
 from attnkit.models import (
@@ -188,7 +189,9 @@ def test_info_reports_parameter_counts_by_hand_formula(capsys):
     mha, ffn, ln = 4 * (d * d + d), d * f + f + f * d + d, 2 * d
     encoder = layers * (mha + ffn + 2 * ln)
     decoder = layers * (2 * mha + ffn + 3 * ln)
-    expected = 2 * v * d + encoder + decoder + 2 * ln  # output projection tied to the target embedding
+    norm_first = yaml.safe_load(open("configs/cmn-eng-transformer.yaml", encoding="utf-8"))["model"]["norm_first"]
+    final = 2 * ln if norm_first else 0  # pre-norm ends the encoder and the decoder with a LayerNorm each
+    expected = 2 * v * d + encoder + decoder + final  # output projection tied to the target embedding
     assert report["parameters"] == expected
     assert report["by_module"]["encoder"] == encoder and report["by_module"]["decoder"] == decoder
 
