@@ -30,21 +30,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from _measure import peak_rss_mib, time_calls  # benchmarks/ is on sys.path when run as a script
 
 SHAPE = dict(d_model=256, heads=4, encoder_layers=3, decoder_layers=3, ffn_dim=1024, dropout=0.1, norm_first=False,
              positions="sinusoidal", tie_output=True)
 VOCAB = 8000
 MODES = {"greedy": 1, "beam4": 4}
-
-
-def peak_rss_mib() -> float:
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def build(folder: Path, args) -> None:
@@ -124,11 +117,7 @@ def worker(args) -> dict:
     else:
         raise SystemExit(f"unknown engine {args.worker!r}")
     outputs = run()  # warm-up
-    times = []
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
+    times = time_calls(run, args.repeats)
     median = statistics.median(times)
     return {"engine": args.worker, "mode": args.mode, "seconds": times, "median": median,
             "sentences_per_s": len(sources) / median, "peak_rss_mib": round(peak_rss_mib(), 1), "outputs": outputs}

@@ -31,17 +31,10 @@ import os
 import statistics
 import subprocess
 import sys
-import time
+
+from _measure import peak_rss_mib, time_calls  # benchmarks/ is on sys.path when run as a script
 
 D, HEADS, LAYERS, FFN, VOCAB, DROPOUT = 256, 4, 3, 1024, 8000, 0.1
-
-
-def peak_rss_mib() -> float:
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def model_flops(b: int, s: int, t: int) -> float:
@@ -62,12 +55,7 @@ def matmul_rate(threads: int, repeats: int = 7) -> float:
     n = 2048
     a, b = torch.randn(n, n), torch.randn(n, n)
     torch.mm(a, b)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.mm(a, b)
-        times.append(time.perf_counter() - start)
-    return 2 * n**3 / statistics.median(times)
+    return 2 * n**3 / statistics.median(time_calls(lambda: torch.mm(a, b), repeats))
 
 
 def worker(args) -> dict:
@@ -118,11 +106,7 @@ def worker(args) -> dict:
 
     for _ in range(3):
         step()
-    times = []
-    for _ in range(args.steps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
+    times = time_calls(step, args.steps)
     median = statistics.median(times)
     return {"engine": args.worker, "parameters": params, "step_seconds": median, "tokens_per_s": n / median,
             "peak_rss_mib": round(peak_rss_mib(), 1), "times": times}

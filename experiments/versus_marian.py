@@ -80,7 +80,7 @@ def run_peer(args) -> int:
     from attnkit.models import build_model, label_smoothed_nll
     from attnkit.text import PAD_ID, build_tokenizers, save_tokenizers
     from attnkit.train.corpus import read_split
-    from attnkit.train.schedule import learning_rate
+    from attnkit.train.loop import optimizer_update
 
     torch.set_num_threads(args.threads)
     recipe = _recipe(args.config, args.minutes)
@@ -143,13 +143,7 @@ def run_peer(args) -> int:
             continue
         pending = 0
         step += 1
-        lr = learning_rate(step, schedule=t.schedule, lr=t.lr, warmup=t.warmup, d_model=recipe.model.d_model)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        if t.clip_norm:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        lr = optimizer_update(model, optimizer, step, t, d_model=recipe.model.d_model)  # attnkit's own update
         now = time.monotonic()
         train_seconds += now - clock
         clock = now

@@ -35,7 +35,7 @@ from .corpus import read_split
 from .progress import Progress
 from .schedule import learning_rate
 
-__all__ = ["train", "TrainResult"]
+__all__ = ["train", "TrainResult", "optimizer_update"]
 
 
 @dataclass(frozen=True)
@@ -170,13 +170,7 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callabl
                 continue
             pending = 0
             step += 1
-            lr = learning_rate(step, schedule=t.schedule, lr=t.lr, warmup=t.warmup, d_model=getattr(recipe.model, "d_model", 512))
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            if t.clip_norm:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            lr = optimizer_update(model, optimizer, step, t, d_model=getattr(recipe.model, "d_model", 512))
             if step % t.log_every == 0:
                 now = time.monotonic()
                 event = {"event": "train", "step": step, "epoch": position.epoch, "loss": round(loss_sum / max(tokens, 1), 4),
@@ -211,6 +205,19 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callabl
     log(f"stopped at step {step}: {reason}; best dev BLEU {best_bleu if best_bleu is None else round(best_bleu, 2)}; "
         f"model in {best_dir}")
     return TrainResult(out, step, best_bleu, best_dir, reason or "")
+
+
+def optimizer_update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int, t, *, d_model: int) -> float:
+    """Optimizer step ``step`` (1-based) with the recipe's schedule and clipping (``t``: TrainSettings);
+    the gradients are zeroed after it. Returns the learning rate used."""
+    lr = learning_rate(step, schedule=t.schedule, lr=t.lr, warmup=t.warmup, d_model=d_model)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    if t.clip_norm:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return lr
 
 
 def _valid_line(e: dict) -> str:
