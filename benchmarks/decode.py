@@ -78,10 +78,16 @@ def worker(args) -> dict:
         from attnkit.decode import beam_search, greedy_decode
         from attnkit.models import load_model
 
+        from attnkit.layers import pack_for_inference
+        from attnkit.runtime import keep_freed_memory
+
+        keep_freed_memory()  # what the attnkit command does at start
         model, _ = load_model(folder / "attnkit")
         model.eval()
         if args.worker == "attnkit-int8":  # PyTorch's dynamic int8 quantisation of every nn.Linear
             model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        else:
+            model = pack_for_inference(model, rows=len(sources) * k)  # what the Translator does
         src = torch.tensor(sources)
 
         def run():

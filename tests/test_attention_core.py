@@ -173,6 +173,22 @@ def test_auto_choice_follows_the_documented_rule():
     assert choose_backend(AttentionCall("scaled_dot", "sparsemax")) == "eager"
 
 
+def test_auto_choice_takes_eager_for_short_attention_on_cpu_and_both_agree():
+    from attnkit.attention import AttentionCall, choose_backend
+    from attnkit.attention.backends import CPU_EAGER_MAX_KEYS
+
+    call = AttentionCall("scaled_dot", "softmax")
+    g = torch.Generator().manual_seed(3)
+    for j, expected in ((24, "eager"), (CPU_EAGER_MAX_KEYS, "eager"), (CPU_EAGER_MAX_KEYS + 1, "sdpa")):
+        q, k, v = (torch.randn(2, 4, 5 if n == "q" else j, 8, generator=g) for n in "qkv")
+        assert choose_backend(call, q, k) == expected
+        auto = attend(q, k, v).context
+        for name in ("eager", "sdpa"):
+            assert (attend(q, k, v, backend=name).context - auto).abs().max() <= 1e-5
+    # the rule never overrides what only eager can do
+    assert choose_backend(AttentionCall("scaled_dot", "sparsemax"), q, k) == "eager"
+
+
 def test_weights_match_torch_multihead_reference_formula():
     q, k, v = _qkv(dtype=torch.float32, grad=False)
     out = attend(q, k, v, need_weights=True)

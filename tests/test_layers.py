@@ -319,6 +319,45 @@ def test_cache_reorder_keeps_the_chosen_rows():
     torch.testing.assert_close(step, mha(x[[2, 0]], causal=True).context[:, 3:], **TOL)
 
 
+def test_cache_buffers_grow_and_reorder_like_concatenation_and_gather():
+    """The buffered cache against the plain definition: cat for append, index_select for reorder."""
+    g = torch.Generator().manual_seed(5)
+    cache, ref_k, ref_v = KVCache(), None, None
+    for step in range(40):  # past several doublings of the buffers
+        k, v = torch.randn(6, 2, 1, 3, generator=g), torch.randn(6, 2, 1, 3, generator=g)
+        keys, values = cache.append(k, v)
+        ref_k = k if ref_k is None else torch.cat([ref_k, k], 2)
+        ref_v = v if ref_v is None else torch.cat([ref_v, v], 2)
+        assert torch.equal(keys, ref_k) and torch.equal(values, ref_v) and len(cache) == step + 1
+        assert cache.capacity >= len(cache)
+        if step % 3 == 1:  # a beam-like reorder: most rows stay, one row copies another
+            index = torch.arange(6)
+            index[step % 6] = (step + 2) % 6
+        elif step % 3 == 2:  # a general permutation: every row moves
+            index = torch.randperm(6, generator=g)
+        else:
+            continue
+        cache.reorder(index)
+        ref_k, ref_v = ref_k.index_select(0, index), ref_v.index_select(0, index)
+        assert torch.equal(cache.keys, ref_k) and torch.equal(cache.values, ref_v)
+    before = cache.keys.clone()
+    picked = cache.select(torch.tensor([5, 5, 0]))  # a new cache; this one unchanged
+    assert torch.equal(picked.keys, before[[5, 5, 0]]) and torch.equal(cache.keys, before)
+    picked.append(torch.zeros(3, 2, 1, 3), torch.zeros(3, 2, 1, 3))
+    assert torch.equal(cache.keys, before)
+
+
+def test_cache_under_autograd_keeps_gradients_flowing():
+    x = torch.randn(2, 2, 1, 3, requires_grad=True)
+    cache = KVCache()
+    cache.append(x, x)
+    keys, _ = cache.append(x * 2, x * 2)
+    cache.reorder(torch.tensor([1, 0]))
+    cache.keys.sum().backward()
+    assert torch.equal(x.grad, torch.full_like(x, 3.0))
+    assert torch.equal(keys, torch.cat([x, x * 2], 2))
+
+
 # ------------------------------------------------------------------------------ positions, feed-forward
 
 
@@ -482,3 +521,59 @@ def test_dropout_drops_p_of_the_elements_independently_and_scales_the_rest():
     assert layer(x) is x and dropout(x, 0.0) is x
     with pytest.raises(ValueError, match="dropout probability"):
         Dropout(1.0)
+
+
+# ------------------------------------------------------------------------------ packed (oneDNN) linear
+
+packed_only = pytest.mark.skipif(
+    not __import__("attnkit.layers", fromlist=["can_pack"]).can_pack(), reason="this PyTorch has no oneDNN"
+)
+
+
+@packed_only
+def test_packed_linear_matches_f_linear_for_any_row_count_and_falls_back_for_autograd():
+    from attnkit.layers import PackedLinear
+
+    g = torch.Generator().manual_seed(0)
+    lin = nn.Linear(48, 80)
+    packed = PackedLinear.from_linear(lin, rows=16)
+    for shape in ((1, 48), (7, 48), (3, 5, 48), (200, 48)):
+        x = torch.randn(*shape, generator=g)
+        with torch.no_grad():
+            ref = nn.functional.linear(x, lin.weight, lin.bias)
+            assert (packed(x) - ref).abs().max() <= 1e-5 * ref.abs().max()
+    x = torch.randn(4, 48, requires_grad=True)
+    packed(x).sum().backward()  # autograd: the plain product, gradient to the input
+    ref_x = x.detach().clone().requires_grad_(True)
+    nn.functional.linear(ref_x, lin.weight.detach(), lin.bias.detach()).sum().backward()
+    assert torch.allclose(x.grad, ref_x.grad)
+    with pytest.raises(ValueError, match="48"):
+        packed(torch.randn(2, 47))
+
+
+@packed_only
+def test_pack_for_inference_leaves_the_model_alone_and_decodes_the_same():
+    from attnkit.decode import greedy_decode
+    from attnkit.layers import PackedLinear, pack_for_inference
+    from attnkit.models import TransformerConfig, build_model
+
+    torch.manual_seed(0)
+    model = build_model(TransformerConfig(d_model=32, heads=4, encoder_layers=2, decoder_layers=2, ffn_dim=64,
+                                          dropout=0.0, norm_first=False), 40, 40)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fast = pack_for_inference(model)
+    assert not any(isinstance(m, PackedLinear) for m in model.modules())
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert model.training and all(p.requires_grad for p in model.parameters())
+    assert sum(isinstance(m, PackedLinear) for m in fast.modules()) > 0
+    assert all(m.qkv_proj is not None for m in fast.modules() if isinstance(m, MultiHeadAttention)
+               and m.kdim == m.d_model)
+    src = torch.randint(4, 40, (6, 9), generator=torch.Generator().manual_seed(1))
+    model.eval()
+    with torch.no_grad():
+        tgt = torch.randint(4, 40, (6, 7), generator=torch.Generator().manual_seed(2))
+        assert (fast(src, tgt)[0] - model(src, tgt)[0]).abs().max() <= 1e-4
+    ours = greedy_decode(fast, src, max_len=12)
+    ref = greedy_decode(model, src, max_len=12)
+    assert [h.tokens for h in ours] == [h.tokens for h in ref]
+    assert all(abs(a.score - b.score) <= 1e-4 for a, b in zip(ours, ref))

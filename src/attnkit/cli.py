@@ -52,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     module = importlib.import_module(COMMANDS[args.command][0])
+    from attnkit.runtime import keep_freed_memory
+
+    keep_freed_memory()  # training and decoding reuse the same large buffers step after step
     try:
         return int(module.run(args) or 0)
     except UserError as err:

@@ -10,7 +10,8 @@ do what was asked and otherwise the reason it cannot.
   no weights.
 - ``chunked``: exact attention over key blocks with an online softmax (``attention/chunked.py``).
 
-``auto`` (see :func:`choose_backend`) takes ``sdpa`` when it can do the call and ``eager`` otherwise.
+``auto`` (see :func:`choose_backend`) takes ``sdpa`` when it can do the call and is the faster one, and
+``eager`` otherwise.
 """
 
 from __future__ import annotations
@@ -190,12 +191,24 @@ def _sdpa_run(q: Tensor, k: Tensor, v: Tensor, call: AttentionCall) -> Attention
 register_backend("sdpa", _sdpa_run, _sdpa_why_not)
 
 
-def choose_backend(call: AttentionCall) -> str:
+# On a CPU the fused kernel's fixed cost outweighs its gain below this many keys: measured on this
+# project's machines (2 cores, float32, 4 heads of 64), eager attention is 1.3-2.5x faster for 24-96
+# keys (training, forward + backward) and for decoding steps (1-4 queries over 16-31 keys), and they
+# are even at ~192 keys (benchmarks/attention.py --small-keys measures it).
+CPU_EAGER_MAX_KEYS = 128
+
+
+def choose_backend(call: AttentionCall, query: Tensor | None = None, key: Tensor | None = None) -> str:
     """The rule behind ``backend="auto"``: the fused kernel when it can compute exactly what was asked
     (softmax over a scaled dot product, possibly after the exact rewrite of ``dot``, ``general`` or
-    ``cosine``, without weights); otherwise ``eager``, the only backend that returns weights or handles
-    every normaliser. ``chunked`` is never chosen automatically: it trades speed for memory, so it is
-    picked by name for inputs too long for the others.
+    ``cosine``, without weights) and is the faster one; otherwise ``eager``, the only backend that
+    returns weights or handles every normaliser. Given the tensors, short attention on a CPU (at most
+    :data:`CPU_EAGER_MAX_KEYS` keys) goes to ``eager`` too, which is faster there. ``chunked`` is never
+    chosen automatically: it trades speed for memory, so it is picked by name for inputs too long for
+    the others.
     """
-    return "sdpa" if _sdpa_why_not(call) is None else "eager"
-
+    if _sdpa_why_not(call) is not None:
+        return "eager"
+    if query is not None and key is not None and query.device.type == "cpu" and key.shape[-2] <= CPU_EAGER_MAX_KEYS:
+        return "eager"
+    return "sdpa"

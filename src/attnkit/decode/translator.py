@@ -14,6 +14,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from attnkit.layers.packed import pack_for_inference
 from attnkit.models import Seq2SeqModel, load_model
 from attnkit.text import Tokenizer, load_tokenizers
 
@@ -57,6 +58,15 @@ def resolve_model_dir(path: str | Path) -> Path:
 class Translator:
     def __init__(self, model: Seq2SeqModel, src_tokenizer: Tokenizer, tgt_tokenizer: Tokenizer):
         self.model, self.src_tok, self.tgt_tok = model.eval(), src_tokenizer, tgt_tokenizer
+        self._packed: Seq2SeqModel | None = None  # the decoding copy, made at the first translate()
+
+    def decoding_model(self) -> Seq2SeqModel:
+        """The model decoding runs on: a copy of ``model`` with prepacked linear layers
+        (:func:`attnkit.layers.pack_for_inference`), made once. Weights changed after the first
+        ``translate`` are not seen by it: make a new Translator."""
+        if self._packed is None:
+            self._packed = pack_for_inference(self.model)
+        return self._packed
 
     @classmethod
     def load(cls, path: str | Path) -> "Translator":
@@ -127,11 +137,12 @@ class Translator:
         return pieces, torch.stack([w[0] for w in weights])
 
     def _decode(self, src, beam, length_penalty, max_len_ratio, need_attention) -> list[Hypothesis]:
+        model = self.decoding_model()
         if beam == 1:
-            return greedy_decode(self.model, src, max_len_ratio=max_len_ratio, need_attention=need_attention)
+            return greedy_decode(model, src, max_len_ratio=max_len_ratio, need_attention=need_attention)
         from .beam import beam_search
 
-        nbest = beam_search(self.model, src, beam_size=beam, length_penalty=length_penalty,
+        nbest = beam_search(model, src, beam_size=beam, length_penalty=length_penalty,
                             max_len_ratio=max_len_ratio, need_attention=need_attention)
         return [options[0] for options in nbest]
 

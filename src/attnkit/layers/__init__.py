@@ -13,6 +13,7 @@ from .cache import KVCache, StaticKVCache
 from .dropout import Dropout, dropout
 from .feedforward import ACTIVATIONS, FeedForward
 from .multihead import MultiHeadAttention
+from .packed import PackedLinear, can_pack, pack_for_inference
 from .positional import LearnedPositionalEncoding, SinusoidalPositionalEncoding, sinusoidal_table
 from .rnn_attention import LUONG_KINDS, AdditiveAttention, LuongAttention, PreparedMemory
 from .transformer import BlockConfig, BlockOutput, DecoderBlock, DecoderCache, EncoderBlock
@@ -23,4 +24,5 @@ __all__ = [
     "SinusoidalPositionalEncoding", "LearnedPositionalEncoding", "sinusoidal_table",
     "FeedForward", "ACTIVATIONS", "Dropout", "dropout",
     "BlockConfig", "BlockOutput", "DecoderCache", "EncoderBlock", "DecoderBlock",
+    "PackedLinear", "can_pack", "pack_for_inference",
 ]

@@ -12,12 +12,15 @@ is cached raises ``ValueError`` saying which.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
 __all__ = ["KVCache", "StaticKVCache"]
+
+# Positions a new cache has room for before its first doubling.
+_MIN_CAPACITY = 16
 
 
 def _check_pair(k: Tensor, v: Tensor, what: str) -> None:
@@ -32,6 +35,11 @@ def _check_pair(k: Tensor, v: Tensor, what: str) -> None:
         )
 
 
+def _tracked(*tensors: Tensor | None) -> bool:
+    """Whether autograd records operations on any of ``tensors``."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def _describe(t: Tensor) -> str:
     b, h, n, d = t.shape
     return f"(b={b}, h={h}, t={n}, d={d})"
@@ -43,10 +51,15 @@ class KVCache:
 
     Create it empty (``KVCache()``) and hand it to the layer at every step; the first ``append`` fixes
     its batch size, head count and head dims.
+
+    ``keys``/``values`` are views of the first ``t`` positions of buffers with room for more: an append
+    writes only the new positions (the buffers double when full), instead of copying everything cached
+    into a new tensor at every step.
     """
 
     keys: Tensor | None = None
     values: Tensor | None = None
+    _buffers: tuple[Tensor, Tensor] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if (self.keys is None) != (self.values is None):
@@ -61,6 +74,11 @@ class KVCache:
     @property
     def batch_size(self) -> int | None:
         return None if self.keys is None else self.keys.shape[0]
+
+    @property
+    def capacity(self) -> int:
+        """Positions the buffers hold before the next one makes them grow."""
+        return len(self) if not self._owns_views() else self._buffers[0].shape[2]
 
     def check(self, keys: Tensor, values: Tensor) -> None:
         """Raise ``ValueError`` unless ``keys``/``values`` ``(b, h, n, d)`` can be appended."""
@@ -79,21 +97,88 @@ class KVCache:
                     f"cache mismatch: cached {name} are {old.dtype} on {old.device}, new ones {new.dtype} on {new.device}"
                 )
 
+    def _owns_views(self) -> bool:
+        """Whether ``keys``/``values`` are still the views of this cache's buffers (a caller may have
+        assigned other tensors)."""
+        if self._buffers is None or self.keys is None:
+            return False
+        kb, vb = self._buffers
+        return (self.keys.data_ptr() == kb.data_ptr() and self.values.data_ptr() == vb.data_ptr()
+                and self.keys.stride() == kb.stride() and self.values.stride() == vb.stride()
+                and self.keys.shape[2] <= kb.shape[2])
+
+    def _grow(self, need: int, like_k: Tensor, like_v: Tensor) -> None:
+        """Buffers with room for ``need`` positions holding the cached ones."""
+        t = len(self)
+        cap = max(need, 2 * t, _MIN_CAPACITY)
+        b, h, _, d = like_k.shape
+        kb = like_k.new_empty((b, h, cap, d))
+        vb = like_v.new_empty((b, h, cap, like_v.shape[3]))
+        if t:
+            kb[:, :, :t] = self.keys
+            vb[:, :, :t] = self.values
+        self._buffers = (kb, vb)
+
     def append(self, keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
         """Append ``n`` new positions ``(b, h, n, d)`` and return all keys and values ``(b, h, t + n, d)``."""
         self.check(keys, values)
-        if self.keys is None:
-            self.keys, self.values = keys, values
-        else:
-            self.keys = torch.cat([self.keys, keys], dim=2)  # (b, h, t + n, d)
-            self.values = torch.cat([self.values, values], dim=2)  # (b, h, t + n, dv)
+        if _tracked(keys, values, self.keys, self.values):  # autograd: no in-place writes into saved tensors
+            self._buffers = None
+            if self.keys is None:
+                self.keys, self.values = keys, values
+            else:
+                self.keys = torch.cat([self.keys, keys], dim=2)  # (b, h, t + n, d)
+                self.values = torch.cat([self.values, values], dim=2)
+            return self.keys, self.values
+        t, n = len(self), keys.shape[2]
+        if not self._owns_views() or self._buffers[0].shape[2] < t + n:
+            self._grow(t + n, keys, values)
+        kb, vb = self._buffers
+        kb[:, :, t : t + n] = keys
+        vb[:, :, t : t + n] = values
+        self.keys, self.values = kb[:, :, : t + n], vb[:, :, : t + n]  # (b, h, t + n, d)
         return self.keys, self.values
 
+    def select(self, index: Tensor) -> KVCache:
+        """A new cache of batch rows ``index`` (e.g. the surviving hypotheses of a beam search), in that
+        order, with the same room to grow; this one is unchanged."""
+        out = KVCache()
+        if self.keys is None:
+            return out
+        if _tracked(self.keys, self.values):
+            out.keys, out.values = self.keys.index_select(0, index), self.values.index_select(0, index)
+            return out
+        t, m = len(self), index.numel()
+        cap = self.capacity
+        kb = self.keys.new_empty((m, self.keys.shape[1], cap, self.keys.shape[3]))
+        vb = self.values.new_empty((m, self.values.shape[1], cap, self.values.shape[3]))
+        torch.index_select(self.keys, 0, index, out=kb[:, :, :t])  # only the filled positions move
+        torch.index_select(self.values, 0, index, out=vb[:, :, :t])
+        out._buffers = (kb, vb)
+        out.keys, out.values = kb[:, :, :t], vb[:, :, :t]
+        return out
+
     def reorder(self, index: Tensor) -> None:
-        """Keep batch rows ``index`` (e.g. the surviving hypotheses of a beam search), in that order."""
-        if self.keys is not None:
-            self.keys = self.keys.index_select(0, index)  # (len(index), h, t, d)
-            self.values = self.values.index_select(0, index)
+        """Keep batch rows ``index`` (e.g. the surviving hypotheses of a beam search), in that order.
+
+        When the batch keeps its size and most rows stay where they are — in beam search most
+        hypotheses extend the prefix already in their own row — only the rows that change are copied,
+        in place."""
+        if self.keys is None:
+            return
+        n = self.keys.shape[0]
+        if index.numel() == n and self._owns_views() and not _tracked(self.keys, self.values):
+            moved = (index != torch.arange(n, device=index.device)).nonzero().flatten()  # rows that change
+            if moved.numel() == 0:
+                return
+            if 2 * moved.numel() < n:  # reading and writing the moved rows beats copying every row once
+                t, source = len(self), index[moved]
+                for buffer, view in zip(self._buffers, (self.keys, self.values)):
+                    rows = view.index_select(0, source)  # (m, h, t, d), read before anything is written
+                    buffer[:, :, :t].index_copy_(0, moved, rows)
+                return
+        picked = self.select(index)
+        self.keys, self.values, self._buffers = picked.keys, picked.values, picked._buffers
 
 
 @dataclass(frozen=True)

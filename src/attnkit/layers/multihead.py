@@ -90,6 +90,8 @@ class MultiHeadAttention(nn.Module):
         self.k_proj = nn.Linear(self.kdim, d_model, bias=bias)
         self.v_proj = nn.Linear(self.vdim, d_model, bias=bias)
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)
+        # q/k/v of self-attention as one prepacked product, set by layers.packed.pack_for_inference.
+        self.qkv_proj: nn.Module | None = None
 
     # ------------------------------------------------------------------------------------ helpers
 
@@ -99,6 +101,9 @@ class MultiHeadAttention(nn.Module):
 
     def _qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Queries, keys and values of self-attention from one product with the stacked projections."""
+        if self.qkv_proj is not None:
+            q, k, v = self.qkv_proj(x).split(self.d_model, dim=-1)
+            return self._split_heads(q), self._split_heads(k), self._split_heads(v)
         weight = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])  # (3·d_model, d_model)
         bias = None if self.q_proj.bias is None else torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
         q, k, v = F.linear(x, weight, bias).split(self.d_model, dim=-1)  # (b, n, d_model) each
@@ -164,7 +169,8 @@ class MultiHeadAttention(nn.Module):
         check_features("query", query, self.d_model, "d_model")
         b, i, _ = query.shape
         fused = (key is None and value is None and not isinstance(cache, StaticKVCache)
-                 and self.kdim == self.vdim == self.d_model and type(self.q_proj) is nn.Linear)  # not once quantised
+                 and self.kdim == self.vdim == self.d_model
+                 and (self.qkv_proj is not None or type(self.q_proj) is nn.Linear))  # not once quantised
         if fused:  # self-attention: one (d_model → 3·d_model) product instead of three
             q, k, v = self._qkv(query)  # (b, h, i, d) each
         else:

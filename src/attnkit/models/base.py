@@ -21,7 +21,8 @@ __all__ = ["Seq2SeqModel", "DecoderState", "source_mask"]
 
 class DecoderState(Protocol):
     def reorder(self, index: Tensor) -> "DecoderState":
-        """The state of the batch rows ``index`` (for beam search: which hypothesis continues where)."""
+        """The state of the batch rows ``index`` (for beam search: which hypothesis continues where).
+        It may reuse this state's memory: only the returned state is to be used afterwards."""
 
 
 def source_mask(src: Tensor, pad_id: int) -> Tensor:

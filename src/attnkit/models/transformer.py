@@ -20,7 +20,6 @@ from attnkit.layers import (
     DecoderBlock,
     DecoderCache,
     EncoderBlock,
-    KVCache,
     LearnedPositionalEncoding,
     SinusoidalPositionalEncoding,
 )
@@ -44,11 +43,12 @@ class TransformerState:
         return len(self.caches[0])
 
     def reorder(self, index: Tensor) -> "TransformerState":
+        """The state of rows ``index``. The self-attention caches are reordered in place (most rows of a
+        beam search stay where they are and are not copied): use only the returned state afterwards."""
         caches = []
         for c in self.caches:
-            kv = c.self_attn
-            self_attn = KVCache() if kv.keys is None else KVCache(kv.keys.index_select(0, index), kv.values.index_select(0, index))
-            caches.append(DecoderCache(c.memory.reorder(index), self_attn))
+            c.self_attn.reorder(index)
+            caches.append(DecoderCache(c.memory.reorder(index), c.self_attn))
         return TransformerState(self.src_mask.index_select(0, index), caches)
 
 
