@@ -29,7 +29,7 @@ from torch import Tensor
 
 from .masks import fill_value
 from .normalize import get_normalizer
-from .scores import as_scaled_dot, get_score
+from .scores import as_scaled_dot, batched_matmul, get_score
 from .call import AttentionCall, AttentionOutput
 
 __all__ = ["Backend", "BACKENDS", "register_backend", "get_backend", "choose_backend"]
@@ -147,7 +147,7 @@ def _eager_run(q: Tensor, k: Tensor, v: Tensor, call: AttentionCall) -> Attentio
     else:
         weights = get_normalizer(call.normalize)(scores, call.mask, **call.normalize_params)
     dropped = F.dropout(weights, call.dropout) if call.dropout > 0 else weights
-    context = dropped @ v  # (..., i, dv)
+    context = batched_matmul(dropped, v)  # (..., i, dv)
     return AttentionOutput(context, weights if call.need_weights else None)
 
 

@@ -20,9 +20,19 @@ from torch import Tensor
 __all__ = ["dot", "scaled_dot", "cosine", "general", "additive", "SCORES", "ScoreSpec", "get_score", "as_scaled_dot"]
 
 
+def batched_matmul(a: Tensor, b: Tensor) -> Tensor:
+    """``a (..., i, d) @ b (..., d, j)``. With equal batch shapes it is one ``torch.bmm`` over 3-D views:
+    ``torch.matmul`` of 4-D operands copies a transposed ``b`` (keys, ``k.transpose(-2, -1)``) into a
+    contiguous tensor first, which costs more than the product for a decoding step's single query."""
+    if a.dim() > 3 and a.shape[:-2] == b.shape[:-2]:
+        out = torch.bmm(a.reshape(-1, *a.shape[-2:]), b.reshape(-1, *b.shape[-2:]))  # (n, i, j)
+        return out.view(*a.shape[:-2], *out.shape[-2:])
+    return a @ b
+
+
 def dot(q: Tensor, k: Tensor) -> Tensor:
     """Dot-product score ``s_ij = q_i · k_j`` (Luong et al. 2015, eq. 8 "dot")."""
-    return q @ k.transpose(-2, -1)
+    return batched_matmul(q, k.transpose(-2, -1))
 
 
 def scaled_dot(q: Tensor, k: Tensor, scale: float | None = None) -> Tensor:
@@ -33,7 +43,7 @@ def scaled_dot(q: Tensor, k: Tensor, scale: float | None = None) -> Tensor:
     """
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     # Scaling the (i, d) queries is cheaper than scaling the (i, j) scores.
-    return (q * scale) @ k.transpose(-2, -1)
+    return batched_matmul(q * scale, k.transpose(-2, -1))
 
 
 def cosine(q: Tensor, k: Tensor, temperature: float = 1.0, eps: float = 1e-8) -> Tensor:

@@ -138,7 +138,10 @@ class MultiHeadAttention(nn.Module):
         value = key if value is None else value
         check_features("key", key, self.kdim, "kdim")
         check_features("value", value, self.vdim, "vdim")
-        return StaticKVCache(self._split_heads(self.k_proj(key)), self._split_heads(self.v_proj(value)))
+        # Contiguous (b, h, j, d) once here, so that no decoding step copies the head-split views again.
+        keys = self._split_heads(self.k_proj(key)).contiguous()
+        values = self._split_heads(self.v_proj(value)).contiguous()
+        return StaticKVCache(keys, values)
 
     def forward(
         self,
