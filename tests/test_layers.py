@@ -509,6 +509,9 @@ def test_dropout_drops_p_of_the_elements_independently_and_scales_the_rest():
         # neighbours (which share a 64-bit draw) are independent: P(both dropped) = p^2
         both = (~kept[:, :-1] & ~kept[:, 1:]).float().mean().item()
         assert abs(both - p * p) < 2.5e-3
+    for p in (0.01, 0.1, 0.5, 0.9):  # the mask is exactly 0 or 1/(1 - p), as nn.Dropout's
+        values = torch.unique(dropout(torch.ones(200, 200), p))
+        assert values.tolist() == [0.0, torch.tensor(1.0 / (1.0 - p), dtype=torch.float32).item()]
     xg = x.clone().requires_grad_()
     y = dropout(xg, 0.2)
     y.backward(torch.ones_like(y))

@@ -31,25 +31,17 @@ def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
     if not training or p == 0.0 or x.numel() == 0:
         return x
     n = x.numel()
-    words = torch.randint(-(1 << 63), (1 << 63) - 1, ((n + 3) // 4,), dtype=torch.int64, device=x.device)
+    # random_ from the int64 minimum with no upper bound draws all 64 bits (no modulo, unlike randint)
+    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(-(1 << 63), None)
     draws = words.view(torch.int16)[:n].view(x.shape)  # uniform over [-32768, 32767]
-    keep = draws >= round(p * _LEVELS) - _LEVELS // 2  # P(drop) = round(p · 65536) / 65536
-    return _Masked.apply(x, keep, 1.0 / (1.0 - p))
-
-
-class _Masked(torch.autograd.Function):
-    """``x · keep · scale`` and its gradient, each one pass of PyTorch's own dropout kernel."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, keep: Tensor, scale: float) -> Tensor:
-        ctx.save_for_backward(keep)
-        ctx.scale = scale
-        return torch.ops.aten.native_dropout_backward(x, keep, scale)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        (keep,) = ctx.saved_tensors
-        return torch.ops.aten.native_dropout_backward(grad, keep, ctx.scale), None, None
+    threshold = round(p * _LEVELS) - _LEVELS // 2  # kept iff draw >= threshold: P(drop) = round(p · 65536) / 65536
+    # The mask, 0 or s = 1/(1 - p), by arithmetic on the integer-valued draws d: (d - threshold + 1/2)·4s
+    # is >= 2s when d >= threshold and <= -2s otherwise, far beyond float32 rounding (~0.02 here), so
+    # clamping it to [0, s] gives exactly s or 0. Three vectorised passes, where comparing to a bool
+    # mask and multiplying by it converts the bools to floats at every use.
+    scale = 1.0 / (1.0 - p)
+    mask = torch.mul(draws, 4.0 * scale).sub_((threshold - 0.5) * 4.0 * scale).clamp_(0.0, scale)  # float32
+    return x * mask.to(x.dtype)  # autograd keeps the mask for the backward pass: grad · mask
 
 
 class Dropout(nn.Module):
