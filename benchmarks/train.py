@@ -18,7 +18,9 @@ Model FLOPs per step count every matrix product of the forward pass (2·m·n·k:
 scores and weighted sums — the decoder's causal scores as a full t × t matrix, as the kernels compute
 them — and the output layer), times 3 for the backward pass; embeddings, norms and the optimizer count
 nothing. The machine's rate is the median of timed ``(2048 × 2048) @ (2048 × 2048)`` float32 products with
-the same threads. MFU = model FLOPs per second ÷ that rate.
+the same threads, written into one preallocated output (the machine's rate, not the allocator's).
+MFU = model FLOPs per second ÷ that rate. attnkit runs as ``attnkit train`` does, after
+:func:`attnkit.runtime.keep_freed_memory`.
 
 Ends with one JSON line ``{"train_vs_hf": r, "mfu": fraction}`` (attnkit's tokens/s ÷ MarianMT's).
 """
@@ -53,9 +55,9 @@ def matmul_rate(threads: int, repeats: int = 7) -> float:
 
     torch.set_num_threads(threads)
     n = 2048
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.mm(a, b)
-    return 2 * n**3 / statistics.median(time_calls(lambda: torch.mm(a, b), repeats))
+    a, b, out = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
+    torch.mm(a, b, out=out)
+    return 2 * n**3 / statistics.median(time_calls(lambda: torch.mm(a, b, out=out), repeats))
 
 
 def worker(args) -> dict:
@@ -72,6 +74,9 @@ def worker(args) -> dict:
     tgt[:, 0] = 1  # BOS
     tgt_in, tgt_out = tgt[:, :-1], tgt[:, 1:]
     if args.worker == "attnkit":
+        from attnkit.runtime import keep_freed_memory
+
+        keep_freed_memory()  # as the attnkit command does at start
         model = build_model(TransformerConfig(d_model=D, heads=HEADS, encoder_layers=LAYERS, decoder_layers=LAYERS,
                                               ffn_dim=FFN, dropout=DROPOUT), VOCAB, VOCAB)
 

@@ -105,7 +105,8 @@ def _eager_scores(q: Tensor, k: Tensor, call: AttentionCall, grad: bool) -> Tens
     """``score(q, k)``. Without autograd, large ``dot``/``scaled_dot`` scores — the same product as
     ``scores.dot``/``scores.scaled_dot`` — are written into a buffer from :func:`_new_scores_buffer`."""
     params = call.score_params
-    shape = (*torch.broadcast_shapes(q.shape[:-2], k.shape[:-2]), q.shape[-2], k.shape[-2])
+    batch = q.shape[:-2] if q.shape[:-2] == k.shape[:-2] else torch.broadcast_shapes(q.shape[:-2], k.shape[:-2])
+    shape = (*batch, q.shape[-2], k.shape[-2])
     fast = (
         not grad
         and q.device.type == "cpu"

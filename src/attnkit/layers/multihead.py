@@ -208,7 +208,7 @@ class MultiHeadAttention(nn.Module):
                 self._check_cache(cache, b)
                 k, v = cache.append(k, v)  # (b, h, t + n, d)
         j = k.shape[2]
-        if causal:
+        if causal and i > 1:  # one query aligned with the last key sees every key: nothing to mask
             mask = combine_masks(self._head_mask(mask), causal_mask(i, j, device=query.device))
         out = attend(
             q,

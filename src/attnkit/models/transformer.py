@@ -37,6 +37,7 @@ class TransformerState:
 
     src_mask: Tensor
     caches: list[DecoderCache]
+    padded: bool = True  # whether src_mask masks anything (False: attend without a mask)
 
     @property
     def position(self) -> int:
@@ -49,7 +50,13 @@ class TransformerState:
         for c in self.caches:
             c.self_attn.reorder(index)
             caches.append(DecoderCache(c.memory.reorder(index), c.self_attn))
-        return TransformerState(self.src_mask.index_select(0, index), caches)
+        return TransformerState(self.src_mask.index_select(0, index), caches, self.padded)
+
+
+def _masks_something(src_mask: Tensor) -> bool:
+    """False when every source position is a token: attention then needs no mask (the same result,
+    without masking every score)."""
+    return not bool(src_mask.all())
 
 
 class TransformerSeq2Seq(Seq2SeqModel):
@@ -89,7 +96,7 @@ class TransformerSeq2Seq(Seq2SeqModel):
 
     def _memory(self, src: Tensor, src_mask: Tensor, weights: list | None = None) -> Tensor:
         x = self.src_pos(self.src_embed(src) * self.scale)  # (b, s, d)
-        key_mask = src_mask.unsqueeze(1)  # (b, 1, s)
+        key_mask = src_mask.unsqueeze(1) if _masks_something(src_mask) else None  # (b, 1, s)
         for block in self.encoder:
             out = block(x, mask=key_mask, need_weights=weights is not None)
             x = out.hidden
@@ -108,7 +115,7 @@ class TransformerSeq2Seq(Seq2SeqModel):
     def encode(self, src: Tensor, src_mask: Tensor | None = None) -> TransformerState:
         src_mask = self._check_src(src, src_mask)
         memory = self._memory(src, src_mask)
-        return TransformerState(src_mask, [block.new_cache(memory) for block in self.decoder])
+        return TransformerState(src_mask, [block.new_cache(memory) for block in self.decoder], _masks_something(src_mask))
 
     def decode_step(self, state: TransformerState, prev_tokens: Tensor, *, need_attention: bool = False):
         """One target position. The caches in ``state`` grow in place; the same state is returned."""
@@ -116,7 +123,7 @@ class TransformerSeq2Seq(Seq2SeqModel):
         if prev_tokens.shape[0] != state.src_mask.shape[0]:
             raise ValueError(f"prev_tokens has {prev_tokens.shape[0]} rows but the state {state.src_mask.shape[0]}")
         x = self.tgt_pos(self.tgt_embed(prev_tokens[:, None]) * self.scale, offset=state.position)  # (b, 1, d)
-        memory_mask = state.src_mask.unsqueeze(1)  # (b, 1, s)
+        memory_mask = state.src_mask.unsqueeze(1) if state.padded else None  # (b, 1, s)
         maps = []
         for block, cache in zip(self.decoder, state.caches):
             out = block(x, None, memory_mask=memory_mask, cache=cache, need_weights=need_attention)
@@ -137,7 +144,7 @@ class TransformerSeq2Seq(Seq2SeqModel):
 
     def _decode_all(self, memory: Tensor, src_mask: Tensor, tgt_in: Tensor, need_attention: bool):
         x = self.tgt_pos(self.tgt_embed(tgt_in) * self.scale)  # (b, t, d)
-        memory_mask = src_mask.unsqueeze(1)  # (b, 1, s)
+        memory_mask = src_mask.unsqueeze(1) if _masks_something(src_mask) else None  # (b, 1, s)
         cross, own = [], []
         for block in self.decoder:
             out = block(x, memory, memory_mask=memory_mask, need_weights=need_attention)
