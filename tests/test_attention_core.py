@@ -175,12 +175,14 @@ def test_auto_choice_follows_the_documented_rule():
 
 def test_auto_choice_takes_eager_for_short_attention_on_cpu_and_both_agree():
     from attnkit.attention import AttentionCall, choose_backend
-    from attnkit.attention.backends import CPU_EAGER_MAX_KEYS
+    from attnkit.attention.backends import CPU_EAGER_MAX_KEYS, CPU_EAGER_MIN_BLOCKS
 
     call = AttentionCall("scaled_dot", "softmax")
     g = torch.Generator().manual_seed(3)
-    for j, expected in ((24, "eager"), (CPU_EAGER_MAX_KEYS, "eager"), (CPU_EAGER_MAX_KEYS + 1, "sdpa")):
-        q, k, v = (torch.randn(2, 4, 5 if n == "q" else j, 8, generator=g) for n in "qkv")
+    blocks = CPU_EAGER_MIN_BLOCKS
+    for b, j, expected in ((blocks, 24, "eager"), (blocks, CPU_EAGER_MAX_KEYS, "eager"),
+                           (blocks, CPU_EAGER_MAX_KEYS + 1, "sdpa"), (blocks - 1, 24, "sdpa")):
+        q, k, v = (torch.randn(b, 1, 5 if n == "q" else j, 8, generator=g) for n in "qkv")
         assert choose_backend(call, q, k) == expected
         auto = attend(q, k, v).context
         for name in ("eager", "sdpa"):

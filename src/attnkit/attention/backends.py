@@ -192,24 +192,29 @@ def _sdpa_run(q: Tensor, k: Tensor, v: Tensor, call: AttentionCall) -> Attention
 register_backend("sdpa", _sdpa_run, _sdpa_why_not)
 
 
-# On a CPU the fused kernel's fixed cost outweighs its gain below this many keys: measured on this
-# project's machines (2 cores, float32, 4 heads of 64), eager attention is 1.3-2.5x faster for 24-96
-# keys (training, forward + backward) and for decoding steps (1-4 queries over 16-31 keys), and they
-# are even at ~192 keys (benchmarks/attention.py --small-keys measures it).
+# On a CPU the fused kernel's fixed cost per (batch, head) block outweighs its gain for short attention
+# over many blocks. Measured on this project's machines (2 cores, float32, heads of 64): with 256
+# (batch, head) blocks eager attention is 1.6x faster for 24 keys in training (forward + backward),
+# 1.1-3.4x faster for decoding steps (1-4 queries over 16-31 keys), 1.35x faster at 96 keys with 64
+# blocks, and even at 192 keys with 32; with 8 blocks (benchmarks/attention.py's batch of 1) the fused
+# kernel is faster up to ~96 keys.
 CPU_EAGER_MAX_KEYS = 128
+CPU_EAGER_MIN_BLOCKS = 32
 
 
 def choose_backend(call: AttentionCall, query: Tensor | None = None, key: Tensor | None = None) -> str:
     """The rule behind ``backend="auto"``: the fused kernel when it can compute exactly what was asked
     (softmax over a scaled dot product, possibly after the exact rewrite of ``dot``, ``general`` or
     ``cosine``, without weights) and is the faster one; otherwise ``eager``, the only backend that
-    returns weights or handles every normaliser. Given the tensors, short attention on a CPU (at most
-    :data:`CPU_EAGER_MAX_KEYS` keys) goes to ``eager`` too, which is faster there. ``chunked`` is never
+    returns weights or handles every normaliser. Given the tensors, short attention over many blocks on a
+    CPU (at most :data:`CPU_EAGER_MAX_KEYS` keys, at least :data:`CPU_EAGER_MIN_BLOCKS` (batch, head)
+    blocks) goes to ``eager`` too, which is faster there. ``chunked`` is never
     chosen automatically: it trades speed for memory, so it is picked by name for inputs too long for
     the others.
     """
     if _sdpa_why_not(call) is not None:
         return "eager"
-    if query is not None and key is not None and query.device.type == "cpu" and key.shape[-2] <= CPU_EAGER_MAX_KEYS:
+    if (query is not None and key is not None and query.device.type == "cpu" and key.shape[-2] <= CPU_EAGER_MAX_KEYS
+            and math.prod(query.shape[:-2]) >= CPU_EAGER_MIN_BLOCKS):
         return "eager"
     return "sdpa"
