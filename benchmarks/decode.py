@@ -16,6 +16,11 @@ Each (engine, mode) runs in a fresh subprocess: load the model, decode once to w
 memory (``VmHWM``: the model, the libraries and decoding) is reported beside it. The outputs are
 compared token for token with transformers'.
 
+attnkit decodes as its Translator does: after :func:`attnkit.runtime.keep_freed_memory` (which the
+``attnkit`` command calls at start) on :func:`attnkit.layers.pack_for_inference`'s copy of the model.
+Two int8 options can be added, each against the other: ``attnkit-int8`` (PyTorch's dynamic quantisation
+of every ``nn.Linear``) and ``ct2-int8`` (CTranslate2's ``compute_type="int8"``).
+
 Prints a table and ends with one JSON line:
 ``{"beam4_vs_hf": r, "greedy_vs_hf": r, "beam4_vs_ct2": r, "greedy_vs_ct2": r, "same_output_as_hf": f}``
 (ratios are attnkit's sentences/s ÷ the peer's; the fraction is over both modes' sentences).
@@ -55,7 +60,7 @@ def build(folder: Path, args) -> None:
     save_model(model, folder / "attnkit")
     save_tokenizers(folder / "attnkit", tok, tok)
     export_marian(folder / "attnkit", folder / "marian")
-    if "ct2" in args.engines:
+    if {"ct2", "ct2-int8"} & set(args.engines):
         from attnkit.interop.ct2 import export_ctranslate2
 
         export_ctranslate2(folder / "marian", folder / "ct2")
@@ -105,13 +110,14 @@ def worker(args) -> dict:
                 out = model.generate(input_ids=src, attention_mask=src.ne(0), do_sample=False, num_beams=k,
                                      min_new_tokens=steps, max_new_tokens=steps)
             return [row[1:] for row in out.tolist()]  # without the start token
-    elif args.worker == "ct2":
+    elif args.worker in ("ct2", "ct2-int8"):
         import ctranslate2
 
         from attnkit.text import load_tokenizers
 
         tok, _ = load_tokenizers(folder / "attnkit")
-        translator = ctranslate2.Translator(str(folder / "ct2"), device="cpu", inter_threads=1,
+        compute = "int8" if args.worker == "ct2-int8" else "default"  # the float32 model, or quantised at load
+        translator = ctranslate2.Translator(str(folder / "ct2"), device="cpu", compute_type=compute, inter_threads=1,
                                             intra_threads=args.threads)
         pieces = [[tok.id_to_piece(i) for i in row[:-1]] + ["</s>"] for row in sources]
         to_id = {tok.id_to_piece(i): i for i in range(tok.vocab_size)}
@@ -138,7 +144,8 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--engines", default="attnkit,hf,ct2",
-                        help="comma-separated: attnkit, hf, ct2, attnkit-int8 (dynamic int8 quantisation, an option)")
+                        help="comma-separated: attnkit, hf, ct2, and the int8 options attnkit-int8 (PyTorch's dynamic "
+                             "quantisation) and ct2-int8 (CTranslate2's compute_type='int8')")
     parser.add_argument("--json", help="also write every figure to this file")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--mode", help=argparse.SUPPRESS)
@@ -148,15 +155,15 @@ def main(argv=None) -> int:
         print(json.dumps(worker(args)))
         return 0
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
-    unknown = set(engines) - {"attnkit", "hf", "ct2", "attnkit-int8"}
+    unknown = set(engines) - {"attnkit", "hf", "ct2", "attnkit-int8", "ct2-int8"}
     if unknown or "attnkit" not in engines:
-        parser.error(f"--engines must include attnkit and name only attnkit, hf, ct2, attnkit-int8 (got {args.engines!r})")
-    if "ct2" in engines:
+        parser.error(f"--engines must include attnkit and name only attnkit, hf, ct2, attnkit-int8, ct2-int8 (got {args.engines!r})")
+    if {"ct2", "ct2-int8"} & set(engines):
         try:
             import ctranslate2  # noqa: F401
         except ImportError:
             print("ctranslate2 is not installed: skipping it (pip install ctranslate2)", flush=True)
-            engines.remove("ct2")
+            engines = [e for e in engines if not e.startswith("ct2")]
     args.engines = engines
     print(f"load average {os.getloadavg()[0]:.2f}; {args.threads} thread(s); {args.repeats} repeats", flush=True)
     results: dict[tuple[str, str], dict] = {}
