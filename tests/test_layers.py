@@ -22,6 +22,7 @@ from attnkit.layers import (
     PreparedMemory,
     SinusoidalPositionalEncoding,
     StaticKVCache,
+    sinusoidal_table,
 )
 
 # ------------------------------------------------------------------------------ RNN attention helpers
@@ -371,6 +372,14 @@ def test_sinusoidal_encoding_is_the_papers_formula_at_any_offset():
             assert table[p, 2 * k].item() == pytest.approx(math.sin(pos / 10000 ** (2 * k / 6)), abs=1e-6)
             assert table[p, 2 * k + 1].item() == pytest.approx(math.cos(pos / 10000 ** (2 * k / 6)), abs=1e-6)
     assert SinusoidalPositionalEncoding(5)(torch.zeros(1, 2, 5)).shape == (1, 2, 5)  # odd width
+    # rows served from the kept table (growing step by step, as decoding asks) and beyond it are the
+    # function's rows for those positions, exactly
+    pe = SinusoidalPositionalEncoding(8)
+    cap = pe.CACHED_POSITIONS
+    for offset, n in ((0, 1), (1, 1), (70, 3), (0, 200), (cap - 2, 2), (cap - 1, 5), (cap + 10, 4)):
+        expected = sinusoidal_table(torch.arange(offset, offset + n), 8).float()
+        assert torch.equal(pe.encoding(n, offset), expected)
+    assert max(t.shape[0] for t in pe._tables.values()) <= cap
 
 
 def test_learned_encoding_adds_its_rows_and_refuses_positions_beyond_max_len():

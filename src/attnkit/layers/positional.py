@@ -51,11 +51,26 @@ class SinusoidalPositionalEncoding(nn.Module):
             raise ValueError(f"d_model must be positive, got {d_model}")
         self.d_model, self.base = d_model, float(base)
         self.dropout = Dropout(dropout)
+        self._tables: dict[tuple[torch.device, torch.dtype], Tensor] = {}  # rows computed so far, not state
+
+    CACHED_POSITIONS = 4096
 
     def encoding(self, n: int, offset: int = 0, *, device=None, dtype=torch.float32) -> Tensor:
-        """The table rows for positions ``offset … offset + n - 1``: ``(n, d_model)``."""
-        positions = torch.arange(offset, offset + n, device=device)
-        return sinusoidal_table(positions, self.d_model, self.base).to(dtype)
+        """The table rows for positions ``offset … offset + n - 1``: ``(n, d_model)``.
+
+        Rows up to :attr:`CACHED_POSITIONS` come from a table kept per device and dtype (a decoding step
+        asks for one row at a time); each row is what :func:`sinusoidal_table` gives for its position."""
+        stop = offset + n
+        if stop > self.CACHED_POSITIONS:
+            positions = torch.arange(offset, stop, device=device)
+            return sinusoidal_table(positions, self.d_model, self.base).to(dtype)
+        key = (torch.device("cpu") if device is None else torch.device(device), dtype)
+        table = self._tables.get(key)
+        if table is None or table.shape[0] < stop:
+            size = min(max(stop, 64, 2 * (0 if table is None else table.shape[0])), self.CACHED_POSITIONS)
+            table = sinusoidal_table(torch.arange(size, device=device), self.d_model, self.base).to(dtype)
+            self._tables[key] = table
+        return table[offset:stop]
 
     def forward(self, x: Tensor, offset: int = 0) -> Tensor:
         _check_x(x, self.d_model, offset)
