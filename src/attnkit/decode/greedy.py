@@ -10,6 +10,7 @@ from torch import Tensor
 from attnkit.models.base import Seq2SeqModel
 
 from .lengths import max_lengths
+from .select import row_argmax
 
 __all__ = ["Hypothesis", "greedy_decode"]
 
@@ -75,7 +76,7 @@ def greedy_decode(
         logp = torch.log_softmax(logits.float(), -1)  # (rows, V)
         if step < min_len:
             logp[:, cfg.eos_id] = float("-inf")  # after normalising, as transformers does
-        best_logp, best = logp.max(-1)
+        best_logp, best = row_argmax(logp)  # torch.max's result, without its slow index tracking
         scores[rows] += best_logp.double()
         if need_attention:
             att = torch.stack([a[:, :, 0] for a in attention], 1)  # (rows, layers, heads, s)

@@ -1,0 +1,75 @@
+"""The best entries of each row of a wide tensor (log-probabilities over a vocabulary), fast on a CPU.
+
+PyTorch's CPU ``max``/``argmax``/``topk`` along a row of 8,000 floats track indices element by element:
+measured on this project's machines, ``(256, 8000).topk(8)`` takes ~1.9 ms and ``(64, 8000).max(-1)``
+~0.22 ms, while ``amax`` (values only, vectorised) takes 0.05 and 0.02 ms. So the rows are cut into blocks
+of 64: the block maxima come from ``amax``, and only the ``k`` blocks with the largest maxima can hold
+a row's ``k`` largest entries (any entry outside them has ``k`` larger block maxima above it), so the
+index-tracking ``topk`` runs over ``k`` blocks instead of the whole row. A last, shorter block is always
+searched. The result is the same set as ``torch.topk``'s, best first.
+"""
+
+from __future__ import annotations
+
+
+import torch
+from torch import Tensor
+
+__all__ = ["row_argmax", "row_topk"]
+
+# Rows narrower than this go straight to torch (the blocks would not pay for themselves).
+_MIN_WIDTH = 1024
+_BLOCK = 64
+
+
+def _blocks(x: Tensor) -> tuple[int, int]:
+    """Block width and number of whole blocks for rows of ``x``. 64 floats (four AVX-512 vectors) measured
+    fastest for 8,000-wide rows among widths from 50 to 250 (up to 1.6x faster than 80 or 100)."""
+    return _BLOCK, x.shape[-1] // _BLOCK
+
+
+def row_argmax(x: Tensor) -> tuple[Tensor, Tensor]:
+    """``x (r, V)`` → ``(values (r,), indices (r,))`` of each row's maximum; among equal maxima the first,
+    as ``torch.max`` gives it."""
+    if x.dim() != 2:
+        raise ValueError(f"row_argmax expects (rows, width), got shape {tuple(x.shape)}")
+    r, width = x.shape
+    if width < _MIN_WIDTH or not x.is_contiguous():
+        return x.max(-1)
+    block, nb = _blocks(x)
+    whole = x[:, : nb * block].view(r, nb, block)
+    best_block = whole.amax(-1).argmax(-1)  # (r,) the first block holding the row's maximum (small argmax)
+    chosen = whole.gather(1, best_block.view(r, 1, 1).expand(r, 1, block)).view(r, block)
+    inner_value, inner = chosen.max(-1)  # (r,) first maximum within that block
+    index = best_block * block + inner
+    if nb * block < width:  # the tail wins only when strictly larger (it comes after every block)
+        tail_value, tail = x[:, nb * block :].max(-1)
+        later = tail_value > inner_value
+        inner_value = torch.where(later, tail_value, inner_value)
+        index = torch.where(later, nb * block + tail, index)
+    return inner_value, index
+
+
+def row_topk(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """``x (r, V)`` → ``(values (r, k), indices (r, k))``: each row's ``k`` largest entries, largest
+    first — the entries ``torch.topk(x, k, dim=1)`` returns (equal values may come in another order)."""
+    if x.dim() != 2:
+        raise ValueError(f"row_topk expects (rows, width), got shape {tuple(x.shape)}")
+    r, width = x.shape
+    if not 1 <= k <= width:
+        raise ValueError(f"k must be in [1, {width}], got {k}")
+    block, nb = _blocks(x)
+    if width < _MIN_WIDTH or k * block * 4 > width or not x.is_contiguous():
+        return x.topk(k, dim=1)
+    whole = x[:, : nb * block].view(r, nb, block)
+    top_blocks = whole.amax(-1).topk(k, dim=1).indices  # (r, k) blocks holding the k largest entries
+    candidates = whole.gather(1, top_blocks[..., None].expand(r, k, block)).view(r, k * block)
+    tail = nb * block < width
+    if tail:
+        candidates = torch.cat([candidates, x[:, nb * block :]], 1)  # (r, k·block + rest)
+    values, pos = candidates.topk(k, dim=1)  # positions among the candidates
+    in_block = pos < k * block
+    which = top_blocks.gather(1, (pos // block).clamp_max(k - 1))  # the block a position came from
+    index = torch.where(in_block, which * block + pos % block, nb * block + pos - k * block) if tail else (
+        which * block + pos % block)
+    return values, index
