@@ -1,7 +1,7 @@
 """Decoding speed: attnkit against transformers' ``generate`` and CTranslate2, on the same weights, in one run.
 
-    python benchmarks/decode.py                   # 2 threads, 5 timed repeats per engine and mode
-    python benchmarks/decode.py --threads 1 --repeats 9 --engines attnkit,hf
+    python benchmarks/decode.py                   # 2 threads, 3 rounds of 5 timed repeats per engine and mode
+    python benchmarks/decode.py --threads 1 --repeats 9 --rounds 1 --engines attnkit,hf
 
 The model is the one the speed issue describes: a post-norm Transformer, d_model 256, 3 + 3 layers,
 4 heads, FFN 1024, vocabularies of 8,000 (7.7M parameters), random weights from a fixed seed. It is
@@ -12,8 +12,11 @@ saved as an attnkit model folder and exported with attnkit's own exporters to a 
 max_decoding_length = 30``), so every engine does the same work, greedy and with beam 4.
 
 Each (engine, mode) runs in a fresh subprocess: load the model, decode once to warm up, then time
-``--repeats`` decodes and report the median, in sentences per second. The subprocess's peak resident
-memory (``VmHWM``: the model, the libraries and decoding) is reported beside it. The outputs are
+``--repeats`` decodes and report the median, in sentences per second. That is done ``--rounds`` times,
+the engines alternating within each round, because on shared virtual machines a run's speed drifts by
+5-10% from minute to minute: an engine's figure is the median of its rounds, and a ratio is the median
+over rounds of the ratio measured within the round. The subprocess's peak resident memory (``VmHWM``:
+the model, the libraries and decoding; the largest over rounds) is reported beside it. The outputs are
 compared token for token with transformers'.
 
 attnkit decodes as its Translator does: after :func:`attnkit.runtime.keep_freed_memory` (which the
@@ -139,6 +142,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3, help="runs of every engine, alternating (median taken)")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--src-len", type=int, default=20)
     parser.add_argument("--steps", type=int, default=30)
@@ -165,25 +169,32 @@ def main(argv=None) -> int:
             print("ctranslate2 is not installed: skipping it (pip install ctranslate2)", flush=True)
             engines = [e for e in engines if not e.startswith("ct2")]
     args.engines = engines
-    print(f"load average {os.getloadavg()[0]:.2f}; {args.threads} thread(s); {args.repeats} repeats", flush=True)
+    print(f"load average {os.getloadavg()[0]:.2f}; {args.threads} thread(s); {args.rounds} rounds of {args.repeats} repeats",
+          flush=True)
     results: dict[tuple[str, str], dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         build(folder, args)
-        for mode in MODES:
-            for engine in engines:
-                cmd = [sys.executable, __file__, "--worker", engine, "--mode", mode, "--dir", tmp,
-                       "--threads", str(args.threads), "--repeats", str(args.repeats), "--steps", str(args.steps)]
-                env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-                done = subprocess.run(cmd, capture_output=True, text=True, env=env)
-                if done.returncode != 0:
-                    print(done.stderr, file=sys.stderr)
-                    raise SystemExit(f"{engine} {mode} failed")
-                results[engine, mode] = json.loads(done.stdout.strip().splitlines()[-1])
-                r = results[engine, mode]
-                print(f"  {mode:6} {engine:8} {r['sentences_per_s']:8.1f} sentences/s  "
-                      f"(median of {args.repeats}: {r['median'] * 1000:.0f} ms)  peak RSS {r['peak_rss_mib']:.0f} MiB",
-                      flush=True)
+        runs: dict[tuple[str, str], list[dict]] = {}
+        for round_ in range(args.rounds):  # engines alternate, so that a slow spell hits them all alike
+            for mode in MODES:
+                for engine in engines:
+                    cmd = [sys.executable, __file__, "--worker", engine, "--mode", mode, "--dir", tmp,
+                           "--threads", str(args.threads), "--repeats", str(args.repeats), "--steps", str(args.steps)]
+                    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+                    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+                    if done.returncode != 0:
+                        print(done.stderr, file=sys.stderr)
+                        raise SystemExit(f"{engine} {mode} failed")
+                    r = json.loads(done.stdout.strip().splitlines()[-1])
+                    runs.setdefault((engine, mode), []).append(r)
+                    print(f"  round {round_ + 1}  {mode:6} {engine:12} {r['sentences_per_s']:8.1f} sentences/s  "
+                          f"(median of {args.repeats}: {r['median'] * 1000:.0f} ms)  peak RSS {r['peak_rss_mib']:.0f} MiB",
+                          flush=True)
+    for key, rs in runs.items():  # per engine and mode: the median round, the largest peak
+        results[key] = {**rs[0], "sentences_per_s": statistics.median(r["sentences_per_s"] for r in rs),
+                        "per_round": [r["sentences_per_s"] for r in rs],
+                        "peak_rss_mib": max(r["peak_rss_mib"] for r in rs)}
     print(f"\n| mode | engine | sentences/s | attnkit ÷ engine | peak RSS (MiB) | same output as transformers |")
     print("| --- | --- | ---: | ---: | ---: | ---: |")
     figures: dict[str, float] = {}
@@ -192,7 +203,8 @@ def main(argv=None) -> int:
         ours = results["attnkit", mode]
         for engine in engines:
             r = results[engine, mode]
-            ratio = ours["sentences_per_s"] / r["sentences_per_s"]
+            # the median over rounds of the ratio within each round
+            ratio = statistics.median(a / b for a, b in zip(ours["per_round"], r["per_round"]))
             agree = ""
             if "hf" in engines:
                 hf_out = results["hf", mode]["outputs"]

@@ -1,8 +1,8 @@
 """Training speed: attnkit against a Hugging Face MarianMT model of the same shape, in one run, and the
 model FLOPs utilisation against this machine's float32 matmul rate measured in the same run.
 
-    python benchmarks/train.py                    # 2 threads, 30 timed steps per engine
-    python benchmarks/train.py --threads 1 --steps 20
+    python benchmarks/train.py                    # 2 threads, 3 rounds of 30 timed steps per engine
+    python benchmarks/train.py --threads 1 --steps 20 --rounds 1
 
 The shapes are the ones the speed issue names: a Transformer with d_model 256, 3 + 3 layers, 4 heads,
 FFN 1024, vocabularies of 8,000, dropout 0.1, trained on batches of 64 sentences of 24 source tokens →
@@ -12,7 +12,10 @@ counts differ by two LayerNorms. Both run the same step: forward, label-smoothed
 summed over the tokens and divided by their number, backward, gradient clipping at 1.0, fused Adam.
 
 Each engine runs in a fresh subprocess: 3 warm-up steps, then ``--steps`` timed steps; the median step
-time gives target tokens/s, and ``VmHWM`` the process's peak resident memory.
+time gives target tokens/s, and ``VmHWM`` the process's peak resident memory. That is done ``--rounds``
+times, the engines and the matmul-rate measurement alternating, because on shared virtual machines speed
+drifts by 5-10% from minute to minute: a step time is the median of its rounds, the ratio the median over
+rounds of the ratio within each round, the rate the median of its rounds.
 
 Model FLOPs per step count every matrix product of the forward pass (2·m·n·k: projections, attention
 scores and weighted sums — the decoder's causal scores as a full t × t matrix, as the kernels compute
@@ -121,6 +124,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=3, help="runs of every engine, alternating (median taken)")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--src-len", type=int, default=24)
     parser.add_argument("--tgt-len", type=int, default=24)
@@ -135,18 +139,33 @@ def main(argv=None) -> int:
         parser.error(f"--engines must be attnkit or attnkit,hf (got {args.engines!r})")
     print(f"load average {os.getloadavg()[0]:.2f}; {args.threads} thread(s); batch {args.batch} x {args.src_len} -> "
           f"{args.tgt_len}; {args.steps} timed steps", flush=True)
-    rate = matmul_rate(args.threads)
     flops = model_flops(args.batch, args.src_len, args.tgt_len)
-    print(f"float32 matmul rate: {rate / 1e9:.1f} GFLOP/s; model FLOPs per step: {flops / 1e9:.1f} GFLOP", flush=True)
+    runs: dict[str, list[dict]] = {}
+    rates = []
+    for round_ in range(args.rounds):  # the engines and the matmul rate alternate (see the module docstring)
+        rates.append(matmul_rate(args.threads))
+        print(f"round {round_ + 1}: float32 matmul rate {rates[-1] / 1e9:.1f} GFLOP/s", flush=True)
+        for engine in engines:
+            cmd = [sys.executable, __file__, "--worker", engine, "--threads", str(args.threads), "--steps",
+                   str(args.steps), "--batch", str(args.batch), "--src-len", str(args.src_len), "--tgt-len",
+                   str(args.tgt_len)]
+            done = subprocess.run(cmd, capture_output=True, text=True,
+                                  env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
+            if done.returncode != 0:
+                print(done.stderr, file=sys.stderr)
+                raise SystemExit(f"{engine} failed")
+            r = json.loads(done.stdout.strip().splitlines()[-1])
+            runs.setdefault(engine, []).append(r)
+            print(f"  {engine:8} {r['step_seconds'] * 1000:6.0f} ms/step  {r['tokens_per_s']:7,.0f} tokens/s", flush=True)
+    rate = statistics.median(rates)
+    print(f"float32 matmul rate (median): {rate / 1e9:.1f} GFLOP/s; model FLOPs per step: {flops / 1e9:.1f} GFLOP",
+          flush=True)
     results = {}
-    for engine in engines:
-        cmd = [sys.executable, __file__, "--worker", engine, "--threads", str(args.threads), "--steps", str(args.steps),
-               "--batch", str(args.batch), "--src-len", str(args.src_len), "--tgt-len", str(args.tgt_len)]
-        done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
-        if done.returncode != 0:
-            print(done.stderr, file=sys.stderr)
-            raise SystemExit(f"{engine} failed")
-        results[engine] = json.loads(done.stdout.strip().splitlines()[-1])
+    for engine, rs in runs.items():
+        step = statistics.median(r["step_seconds"] for r in rs)
+        results[engine] = {**rs[0], "step_seconds": step, "tokens_per_s": rs[0]["tokens_per_s"] * rs[0]["step_seconds"] / step,
+                           "per_round": [r["tokens_per_s"] for r in rs],
+                           "peak_rss_mib": max(r["peak_rss_mib"] for r in rs)}
     print("\n| engine | parameters | step (ms) | target tokens/s | MFU | peak RSS (MiB) |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for r in results.values():
@@ -154,7 +173,9 @@ def main(argv=None) -> int:
         print(f"| {r['engine']} | {r['parameters']:,} | {r['step_seconds'] * 1000:.0f} | {r['tokens_per_s']:,.0f} | "
               f"{r['mfu']:.1%} | {r['peak_rss_mib']:.0f} |")
     ours = results["attnkit"]
-    line = {"train_vs_hf": round(ours["tokens_per_s"] / results["hf"]["tokens_per_s"], 3) if "hf" in results else None,
+    ratio = (statistics.median(a / b for a, b in zip(ours["per_round"], results["hf"]["per_round"]))
+             if "hf" in results else None)  # the median over rounds of the ratio within each round
+    line = {"train_vs_hf": round(ratio, 3) if ratio is not None else None,
             "mfu": round(ours["mfu"], 3)}
     print(json.dumps(line))
     return 0
