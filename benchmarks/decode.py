@@ -195,7 +195,7 @@ def main(argv=None) -> int:
         results[key] = {**rs[0], "sentences_per_s": statistics.median(r["sentences_per_s"] for r in rs),
                         "per_round": [r["sentences_per_s"] for r in rs],
                         "peak_rss_mib": max(r["peak_rss_mib"] for r in rs)}
-    print(f"\n| mode | engine | sentences/s | attnkit ÷ engine | peak RSS (MiB) | same output as transformers |")
+    print("\n| mode | engine | sentences/s | attnkit ÷ engine | peak RSS (MiB) | same output as transformers |")
     print("| --- | --- | ---: | ---: | ---: | ---: |")
     figures: dict[str, float] = {}
     same = total = 0
