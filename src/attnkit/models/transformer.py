@@ -53,10 +53,10 @@ class TransformerState:
         return TransformerState(self.src_mask.index_select(0, index), caches, self.padded)
 
 
-def _masks_something(src_mask: Tensor) -> bool:
-    """False when every source position is a token: attention then needs no mask (the same result,
-    without masking every score)."""
-    return not bool(src_mask.all())
+def _key_mask(src_mask: Tensor) -> Tensor | None:
+    """The source mask as attention takes it, ``(b, 1, s)``, or None when every source position is a
+    token: attention then needs no mask (the same result, without masking every score)."""
+    return None if bool(src_mask.all()) else src_mask.unsqueeze(1)
 
 
 class TransformerSeq2Seq(Seq2SeqModel):
@@ -94,9 +94,9 @@ class TransformerSeq2Seq(Seq2SeqModel):
             self.output.weight = self.tgt_embed.weight
         self.scale = math.sqrt(c.d_model)
 
-    def _memory(self, src: Tensor, src_mask: Tensor, weights: list | None = None) -> Tensor:
+    def _memory(self, src: Tensor, key_mask: Tensor | None, weights: list | None = None) -> Tensor:
+        """The encoder output over ``src (b, s)``; ``key_mask`` from :func:`_key_mask`."""
         x = self.src_pos(self.src_embed(src) * self.scale)  # (b, s, d)
-        key_mask = src_mask.unsqueeze(1) if _masks_something(src_mask) else None  # (b, 1, s)
         for block in self.encoder:
             out = block(x, mask=key_mask, need_weights=weights is not None)
             x = out.hidden
@@ -109,13 +109,14 @@ class TransformerSeq2Seq(Seq2SeqModel):
         position looks at the others."""
         src_mask = self._check_src(src, src_mask)
         weights: list[Tensor] = []
-        self._memory(src, src_mask, weights)
+        self._memory(src, _key_mask(src_mask), weights)
         return weights
 
     def encode(self, src: Tensor, src_mask: Tensor | None = None) -> TransformerState:
         src_mask = self._check_src(src, src_mask)
-        memory = self._memory(src, src_mask)
-        return TransformerState(src_mask, [block.new_cache(memory) for block in self.decoder], _masks_something(src_mask))
+        key_mask = _key_mask(src_mask)
+        memory = self._memory(src, key_mask)
+        return TransformerState(src_mask, [block.new_cache(memory) for block in self.decoder], key_mask is not None)
 
     def decode_step(self, state: TransformerState, prev_tokens: Tensor, *, need_attention: bool = False):
         """One target position. The caches in ``state`` grow in place; the same state is returned."""
@@ -138,13 +139,13 @@ class TransformerSeq2Seq(Seq2SeqModel):
         the cross-attention of every decoder layer ``[(b, h, t, s)]``."""
         check_tokens("tgt_in", tgt_in, self.tgt_vocab_size, 2)
         src_mask = self._check_src(src, src_mask)
-        memory = self._memory(src, src_mask)
-        logits, cross, _ = self._decode_all(memory, src_mask, tgt_in, need_attention)
+        key_mask = _key_mask(src_mask)
+        logits, cross, _ = self._decode_all(self._memory(src, key_mask), key_mask, tgt_in, need_attention)
         return logits, cross
 
-    def _decode_all(self, memory: Tensor, src_mask: Tensor, tgt_in: Tensor, need_attention: bool):
+    def _decode_all(self, memory: Tensor, memory_mask: Tensor | None, tgt_in: Tensor, need_attention: bool):
+        """Teacher-forced decoder over ``memory``; ``memory_mask`` from :func:`_key_mask`."""
         x = self.tgt_pos(self.tgt_embed(tgt_in) * self.scale)  # (b, t, d)
-        memory_mask = src_mask.unsqueeze(1) if _masks_something(src_mask) else None  # (b, 1, s)
         cross, own = [], []
         for block in self.decoder:
             out = block(x, memory, memory_mask=memory_mask, need_weights=need_attention)
@@ -160,5 +161,6 @@ class TransformerSeq2Seq(Seq2SeqModel):
         how each output position looks at the ones before it."""
         check_tokens("tgt_in", tgt_in, self.tgt_vocab_size, 2)
         src_mask = self._check_src(src, src_mask)
-        return self._decode_all(self._memory(src, src_mask), src_mask, tgt_in, True)[2]
+        key_mask = _key_mask(src_mask)
+        return self._decode_all(self._memory(src, key_mask), key_mask, tgt_in, True)[2]
 
