@@ -1,9 +1,15 @@
-"""What the engine benchmarks (decode.py, train.py) measure alike: call times and the process's peak memory."""
+"""What the engine benchmarks (decode.py, train.py) do alike: time calls, read the process's peak memory,
+run one engine in a fresh worker process, and compare engines round by round."""
 
 from __future__ import annotations
 
+import json
+import os
+import statistics
+import subprocess
+import sys
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 
 def peak_rss_mib() -> float:
@@ -23,3 +29,19 @@ def time_calls(fn: Callable[[], object], repeats: int) -> list[float]:
         fn()
         times.append(time.perf_counter() - start)
     return times
+
+
+def run_worker(script: str, args: Sequence[str], threads: int, what: str) -> dict:
+    """Run ``python script *args`` with ``threads`` OpenMP threads and return the JSON object on its last
+    line of output; on failure print its stderr and stop, naming ``what`` failed."""
+    done = subprocess.run([sys.executable, script, *args], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+    if done.returncode != 0:
+        print(done.stderr, file=sys.stderr)
+        raise SystemExit(f"{what} failed")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def median_ratio(ours: Sequence[float], theirs: Sequence[float]) -> float:
+    """The median over rounds of the ratio measured within each round (``ours[i] / theirs[i]``)."""
+    return statistics.median(a / b for a, b in zip(ours, theirs))

@@ -35,12 +35,11 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from _measure import peak_rss_mib, time_calls  # benchmarks/ is on sys.path when run as a script
+from _measure import median_ratio, peak_rss_mib, run_worker, time_calls  # benchmarks/ is on sys.path when run as a script
 
 SHAPE = dict(d_model=256, heads=4, encoder_layers=3, decoder_layers=3, ffn_dim=1024, dropout=0.1, norm_first=False,
              positions="sinusoidal", tie_output=True)
@@ -179,14 +178,9 @@ def main(argv=None) -> int:
         for round_ in range(args.rounds):  # engines alternate, so that a slow spell hits them all alike
             for mode in MODES:
                 for engine in engines:
-                    cmd = [sys.executable, __file__, "--worker", engine, "--mode", mode, "--dir", tmp,
-                           "--threads", str(args.threads), "--repeats", str(args.repeats), "--steps", str(args.steps)]
-                    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-                    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
-                    if done.returncode != 0:
-                        print(done.stderr, file=sys.stderr)
-                        raise SystemExit(f"{engine} {mode} failed")
-                    r = json.loads(done.stdout.strip().splitlines()[-1])
+                    r = run_worker(__file__, ["--worker", engine, "--mode", mode, "--dir", tmp, "--threads",
+                                              str(args.threads), "--repeats", str(args.repeats), "--steps",
+                                              str(args.steps)], args.threads, f"{engine} {mode}")
                     runs.setdefault((engine, mode), []).append(r)
                     print(f"  round {round_ + 1}  {mode:6} {engine:12} {r['sentences_per_s']:8.1f} sentences/s  "
                           f"(median of {args.repeats}: {r['median'] * 1000:.0f} ms)  peak RSS {r['peak_rss_mib']:.0f} MiB",
@@ -203,8 +197,7 @@ def main(argv=None) -> int:
         ours = results["attnkit", mode]
         for engine in engines:
             r = results[engine, mode]
-            # the median over rounds of the ratio within each round
-            ratio = statistics.median(a / b for a, b in zip(ours["per_round"], r["per_round"]))
+            ratio = median_ratio(ours["per_round"], r["per_round"])
             agree = ""
             if "hf" in engines:
                 hf_out = results["hf", mode]["outputs"]

@@ -34,10 +34,9 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 
-from _measure import peak_rss_mib, time_calls  # benchmarks/ is on sys.path when run as a script
+from _measure import median_ratio, peak_rss_mib, run_worker, time_calls  # benchmarks/ is on sys.path when run as a script
 
 D, HEADS, LAYERS, FFN, VOCAB, DROPOUT = 256, 4, 3, 1024, 8000, 0.1
 
@@ -146,15 +145,9 @@ def main(argv=None) -> int:
         rates.append(matmul_rate(args.threads))
         print(f"round {round_ + 1}: float32 matmul rate {rates[-1] / 1e9:.1f} GFLOP/s", flush=True)
         for engine in engines:
-            cmd = [sys.executable, __file__, "--worker", engine, "--threads", str(args.threads), "--steps",
-                   str(args.steps), "--batch", str(args.batch), "--src-len", str(args.src_len), "--tgt-len",
-                   str(args.tgt_len)]
-            done = subprocess.run(cmd, capture_output=True, text=True,
-                                  env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
-            if done.returncode != 0:
-                print(done.stderr, file=sys.stderr)
-                raise SystemExit(f"{engine} failed")
-            r = json.loads(done.stdout.strip().splitlines()[-1])
+            r = run_worker(__file__, ["--worker", engine, "--threads", str(args.threads), "--steps", str(args.steps),
+                                      "--batch", str(args.batch), "--src-len", str(args.src_len), "--tgt-len",
+                                      str(args.tgt_len)], args.threads, engine)
             runs.setdefault(engine, []).append(r)
             print(f"  {engine:8} {r['step_seconds'] * 1000:6.0f} ms/step  {r['tokens_per_s']:7,.0f} tokens/s", flush=True)
     rate = statistics.median(rates)
@@ -173,8 +166,7 @@ def main(argv=None) -> int:
         print(f"| {r['engine']} | {r['parameters']:,} | {r['step_seconds'] * 1000:.0f} | {r['tokens_per_s']:,.0f} | "
               f"{r['mfu']:.1%} | {r['peak_rss_mib']:.0f} |")
     ours = results["attnkit"]
-    ratio = (statistics.median(a / b for a, b in zip(ours["per_round"], results["hf"]["per_round"]))
-             if "hf" in results else None)  # the median over rounds of the ratio within each round
+    ratio = median_ratio(ours["per_round"], results["hf"]["per_round"]) if "hf" in results else None
     line = {"train_vs_hf": round(ratio, 3) if ratio is not None else None,
             "mfu": round(ours["mfu"], 3)}
     print(json.dumps(line))
