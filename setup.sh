@@ -4,6 +4,7 @@
 # - a virtual environment with the package installed in editable mode and the given extras;
 # - torch pinned by constraints.txt to the CPU build that installs in seconds on the project's machines;
 # - a font with Chinese glyphs for the plots (Debian/Ubuntu, as root), if none is installed;
+# - a C++ compiler (same conditions), and attnkit's CPU decoding kernels compiled with it (python -m attnkit.native);
 # - with the dev extra, Chromium for the browser test of the HTML report (same conditions).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -14,6 +15,9 @@ python3 -m venv .venv
 system_packages=()
 if ! fc-list :lang=zh 2>/dev/null | grep -q .; then
     system_packages+=(fonts-wqy-microhei fontconfig)
+fi
+if ! command -v c++ >/dev/null 2>&1 && ! command -v g++ >/dev/null 2>&1; then
+    system_packages+=(g++)
 fi
 if [[ ",${extras}," == *",dev,"* ]] && ! command -v chromium >/dev/null 2>&1; then
     system_packages+=(chromium)
@@ -27,3 +31,5 @@ if (( ${#system_packages[@]} )); then
         echo "setup: please install ${system_packages[*]} with your system's package manager" >&2
     fi
 fi
+# The compiled decoding kernels (~20 s, once per machine): without them attnkit decodes the same, slower.
+.venv/bin/python -m attnkit.native || echo "setup: continuing without the compiled kernels" >&2

@@ -348,6 +348,26 @@ def test_cache_buffers_grow_and_reorder_like_concatenation_and_gather():
     assert torch.equal(cache.keys, before)
 
 
+def test_cache_reserve_allocates_once_and_keeps_the_contents():
+    g = torch.Generator().manual_seed(6)
+    cache = KVCache()
+    cache.reserve(50)
+    k, v = torch.randn(3, 2, 4, 5, generator=g), torch.randn(3, 2, 4, 5, generator=g)
+    cache.append(k, v)
+    assert cache.capacity == 50
+    buffer = cache._buffers[0].data_ptr()
+    for _ in range(46):  # up to the reserved 50 positions: never a new buffer
+        cache.append(torch.randn(3, 2, 1, 5, generator=g), torch.randn(3, 2, 1, 5, generator=g))
+    assert len(cache) == 50 and cache._buffers[0].data_ptr() == buffer
+    assert torch.equal(cache.keys[:, :, :4], k) and torch.equal(cache.values[:, :, :4], v)
+    assert cache.select(torch.tensor([2, 0])).capacity == 50
+    before = cache.keys.clone()
+    cache.reserve(80)  # more room later: the cached positions move into the larger buffers
+    assert cache.capacity == 80 and torch.equal(cache.keys, before)
+    with pytest.raises(ValueError, match="positions"):
+        cache.reserve(-1)
+
+
 def test_cache_under_autograd_keeps_gradients_flowing():
     x = torch.randn(2, 2, 1, 3, requires_grad=True)
     cache = KVCache()
@@ -561,6 +581,28 @@ def test_packed_linear_matches_f_linear_for_any_row_count_and_falls_back_for_aut
     assert torch.allclose(x.grad, ref_x.grad)
     with pytest.raises(ValueError, match="48"):
         packed(torch.randn(2, 47))
+
+
+@packed_only
+def test_packed_linear_with_relu_equals_relu_of_the_product():
+    from attnkit.layers import FeedForward, PackedLinear, pack_for_inference
+
+    g = torch.Generator().manual_seed(3)
+    lin = nn.Linear(32, 64)
+    fused = PackedLinear.from_linear(lin, relu=True)
+    x = torch.randn(5, 7, 32, generator=g)
+    with torch.no_grad():
+        ref = nn.functional.relu(nn.functional.linear(x, lin.weight, lin.bias))
+        assert (fused(x) - ref).abs().max() <= 1e-5 * ref.abs().max() and bool((fused(x) >= 0).all())
+    x.requires_grad_(True)
+    assert torch.allclose(fused(x), ref)  # autograd: the plain product, then relu
+    ffn = FeedForward(32, 64, activation="relu").eval()
+    packed = pack_for_inference(ffn)
+    assert packed.fused_activation and packed.linear1.relu and not ffn.fused_activation
+    with torch.no_grad():
+        torch.testing.assert_close(packed(x), ffn(x), rtol=1e-5, atol=1e-5)
+    gelu = pack_for_inference(FeedForward(32, 64, activation="gelu"))
+    assert not gelu.fused_activation  # only ReLU is fused (it is exact)
 
 
 @packed_only

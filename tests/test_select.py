@@ -40,3 +40,22 @@ def test_errors_name_the_argument():
         row_argmax(torch.zeros(3))
     with pytest.raises(ValueError, match="k must be"):
         row_topk(torch.zeros(2, 5), 6)
+
+
+@pytest.mark.parametrize("inference", [True, False])  # the compiled kernel (when built) and PyTorch
+def test_top_log_probs_are_the_best_log_softmax_entries(inference):
+    from attnkit.decode.select import top_log_probs
+
+    g = torch.Generator().manual_seed(4)
+    logits = torch.randn(40, 8000, generator=g) * 3
+    logp = torch.log_softmax(logits, -1)
+    blocked = logp.clone()
+    blocked[:, 2] = float("-inf")
+    with torch.inference_mode(inference):
+        for n, block, ref in ((1, None, logp), (8, None, logp), (1, 2, blocked), (8, 2, blocked)):
+            values, index = top_log_probs(logits, n, block)
+            ref_values, ref_index = ref.topk(n, dim=1)
+            assert torch.equal(index, ref_index)
+            torch.testing.assert_close(values, ref_values, rtol=0, atol=2e-6)
+    with pytest.raises(ValueError, match="n must be"):
+        top_log_probs(logits[:, :3], 3, 0)

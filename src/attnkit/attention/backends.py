@@ -202,7 +202,86 @@ CPU_EAGER_MAX_KEYS = 128
 CPU_EAGER_MIN_BLOCKS = 32
 
 
-def choose_backend(call: AttentionCall, query: Tensor | None = None, key: Tensor | None = None) -> str:
+# ---------------------------------------------------------------------------------------------- native
+
+
+# Queries per (batch, head) block up to which the compiled kernel is used: a decoding step has one per
+# row (self-attention) or the beam's k per sentence (grouped cross-attention). Measured on this
+# project's machines over 1,024 blocks of 15-30 keys: 2.4-2.9x faster than ``eager`` with 1 query, 2.5x
+# with 4 (64 x 4 blocks of 21 keys).
+NATIVE_MAX_QUERIES = 8
+
+
+def _native_why_not(call: AttentionCall) -> str | None:
+    if call.need_weights:
+        return "the compiled kernel does not return attention weights (use backend='eager' for weights)"
+    if call.normalize != "softmax" or call.normalize_params:
+        return f"the compiled kernel computes softmax only, not normalize={call.normalize!r}"
+    if call.score not in ("scaled_dot", "dot") or set(call.score_params) - ({"scale"} if call.score == "scaled_dot" else set()):
+        name = call.score if isinstance(call.score, str) else "a custom callable"
+        return f"the compiled kernel computes (scaled) dot-product scores only, not score {name!r} with {sorted(call.score_params)}"
+    if isinstance(call.score_params.get("scale"), Tensor):
+        return "the compiled kernel takes a number as scale, not a tensor"
+    if call.dropout > 0:
+        return "the compiled kernel is for inference: no dropout"
+    return None
+
+
+def _native_key_mask(q: Tensor, k: Tensor, mask: Tensor | None) -> tuple[bool, Tensor | None]:
+    """``(fits, key_mask (n, t))``: the kernel takes a mask over keys only, the same for every head and query."""
+    if mask is None:
+        return True, None
+    n, t = q.shape[0], k.shape[2]
+    if mask.dtype != torch.bool or mask.dim() != 4 or mask.shape[1:3] != (1, 1) or mask.shape[3] != t or mask.shape[0] not in (1, n):
+        return False, None
+    return True, mask[:, 0, 0, :].expand(n, t)
+
+
+def _native_tensor_why_not(q: Tensor, k: Tensor, v: Tensor, call: AttentionCall) -> str | None:
+    if not torch.is_inference_mode_enabled():
+        return "the compiled kernel is for inference: run under torch.inference_mode()"
+    if q.device.type != "cpu" or q.dtype != torch.float32:
+        return f"the compiled kernel takes float32 CPU tensors, got {q.dtype} on {q.device}"
+    if q.dim() != 4:
+        return f"the compiled kernel takes (batch, heads, positions, dim) tensors, got {q.dim()}-D"
+    if q.stride(-1) != 1 or k.stride(-1) != 1 or v.stride(-1) != 1:
+        return "the compiled kernel needs the last axis of q, k and v contiguous"
+    if not _native_key_mask(q, k, call.mask)[0]:
+        return "the compiled kernel takes a mask over keys only, (batch or 1, 1, 1, keys)"
+    return None
+
+
+def _native_run(q: Tensor, k: Tensor, v: Tensor, call: AttentionCall) -> AttentionOutput:
+    from attnkit import native
+
+    reason = _native_tensor_why_not(q, k, v, call)
+    if reason is not None:
+        raise ValueError(f"backend 'native' cannot compute this attention: {reason}")
+    if not native.available():
+        raise ValueError("backend 'native' is not available: the compiled kernels could not be built (see the warning)")
+    if call.score == "dot":
+        scale = 1.0
+    else:
+        scale = call.score_params.get("scale")
+        scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    return AttentionOutput(native.decode_attention(q, k, v, _native_key_mask(q, k, call.mask)[1], scale), None)
+
+
+register_backend("native", _native_run, _native_why_not)
+
+
+def _native_fits(call: AttentionCall, query: Tensor, key: Tensor, value: Tensor | None) -> bool:
+    """Whether ``auto`` takes the compiled kernel: a decoding step's attention (few queries per block),
+    in inference, when the kernels are built. Checked last, so that nothing else triggers a build."""
+    from attnkit import native
+
+    return (value is not None and query.dim() == 4 and query.shape[-2] <= NATIVE_MAX_QUERIES
+            and _native_why_not(call) is None and _native_tensor_why_not(query, key, value, call) is None
+            and native.available())
+
+
+def choose_backend(call: AttentionCall, query: Tensor | None = None, key: Tensor | None = None,
+                   value: Tensor | None = None) -> str:
     """The rule behind ``backend="auto"``: the fused kernel when it can compute exactly what was asked
     (softmax over a scaled dot product, possibly after the exact rewrite of ``dot``, ``general`` or
     ``cosine``, without weights) and is the faster one; otherwise ``eager``, the only backend that
@@ -212,6 +291,8 @@ def choose_backend(call: AttentionCall, query: Tensor | None = None, key: Tensor
     chosen automatically: it trades speed for memory, so it is picked by name for inputs too long for
     the others.
     """
+    if query is not None and key is not None and _native_fits(call, query, key, value):
+        return "native"
     if _sdpa_why_not(call) is not None:
         return "eager"
     if (query is not None and key is not None and query.device.type == "cpu" and key.shape[-2] <= CPU_EAGER_MAX_KEYS

@@ -62,7 +62,7 @@ def attend(
         normalize_params=dict(normalize_params or {}),
     )
     _validate(query, key, value, call)
-    name = choose_backend(call, query, key) if backend == "auto" else backend
+    name = choose_backend(call, query, key, value) if backend == "auto" else backend
     chosen = get_backend(name)
     reason = chosen.why_not(call)
     if reason is not None:

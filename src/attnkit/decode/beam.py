@@ -45,11 +45,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from attnkit.models.base import Seq2SeqModel
+from attnkit.models.base import Seq2SeqModel, reserve_steps
 
 from .greedy import Hypothesis, check_min_len
 from .lengths import gnmt_length_penalty, max_lengths
-from .select import row_topk
+from .select import top_log_probs
 
 __all__ = ["beam_search"]
 
@@ -171,10 +171,7 @@ def _row_best(logits: Tensor, n: int, eos_id: int, block_eos: bool) -> tuple[Ten
     """The ``n`` best log-probs of every row of ``logits (r, V)`` and their tokens, best first.
     ``block_eos`` gives EOS -inf after normalising (the other log-probs are not renormalised, as in
     transformers)."""
-    logp = torch.log_softmax(logits.float(), -1)  # one fused kernel (torch.logsumexp takes several passes)
-    if block_eos:
-        logp[:, eos_id] = NEG_INF
-    return row_topk(logp, min(n, logp.shape[-1]))  # (r, n): torch.topk's entries, faster on a CPU
+    return top_log_probs(logits, min(n, logits.shape[-1] - block_eos), eos_id if block_eos else None)  # (r, n)
 
 
 def _prune(top: _Top, k: int, eos_id: int) -> Tensor:
@@ -268,6 +265,7 @@ def beam_search(
     # The first step has one live prefix (BOS) per sentence: it runs on B rows, and the k rows per
     # sentence are made when the state is reordered after it.
     state = model.encode(src, src_mask)
+    reserve_steps(state, T)  # the caches allocated once for the longest output
     alive, done = _start(B, k, device), _Finished.empty(B, n_best, T, device)
     for t in range(T):
         prev = alive.tokens[:, -1] if t else torch.full((B,), cfg.bos_id, device=device)

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from attnkit.models.base import Seq2SeqModel
+from attnkit.models.base import Seq2SeqModel, reserve_steps
 
 from .lengths import max_lengths
-from .select import row_argmax
+from .select import top_log_probs
 
 __all__ = ["Hypothesis", "greedy_decode"]
 
@@ -69,14 +69,14 @@ def greedy_decode(
     if T == 0:
         return [Hypothesis([], 0.0, None) for _ in range(b)]
     state = model.encode(src, src_mask)
+    reserve_steps(state, T)  # the caches allocated once for the longest output
     rows = torch.arange(b, device=src.device)  # the sentences still in the decoder state
     prev = torch.full((b,), cfg.bos_id, dtype=torch.long, device=src.device)
     for step in range(T):
         logits, state, attention = model.decode_step(state, prev, need_attention=need_attention)
-        logp = torch.log_softmax(logits.float(), -1)  # (rows, V)
-        if step < min_len:
-            logp[:, cfg.eos_id] = float("-inf")  # after normalising, as transformers does
-        best_logp, best = row_argmax(logp)  # torch.max's result, without its slow index tracking
+        # The most likely token and its log-prob (rows,); EOS gets -inf after normalising before min_len,
+        # as transformers does.
+        best_logp, best = (x[:, 0] for x in top_log_probs(logits, 1, cfg.eos_id if step < min_len else None))
         scores[rows] += best_logp.double()
         if need_attention:
             att = torch.stack([a[:, :, 0] for a in attention], 1)  # (rows, layers, heads, s)

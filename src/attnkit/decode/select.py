@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["row_argmax", "row_topk"]
+__all__ = ["row_argmax", "row_topk", "top_log_probs"]
 
 # Rows narrower than this go straight to torch (the blocks would not pay for themselves).
 _MIN_WIDTH = 1024
@@ -68,3 +68,30 @@ def row_topk(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
     index = torch.where(in_block, which * block + pos % block, nb * block + pos - k * block) if tail else (
         which * block + pos % block)
     return values, index
+
+
+def top_log_probs(logits: Tensor, n: int, blocked: int | None = None) -> tuple[Tensor, Tensor]:
+    """``logits (r, V)`` → ``(values (r, n), tokens (r, n))``: the ``n`` best entries of each row's
+    ``log_softmax``, best first; token ``blocked`` is given -inf after normalising (the others are not
+    renormalised, as in transformers). Under ``torch.inference_mode`` on a CPU, one pass of the compiled
+    kernel (:func:`attnkit.native.log_softmax_topk`) when it is built; otherwise ``log_softmax`` then
+    :func:`row_argmax` / :func:`row_topk`. Among equal entries the lower token comes first (the compiled
+    kernel, and ``row_argmax``; ``row_topk`` may order equal values otherwise)."""
+    from attnkit import native
+
+    if logits.dim() != 2:
+        raise ValueError(f"top_log_probs expects (rows, vocabulary), got shape {tuple(logits.shape)}")
+    width = logits.shape[1]
+    usable = width - (blocked is not None and 0 <= blocked < width)
+    if not 1 <= n <= usable:
+        raise ValueError(f"n must be in [1, {usable}], got {n}")
+    if (torch.is_inference_mode_enabled() and logits.device.type == "cpu" and logits.dtype == torch.float32
+            and native.available()):
+        return native.log_softmax_topk(logits, n, -1 if blocked is None else blocked)
+    logp = torch.log_softmax(logits.float(), -1)  # one fused kernel (torch.logsumexp takes several passes)
+    if blocked is not None:
+        logp[:, blocked] = float("-inf")
+    if n == 1:
+        value, index = row_argmax(logp)
+        return value[:, None], index[:, None]
+    return row_topk(logp, n)

@@ -60,6 +60,7 @@ class KVCache:
     keys: Tensor | None = None
     values: Tensor | None = None
     _buffers: tuple[Tensor, Tensor] | None = field(default=None, init=False, repr=False, compare=False)
+    _room: int = field(default=0, init=False, repr=False, compare=False)  # positions to allocate at least
 
     def __post_init__(self) -> None:
         if (self.keys is None) != (self.values is None):
@@ -107,10 +108,21 @@ class KVCache:
                 and self.keys.stride() == kb.stride() and self.values.stride() == vb.stride()
                 and self.keys.shape[2] <= kb.shape[2])
 
-    def _grow(self, need: int, like_k: Tensor, like_v: Tensor) -> None:
-        """Buffers with room for ``need`` positions holding the cached ones."""
+    def reserve(self, positions: int) -> None:
+        """Make room for ``positions`` cached positions in all, so that appending up to that many never
+        grows the buffers (a decoder that knows its longest output calls this before the first step)."""
+        if isinstance(positions, bool) or not isinstance(positions, int) or positions < 0:
+            raise ValueError(f"positions must be a non-negative integer, got {positions!r}")
+        self._room = max(self._room, positions)
+        if self.keys is not None and not _tracked(self.keys, self.values) and self.capacity < positions:
+            self._grow(positions, self.keys, self.values, exact=True)
+            t = len(self)
+            self.keys, self.values = self._buffers[0][:, :, :t], self._buffers[1][:, :, :t]
+
+    def _grow(self, need: int, like_k: Tensor, like_v: Tensor, exact: bool = False) -> None:
+        """Buffers with room for ``need`` positions (``exact``: just that many) holding the cached ones."""
         t = len(self)
-        cap = max(need, 2 * t, _MIN_CAPACITY)
+        cap = need if exact else max(need, 2 * t, _MIN_CAPACITY, self._room)
         b, h, _, d = like_k.shape
         kb = like_k.new_empty((b, h, cap, d))
         vb = like_v.new_empty((b, h, cap, like_v.shape[3]))
@@ -143,6 +155,7 @@ class KVCache:
         """A new cache of batch rows ``index`` (e.g. the surviving hypotheses of a beam search), in that
         order, with the same room to grow; this one is unchanged."""
         out = KVCache()
+        out._room = self._room
         if self.keys is None:
             return out
         if _tracked(self.keys, self.values):

@@ -49,12 +49,17 @@ class FeedForward(nn.Module):
         self.linear1 = nn.Linear(d_model, d_ff, bias=bias)
         self.linear2 = nn.Linear(d_ff, d_model, bias=bias)
         self.dropout = Dropout(dropout)
+        # True when linear1 applies the activation itself (layers.packed.pack_for_inference fuses ReLU).
+        self.fused_activation = False
 
     def forward(self, x: Tensor) -> Tensor:
         if not isinstance(x, Tensor) or x.shape[-1] != self.d_model:
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"FeedForward expects (..., d_model={self.d_model}), got {shape}")
-        return self.linear2(self.dropout(self.activation(self.linear1(x))))  # (b, n, d)
+        h = self.linear1(x)  # (b, n, f)
+        if not self.fused_activation:
+            h = self.activation(h)
+        return self.linear2(self.dropout(h))  # (b, n, d)
 
     def extra_repr(self) -> str:
         return f"activation={self.activation_name!r}"

@@ -40,7 +40,7 @@ class PackedLinear(nn.Module):
     ``rows`` is a hint of how many rows the products will have (it picks the blocking, not a limit).
     """
 
-    def __init__(self, weight: Tensor, bias: Tensor | None = None, *, rows: int = 64) -> None:
+    def __init__(self, weight: Tensor, bias: Tensor | None = None, *, rows: int = 64, relu: bool = False) -> None:
         super().__init__()
         if weight.dim() != 2:
             raise ValueError(f"PackedLinear: weight must be (out, in), got shape {tuple(weight.shape)}")
@@ -51,34 +51,41 @@ class PackedLinear(nn.Module):
         if not can_pack():
             raise RuntimeError("PackedLinear needs PyTorch built with oneDNN (torch.backends.mkldnn.is_available())")
         self.in_features, self.out_features = weight.shape[1], weight.shape[0]
+        self.rows, self.relu = int(rows), bool(relu)
         self.weight = nn.Parameter(weight.detach(), requires_grad=False)  # shared with the caller's tensor
         self.bias = None if bias is None else nn.Parameter(bias.detach(), requires_grad=False)
         with torch.no_grad():
             self._packed = torch.ops.mkldnn._reorder_linear_weight(self.weight.contiguous(), int(rows))
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, *, rows: int = 64) -> PackedLinear:
-        return cls(linear.weight, linear.bias, rows=rows)
+    def from_linear(cls, linear: nn.Linear, *, rows: int = 64, relu: bool = False) -> PackedLinear:
+        return cls(linear.weight, linear.bias, rows=rows, relu=relu)
 
     def forward(self, x: Tensor) -> Tensor:
-        """``x (..., in)`` → ``(..., out)``."""
+        """``x (..., in)`` → ``(..., out)``; with ``relu=True``, ``relu(x Wᵀ + b)`` in the same pass."""
         if x.shape[-1] != self.in_features:
             raise ValueError(f"PackedLinear: input has {x.shape[-1]} features, the layer takes {self.in_features}")
         if (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)) or x.dtype != torch.float32:
-            return F.linear(x, self.weight, self.bias)
-        return torch.ops.mkldnn._linear_pointwise(x, self._packed, self.bias, "none", [], "")
+            y = F.linear(x, self.weight, self.bias)
+            return F.relu(y) if self.relu else y
+        return torch.ops.mkldnn._linear_pointwise(x, self._packed, self.bias, "relu" if self.relu else "none", [], "")
 
     def __deepcopy__(self, memo):  # the packed tensor is opaque: pack the copy again
-        return PackedLinear(copy.deepcopy(self.weight, memo), copy.deepcopy(self.bias, memo))
+        return PackedLinear(copy.deepcopy(self.weight, memo), copy.deepcopy(self.bias, memo), rows=self.rows,
+                            relu=self.relu)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, packed"
+        relu = ", relu" if self.relu else ""
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+                f"packed{relu}")
 
 
 def pack_for_inference(model: nn.Module, *, rows: int = 64) -> nn.Module:
     """A copy of ``model`` in eval mode, without gradients, with its float32 CPU ``nn.Linear`` layers
     packed (:class:`PackedLinear`) and each self-attention's q/k/v projections packed as one product
-    (``MultiHeadAttention.qkv_proj``). ``model`` itself is unchanged. Without oneDNN the copy is plain."""
+    (``MultiHeadAttention.qkv_proj``), a ReLU feed-forward's activation computed by its first product
+    (``FeedForward.fused_activation``). ``model`` itself is unchanged. Without oneDNN the copy is plain."""
+    from .feedforward import FeedForward
     from .multihead import MultiHeadAttention
 
     if not isinstance(model, nn.Module):
@@ -98,6 +105,9 @@ def pack_for_inference(model: nn.Module, *, rows: int = 64) -> nn.Module:
             biases = [module.q_proj.bias, module.k_proj.bias, module.v_proj.bias]
             bias = None if any(b is None for b in biases) else torch.cat(biases)
             module.qkv_proj = PackedLinear(weight, bias, rows=rows)
+        if isinstance(module, FeedForward) and module.activation_name == "relu" and packable(module.linear1):
+            module.linear1 = PackedLinear.from_linear(module.linear1, rows=rows, relu=True)  # relu in the product
+            module.fused_activation = True
         for name, child in list(module.named_children()):
             if packable(child):
                 setattr(module, name, PackedLinear.from_linear(child, rows=rows))

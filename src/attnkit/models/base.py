@@ -16,13 +16,23 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Seq2SeqModel", "DecoderState", "source_mask"]
+__all__ = ["Seq2SeqModel", "DecoderState", "reserve_steps", "source_mask"]
 
 
 class DecoderState(Protocol):
     def reorder(self, index: Tensor) -> "DecoderState":
         """The state of the batch rows ``index`` (for beam search: which hypothesis continues where).
         It may reuse this state's memory: only the returned state is to be used afterwards."""
+
+    # Optional: ``reserve(steps)``, room for ``steps`` more decoding steps allocated at once (the decoders
+    # call it when the state has it, before the first step).
+
+
+def reserve_steps(state: DecoderState, steps: int) -> None:
+    """Call ``state.reserve(steps)`` when the state offers it (a Transformer's caches); else nothing."""
+    reserve = getattr(state, "reserve", None)
+    if callable(reserve):
+        reserve(steps)
 
 
 def source_mask(src: Tensor, pad_id: int) -> Tensor:

@@ -43,6 +43,11 @@ class TransformerState:
     def position(self) -> int:
         return len(self.caches[0])
 
+    def reserve(self, steps: int) -> None:
+        """Room in the self-attention caches for ``steps`` more positions (see :meth:`KVCache.reserve`)."""
+        for c in self.caches:
+            c.self_attn.reserve(len(c.self_attn) + steps)
+
     def reorder(self, index: Tensor) -> "TransformerState":
         """The state of rows ``index``. The self-attention caches are reordered in place (most rows of a
         beam search stay where they are and are not copied): use only the returned state afterwards."""

@@ -1,0 +1,128 @@
+"""attnkit's compiled CPU kernels for decoding (``kernels.cpp``), built on this machine on first use.
+
+A decoding step runs a few hundred small PyTorch operations on tensors of 64-256 rows; each pays a
+dispatch, a pass over memory and a fork/join of the thread pool. Three kernels do the same work in one
+pass each, threaded by ATen's own pool:
+
+- :func:`decode_attention`: softmax attention of a few queries over cached keys/values (a decoding step's
+  self- and cross-attention) — what two batched products, a scaling and a softmax do;
+- :func:`log_softmax_topk`: the ``k`` largest log-softmax entries of each row of logits, and their
+  indices — what ``log_softmax`` then ``topk``/``argmax`` do, without writing the normalised row;
+- :func:`add_layer_norm`: ``LayerNorm(x + y)``, a post-norm Transformer's residual step.
+
+They compute the same functions as the PyTorch operations, summed in another order (differences of a few
+ulp; the tests compare them with PyTorch). They are used only where they apply — float32 CPU tensors
+without autograd — and only when the extension builds: it is compiled with PyTorch's own
+``torch.utils.cpp_extension`` (a C++ compiler and ``ninja`` are needed; ~20 s, once per machine and PyTorch
+version, cached under ``~/.cache/attnkit/native`` or ``$ATTNKIT_NATIVE_DIR``). Without them, or with
+``ATTNKIT_NATIVE=0``, :func:`available` is False and attnkit computes the same with PyTorch operations.
+
+``python -m attnkit.native`` builds the kernels now and says where they are (``setup.sh`` runs it).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import shutil
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+__all__ = ["NativeBuildError", "available", "build", "decode_attention", "log_softmax_topk", "add_layer_norm", "SOURCE"]
+
+SOURCE = Path(__file__).with_name("kernels.cpp")
+_FLAGS = ["-O3", "-march=native", "-fopenmp"]  # OpenMP: at::parallel_for runs on PyTorch's own thread pool
+
+
+class NativeBuildError(RuntimeError):
+    """The kernels could not be built here (no compiler, no ninja, a failed compilation)."""
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("ATTNKIT_NATIVE_DIR")
+    if root:
+        return Path(root)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "attnkit" / "native"
+
+
+def _key() -> str:
+    """What the built library depends on: the source, the flags, PyTorch and Python."""
+    h = hashlib.sha256(SOURCE.read_bytes())
+    h.update(" ".join(_FLAGS).encode())
+    h.update(f"{torch.__version__} {sys.version_info[:2]} {sys.platform}".encode())
+    return h.hexdigest()[:12]
+
+
+def _find_tools() -> None:
+    """``torch.utils.cpp_extension`` runs ``ninja`` from PATH; the ``ninja`` wheel installs it next to
+    this Python, which is not on PATH unless the environment is activated."""
+    if shutil.which("ninja") is None:
+        here = str(Path(sys.executable).parent)
+        if (Path(here) / "ninja").exists():
+            os.environ["PATH"] = here + os.pathsep + os.environ.get("PATH", "")
+    if shutil.which("ninja") is None:
+        raise NativeBuildError("ninja is not installed (pip install ninja)")
+    if not any(shutil.which(c) for c in (os.environ.get("CXX", "c++"), "c++", "g++", "clang++")):
+        raise NativeBuildError("no C++ compiler found (install g++, or set CXX)")
+
+
+@functools.lru_cache(maxsize=None)
+def build(verbose: bool = False) -> Path:
+    """Compile (or find already compiled) and load the kernels into ``torch.ops.attnkit``; return the
+    build folder. Raises :class:`NativeBuildError` saying why when they cannot be built."""
+    if not SOURCE.exists():
+        raise NativeBuildError(f"{SOURCE} is missing from the installed package")
+    _find_tools()
+    from torch.utils import cpp_extension
+
+    key = _key()
+    folder = _cache_dir() / key
+    folder.mkdir(parents=True, exist_ok=True)
+    library = folder / f"attnkit_native_{key}.so"
+    if not library.exists() and not verbose:
+        print(f"attnkit: compiling the CPU decoding kernels into {folder} (once, ~20 s)", file=sys.stderr, flush=True)
+    try:
+        cpp_extension.load(name=f"attnkit_native_{key}", sources=[str(SOURCE)], extra_cflags=_FLAGS,
+                           extra_ldflags=["-fopenmp"], build_directory=str(folder), is_python_module=False,
+                           verbose=verbose)
+    except Exception as exc:  # a compiler error, a missing header: say which, do not stop decoding
+        raise NativeBuildError(f"building {SOURCE.name} in {folder} failed: {exc}") from exc
+    return folder
+
+
+@functools.lru_cache(maxsize=None)
+def available() -> bool:
+    """Whether the kernels are loaded (building them on the first call). False, with one warning saying
+    why, when they cannot be built; False without trying when ``ATTNKIT_NATIVE=0``."""
+    if os.environ.get("ATTNKIT_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    try:
+        build()
+    except NativeBuildError as exc:
+        warnings.warn(f"attnkit: decoding without the compiled CPU kernels ({exc}); results are the same, slower",
+                      RuntimeWarning, stacklevel=2)
+        return False
+    return True
+
+
+def decode_attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None, scale: float) -> Tensor:
+    """``softmax(scale · q kᵀ) v`` for ``q (n, h, i, d)``, ``k (n, h, t, d)``, ``v (n, h, t, e)`` → ``(n, h, i, e)``;
+    ``key_mask (n, t)`` bool, True = may attend; a query with no allowed key gets a zero context."""
+    return torch.ops.attnkit.decode_attention(q, k, v, key_mask, float(scale))
+
+
+def log_softmax_topk(logits: Tensor, k: int, blocked: int = -1) -> tuple[Tensor, Tensor]:
+    """The ``k`` largest entries of ``log_softmax(logits (r, V), -1)`` per row and their indices, best
+    first (the lower index first among equals); token ``blocked`` (if ≥ 0) is left out, as if its
+    log-prob were set to -inf after normalising."""
+    return torch.ops.attnkit.log_softmax_topk(logits, int(k), int(blocked))
+
+
+def add_layer_norm(x: Tensor, y: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
+    """``layer_norm(x + y)`` over the last axis, with ``weight`` and ``bias``."""
+    return torch.ops.attnkit.add_layer_norm(x, y, weight, bias, float(eps))

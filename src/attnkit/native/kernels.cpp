@@ -1,0 +1,343 @@
+// attnkit's CPU kernels for decoding: each replaces several small PyTorch operations of a decoding step
+// with one pass over the data, threaded with ATen's own thread pool (at::parallel_for).
+// Built on first use by attnkit/native/__init__.py (torch.utils.cpp_extension); float32, CPU only.
+//
+//   decode_attention(q (n, h, i, d), k (n, h, t, d), v (n, h, t, e), key_mask (n, t) bool or None, scale)
+//       -> context (n, h, i, e): softmax(scale · q kᵀ over the allowed keys) v; a row with no allowed key is 0.
+//   log_softmax_topk(logits (r, V), k, blocked) -> (values (r, k) float32, indices (r, k) int64)
+//       the k largest log-softmax entries of every row, best first (the lower index first on ties);
+//       the token `blocked` (if >= 0) is left out after normalising, as if its log-prob were -inf.
+//   add_layer_norm(x (r, c), y (r, c), weight (c), bias (c), eps) -> LayerNorm(x + y) over the last axis.
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <tuple>
+#include <vector>
+
+namespace {
+
+// 16 floats: one AVX-512 register, two AVX2 ones; GCC/Clang vector extensions lower it to what the
+// machine has (the extension is compiled with -march=native on the machine that runs it).
+constexpr int kLanes = 16;
+typedef float vf __attribute__((vector_size(64)));
+typedef int32_t vi __attribute__((vector_size(64)));
+
+inline vf load(const float* p) {
+  vf v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline void store(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
+inline vf splat(float x) { return vf{} + x; }
+inline vf vmax(vf a, vf b) { return a > b ? a : b; }
+inline float hsum(vf v) {
+  v += __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
+  v += __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11);
+  v += __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
+  v += __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
+  return v[0];
+}
+inline float hmax(vf v) {
+  v = vmax(v, __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7));
+  v = vmax(v, __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11));
+  v = vmax(v, __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13));
+  v = vmax(v, __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14));
+  return v[0];
+}
+
+inline float dot(const float* a, const float* b, int64_t n) {
+  vf acc{};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) acc += load(a + i) * load(b + i);
+  float s = hsum(acc);
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+// exp(x) for x <= 0 (Cody-Waite reduction and the Cephes expf polynomial, ~1 ulp); x below -87 gives
+// ~1e-38 instead of a denormal or 0. The vector version computes the same per lane.
+inline vf exp_nonpositive(vf x) {
+  x = vmax(x, splat(-87.f));
+  const vf n = (x * 1.44269504088896341f + 12582912.f) - 12582912.f;  // round to nearest
+  const vf r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
+  vf p = splat(1.9875691500e-4f);
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.f;
+  const vi bits = (__builtin_convertvector(n, vi) + 127) << 23;
+  return p * reinterpret_cast<const vf&>(bits);
+}
+inline float exp_nonpositive(float x) { return exp_nonpositive(splat(x))[0]; }
+
+// One query over t keys: o = softmax(sc · q kᵀ) v. D, E > 0: head dims known at compile time (multiples
+// of 16, the query and the context kept in registers); D = E = 0: any dims (d, e).
+template <int D, int E>
+void attend_row(const float* qr, float sc, const float* kb, int64_t ks, const float* vb, int64_t vs, const bool* mb,
+                int64_t ms, int64_t t, float* w, float* qs, float* acc, float* o, int64_t d = D, int64_t e = E) {
+  const float ninf = -std::numeric_limits<float>::infinity();
+  float mx = ninf;
+  if constexpr (D > 0) {
+    vf q[D / kLanes];
+    for (int c = 0; c < D / kLanes; ++c) q[c] = load(qr + c * kLanes) * sc;  // scaled first, as scores.scaled_dot
+    for (int64_t j = 0; j < t; ++j) {
+      if (mb && !mb[j * ms]) {
+        w[j] = ninf;
+        continue;
+      }
+      const float* kr = kb + j * ks;
+      vf x = q[0] * load(kr);
+      for (int c = 1; c < D / kLanes; ++c) x += q[c] * load(kr + c * kLanes);
+      w[j] = hsum(x);
+      mx = std::max(mx, w[j]);
+    }
+  } else {
+    for (int64_t c = 0; c < d; ++c) qs[c] = qr[c] * sc;
+    for (int64_t j = 0; j < t; ++j) {
+      if (mb && !mb[j * ms]) {
+        w[j] = ninf;
+        continue;
+      }
+      w[j] = dot(qs, kb + j * ks, d);
+      mx = std::max(mx, w[j]);
+    }
+  }
+  if (mx == ninf) {  // no key allowed (or no keys): a zero context, as the eager backend gives
+    std::fill(o, o + e, 0.f);
+    return;
+  }
+  vf sums{};
+  int64_t j = 0;
+  for (; j + kLanes <= t; j += kLanes) {
+    const vf x = load(w + j);
+    const vf p = x == ninf ? vf{} : exp_nonpositive(x - mx);  // a masked key weighs exactly 0
+    store(w + j, p);
+    sums += p;
+  }
+  float sum = hsum(sums);
+  for (; j < t; ++j) {
+    w[j] = w[j] == ninf ? 0.f : exp_nonpositive(w[j] - mx);
+    sum += w[j];
+  }
+  const float inv = 1.f / sum;
+  if constexpr (E > 0) {
+    vf a[E / kLanes] = {};
+    for (j = 0; j < t; ++j) {
+      const float* vr = vb + j * vs;
+      for (int c = 0; c < E / kLanes; ++c) a[c] += w[j] * load(vr + c * kLanes);
+    }
+    for (int c = 0; c < E / kLanes; ++c) store(o + c * kLanes, a[c] * inv);
+  } else {
+    std::fill(acc, acc + e, 0.f);
+    for (j = 0; j < t; ++j) {
+      const float p = w[j];
+      const float* vr = vb + j * vs;
+      for (int64_t c = 0; c < e; ++c) acc[c] += p * vr[c];
+    }
+    for (int64_t c = 0; c < e; ++c) o[c] = acc[c] * inv;
+  }
+}
+
+void check_float_cpu(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat, name, " must be a float32 CPU tensor, got ",
+              t.scalar_type(), " on ", t.device());
+}
+
+at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                            const c10::optional<at::Tensor>& key_mask, double scale) {
+  TORCH_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, "decode_attention: q, k, v must be 4-D (n, h, ., d), got ",
+              q.sizes(), ", ", k.sizes(), ", ", v.sizes());
+  check_float_cpu(q, "q");
+  check_float_cpu(k, "k");
+  check_float_cpu(v, "v");
+  const int64_t n = q.size(0), h = q.size(1), nq = q.size(2), d = q.size(3), t = k.size(2), e = v.size(3);
+  TORCH_CHECK(k.size(0) == n && k.size(1) == h && k.size(3) == d, "decode_attention: k ", k.sizes(), " does not fit q ",
+              q.sizes());
+  TORCH_CHECK(v.size(0) == n && v.size(1) == h && v.size(2) == t, "decode_attention: v ", v.sizes(), " does not fit k ",
+              k.sizes());
+  TORCH_CHECK(q.stride(3) == 1 && k.stride(3) == 1 && v.stride(3) == 1,
+              "decode_attention: the last axis of q, k and v must be contiguous");
+  const bool* mp = nullptr;
+  int64_t ms0 = 0, ms1 = 0;
+  at::Tensor mask;
+  if (key_mask.has_value() && key_mask->defined()) {
+    mask = *key_mask;
+    TORCH_CHECK(mask.scalar_type() == at::kBool && mask.dim() == 2 && mask.size(0) == n && mask.size(1) == t,
+                "decode_attention: key_mask must be a bool (n, t) = (", n, ", ", t, ") tensor, got ", mask.scalar_type(),
+                " ", mask.sizes());
+    mp = mask.data_ptr<bool>();
+    ms0 = mask.stride(0);
+    ms1 = mask.stride(1);
+  }
+  auto out = at::empty({n, h, nq, e}, q.options());
+  const float* qp = q.data_ptr<float>();
+  const float* kp = k.data_ptr<float>();
+  const float* vp = v.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  const int64_t qs0 = q.stride(0), qs1 = q.stride(1), qs2 = q.stride(2);
+  const int64_t ks0 = k.stride(0), ks1 = k.stride(1), ks2 = k.stride(2);
+  const int64_t vs0 = v.stride(0), vs1 = v.stride(1), vs2 = v.stride(2);
+  const float sc = static_cast<float>(scale);
+  const float ninf = -std::numeric_limits<float>::infinity();
+  at::parallel_for(0, n * h, 8, [&](int64_t begin, int64_t end) {
+    std::vector<float> w(t), qs(d), acc(e);
+    for (int64_t bh = begin; bh < end; ++bh) {
+      const int64_t b = bh / h, hh = bh % h;
+      const float* kb = kp + b * ks0 + hh * ks1;
+      const float* vb = vp + b * vs0 + hh * vs1;
+      const bool* mb = mp ? mp + b * ms0 : nullptr;
+      for (int64_t i = 0; i < nq; ++i) {
+        const float* qr = qp + b * qs0 + hh * qs1 + i * qs2;
+        float* o = op + ((b * h + hh) * nq + i) * e;
+        if (d == 64 && e == 64)
+          attend_row<64, 64>(qr, sc, kb, ks2, vb, vs2, mb, ms1, t, w.data(), qs.data(), acc.data(), o);
+        else if (d == 32 && e == 32)
+          attend_row<32, 32>(qr, sc, kb, ks2, vb, vs2, mb, ms1, t, w.data(), qs.data(), acc.data(), o);
+        else if (d == 128 && e == 128)
+          attend_row<128, 128>(qr, sc, kb, ks2, vb, vs2, mb, ms1, t, w.data(), qs.data(), acc.data(), o);
+        else
+          attend_row<0, 0>(qr, sc, kb, ks2, vb, vs2, mb, ms1, t, w.data(), qs.data(), acc.data(), o, d, e);
+      }
+    }
+  });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor> log_softmax_topk(const at::Tensor& logits, int64_t k, int64_t blocked) {
+  check_float_cpu(logits, "logits");
+  TORCH_CHECK(logits.dim() == 2, "log_softmax_topk: logits must be (rows, vocabulary), got ", logits.sizes());
+  const int64_t rows = logits.size(0), vocab = logits.size(1);
+  const int64_t usable = vocab - (blocked >= 0 && blocked < vocab ? 1 : 0);
+  TORCH_CHECK(k >= 1 && k <= usable, "log_softmax_topk: k must be in [1, ", usable, "], got ", k);
+  auto x = logits.contiguous();
+  auto values = at::empty({rows, k}, logits.options());
+  auto indices = at::empty({rows, k}, logits.options().dtype(at::kLong));
+  const float* xp = x.data_ptr<float>();
+  float* vp = values.data_ptr<float>();
+  int64_t* ip = indices.data_ptr<int64_t>();
+  const float ninf = -std::numeric_limits<float>::infinity();
+  at::parallel_for(0, rows, 4, [&](int64_t begin, int64_t end) {
+    std::vector<float> top(k);
+    std::vector<int64_t> idx(k);
+    for (int64_t r = begin; r < end; ++r) {
+      const float* row = xp + r * vocab;
+      std::fill(top.begin(), top.end(), ninf);
+      std::fill(idx.begin(), idx.end(), -1);
+      int64_t filled = 0;
+      auto offer = [&](float value, int64_t i) {
+        if (i == blocked) return;
+        if (filled == k && !(value > top[k - 1])) return;  // ties keep the earlier (lower) index
+        int64_t pos = std::min(filled, k - 1);
+        while (pos > 0 && value > top[pos - 1]) {
+          top[pos] = top[pos - 1];
+          idx[pos] = idx[pos - 1];
+          --pos;
+        }
+        top[pos] = value;
+        idx[pos] = i;
+        filled = std::min(filled + 1, k);
+      };
+      // 1. the row's maximum (of every entry: normalising comes before blocking) and its k largest
+      //    entries, looking inside a block of 16 only when its maximum beats the current k-th
+      vf maxes = splat(ninf);
+      int64_t j = 0;
+      for (; j + kLanes <= vocab; j += kLanes) {
+        const vf x = load(row + j);
+        maxes = vmax(maxes, x);
+        const float bm = hmax(x);
+        if (filled < k || bm > top[k - 1] || bm != bm)
+          for (int l = 0; l < kLanes; ++l) offer(row[j + l], j + l);
+      }
+      float mx = hmax(maxes);
+      for (; j < vocab; ++j) {
+        mx = std::max(mx, row[j]);
+        offer(row[j], j);
+      }
+      // 2. log of the sum of exp(x - max)
+      vf sums{};
+      j = 0;
+      for (; j + kLanes <= vocab; j += kLanes) sums += exp_nonpositive(load(row + j) - mx);
+      float sum = hsum(sums);
+      for (; j < vocab; ++j) sum += exp_nonpositive(row[j] - mx);
+      const float lse = std::log(sum);
+      for (int64_t c = 0; c < k; ++c) {
+        vp[r * k + c] = top[c] - mx - lse;  // as log_softmax writes it: x - max - log(sum)
+        ip[r * k + c] = idx[c];
+      }
+    }
+  });
+  return {values, indices};
+}
+
+at::Tensor add_layer_norm(const at::Tensor& x, const at::Tensor& y, const at::Tensor& weight, const at::Tensor& bias,
+                          double eps) {
+  check_float_cpu(x, "x");
+  check_float_cpu(y, "y");
+  check_float_cpu(weight, "weight");
+  check_float_cpu(bias, "bias");
+  TORCH_CHECK(x.sizes() == y.sizes(), "add_layer_norm: x ", x.sizes(), " and y ", y.sizes(), " differ");
+  const int64_t c = x.size(-1);
+  TORCH_CHECK(weight.numel() == c && bias.numel() == c, "add_layer_norm: weight and bias must have ", c, " entries");
+  auto xc = x.contiguous(), yc = y.contiguous(), wc = weight.contiguous(), bc = bias.contiguous();
+  auto out = at::empty_like(xc);
+  const int64_t rows = c ? xc.numel() / c : 0;
+  const float* xp = xc.data_ptr<float>();
+  const float* yp = yc.data_ptr<float>();
+  const float* wp = wc.data_ptr<float>();
+  const float* bp = bc.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const float* a = xp + r * c;
+      const float* b = yp + r * c;
+      float* o = op + r * c;
+      vf sv{};
+      int64_t i = 0;
+      for (; i + kLanes <= c; i += kLanes) {
+        const vf x = load(a + i) + load(b + i);
+        store(o + i, x);
+        sv += x;
+      }
+      float s = hsum(sv);
+      for (; i < c; ++i) {
+        o[i] = a[i] + b[i];
+        s += o[i];
+      }
+      const float mean = s / static_cast<float>(c);
+      vf vv{};
+      for (i = 0; i + kLanes <= c; i += kLanes) {
+        const vf x = load(o + i) - mean;
+        vv += x * x;
+      }
+      float var = hsum(vv);
+      for (; i < c; ++i) var += (o[i] - mean) * (o[i] - mean);
+      const float rstd = 1.f / std::sqrt(var / static_cast<float>(c) + static_cast<float>(eps));
+      for (i = 0; i + kLanes <= c; i += kLanes) store(o + i, (load(o + i) - mean) * rstd * load(wp + i) + load(bp + i));
+      for (; i < c; ++i) o[i] = (o[i] - mean) * rstd * wp[i] + bp[i];
+    }
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY(attnkit, m) {
+  m.def("decode_attention(Tensor q, Tensor k, Tensor v, Tensor? key_mask, float scale) -> Tensor");
+  m.def("log_softmax_topk(Tensor logits, int k, int blocked) -> (Tensor, Tensor)");
+  m.def("add_layer_norm(Tensor x, Tensor y, Tensor weight, Tensor bias, float eps) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(attnkit, CPU, m) {
+  m.impl("decode_attention", &decode_attention);
+  m.impl("log_softmax_topk", &log_softmax_topk);
+  m.impl("add_layer_norm", &add_layer_norm);
+}

@@ -1,0 +1,172 @@
+"""attnkit.native's compiled kernels against the PyTorch operations they replace (the definitions), and
+the decoders with and without them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from attnkit import native
+from attnkit.attention import AttentionCall, attend, choose_backend
+
+pytestmark = pytest.mark.skipif(
+    not native.available(),
+    reason="the compiled kernels could not be built here (a C++ compiler and ninja are needed; see the warning)",
+)
+
+
+def reference_attention(q, k, v, key_mask, scale):
+    """softmax(scale · q kᵀ) v in PyTorch operations; a query with no allowed key gets 0."""
+    s = (q * scale) @ k.transpose(-2, -1)  # (n, h, i, t)
+    if key_mask is not None:
+        s = s.masked_fill(~key_mask[:, None, None, :], float("-inf"))
+    return torch.softmax(s, -1).nan_to_num(0.0) @ v
+
+
+@pytest.mark.parametrize("d", [64, 32, 128, 48, 8])  # compiled-in head sizes and the general loop
+@pytest.mark.parametrize("t", [1, 15, 16, 21, 40])
+@pytest.mark.parametrize("queries", [1, 4])
+def test_decode_attention_equals_softmax_attention(d, t, queries):
+    g = torch.Generator().manual_seed(d * 100 + t)
+    n, h, room = 6, 3, 48
+    k_buf, v_buf = torch.randn(n, h, room, d, generator=g), torch.randn(n, h, room, d, generator=g)
+    k, v = k_buf[:, :, :t], v_buf[:, :, :t]  # views of cache buffers, as a decoding step has them
+    q = torch.randn(n, queries, h, d, generator=g).transpose(1, 2)  # (n, h, i, d), head-split view
+    mask = torch.rand(n, t, generator=g) > 0.3
+    mask[0] = False  # a row with no allowed key
+    mask[1] = True
+    with torch.inference_mode():
+        for key_mask in (None, mask):
+            out = native.decode_attention(q, k, v, key_mask, d**-0.5)
+            ref = reference_attention(q, k, v, key_mask, d**-0.5)
+            torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    assert torch.equal(native.decode_attention(q, k, v, mask, 0.125)[0], torch.zeros(h, queries, d))
+
+
+def test_decode_attention_rejects_what_it_cannot_do():
+    q, k = torch.randn(2, 4, 1, 8), torch.randn(2, 4, 5, 8)
+    with pytest.raises(RuntimeError, match="float32"):
+        native.decode_attention(q.double(), k.double(), k.double(), None, 1.0)
+    with pytest.raises(RuntimeError, match="does not fit"):
+        native.decode_attention(q, torch.randn(2, 4, 5, 7), k, None, 1.0)
+    with pytest.raises(RuntimeError, match="key_mask"):
+        native.decode_attention(q, k, k, torch.ones(2, 4, dtype=torch.bool), 1.0)
+
+
+@pytest.mark.parametrize("width", [8000, 8003, 37])
+@pytest.mark.parametrize("k", [1, 2, 8])
+def test_log_softmax_topk_equals_log_softmax_then_topk(width, k):
+    g = torch.Generator().manual_seed(width + k)
+    x = torch.randn(33, width, generator=g) * 4
+    for blocked in (None, 2):
+        values, index = native.log_softmax_topk(x, k, -1 if blocked is None else blocked)
+        logp = torch.log_softmax(x, -1)
+        if blocked is not None:
+            logp[:, blocked] = float("-inf")
+        ref_values, ref_index = logp.topk(k, dim=1)
+        assert torch.equal(index, ref_index)
+        torch.testing.assert_close(values, ref_values, rtol=0, atol=2e-6)
+
+
+def test_log_softmax_topk_ties_take_the_lower_index():
+    x = torch.zeros(3, 100)
+    x[0, [7, 3, 50]] = 2.0
+    x[1] = 1.0  # a constant row
+    x[2, 99] = 5.0
+    values, index = native.log_softmax_topk(x, 3, -1)
+    assert index[0].tolist() == [3, 7, 50]
+    assert index[1].tolist() == [0, 1, 2]
+    assert index[2].tolist() == [99, 0, 1]
+    torch.testing.assert_close(values[1], torch.full((3,), -torch.log(torch.tensor(100.0)).item()))
+    with pytest.raises(RuntimeError, match="k must be"):
+        native.log_softmax_topk(x, 100, 5)  # only 99 tokens are left once one is blocked
+
+
+@pytest.mark.parametrize("rows", [1, 64, 1344])
+@pytest.mark.parametrize("width", [256, 40])
+def test_add_layer_norm_equals_layer_norm_of_the_sum(rows, width):
+    g = torch.Generator().manual_seed(rows + width)
+    norm = torch.nn.LayerNorm(width, eps=1e-5)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(width, generator=g))
+        norm.bias.copy_(torch.randn(width, generator=g))
+    x, y = torch.randn(rows, 2, width, generator=g) * 3, torch.randn(rows, 2, width, generator=g)
+    with torch.inference_mode():
+        out = native.add_layer_norm(x, y.transpose(0, 1).contiguous().transpose(0, 1), norm.weight, norm.bias, 1e-5)
+        torch.testing.assert_close(out, norm(x + y), rtol=1e-5, atol=1e-5)
+
+
+def test_auto_backend_takes_the_kernel_for_decoding_steps_only():
+    q, k = torch.randn(8, 4, 1, 64), torch.randn(8, 4, 20, 64)
+    call = AttentionCall("scaled_dot", "softmax")
+    with torch.inference_mode():
+        assert choose_backend(call, q, k, k) == "native"
+        assert choose_backend(call, torch.randn(8, 4, 20, 64), k, k) != "native"  # a whole sequence
+        assert choose_backend(AttentionCall("scaled_dot", "softmax", need_weights=True), q, k, k) == "eager"
+        padded = torch.ones(8, 1, 1, 20, dtype=torch.bool)
+        assert choose_backend(AttentionCall("scaled_dot", "softmax", mask=padded), q, k, k) == "native"
+        causal = torch.ones(1, 20, dtype=torch.bool).tril()
+        assert choose_backend(AttentionCall("scaled_dot", "softmax", mask=causal), q, k, k) != "native"
+        fast = attend(q, k, k, mask=padded, backend="native").context
+        torch.testing.assert_close(fast, attend(q, k, k, mask=padded, backend="eager").context, rtol=1e-5, atol=1e-6)
+    assert choose_backend(call, q, k, k) != "native"  # outside inference mode (training, autograd)
+    with pytest.raises(ValueError, match="inference"):
+        attend(q, k, k, backend="native")
+
+
+def _decode(env_native: str) -> str:
+    code = (
+        "import torch, json\n"
+        "from attnkit.models import TransformerConfig, build_model\n"
+        "from attnkit.layers import pack_for_inference\n"
+        "from attnkit.decode import greedy_decode, beam_search\n"
+        "from attnkit import native\n"
+        "torch.manual_seed(0)\n"
+        "m = build_model(TransformerConfig(d_model=64, heads=4, encoder_layers=2, decoder_layers=2, ffn_dim=128,"
+        " norm_first=False), 300, 300).eval()\n"
+        "src = torch.randint(4, 300, (12, 9)); src[3, 6:] = 0\n"
+        "out = {'native': native.available()}\n"
+        "for name, model in (('plain', m), ('packed', pack_for_inference(m))):\n"
+        "    out[name + '_greedy'] = [h.tokens for h in greedy_decode(model, src, max_len=12)]\n"
+        "    out[name + '_beam'] = [[h.tokens for h in hs] for hs in beam_search(model, src, beam_size=3, n_best=2,"
+        " max_len=12)]\n"
+        "print(json.dumps(out))\n"
+    )
+    env = {**os.environ, "ATTNKIT_NATIVE": env_native}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_decoders_give_the_same_outputs_with_and_without_the_kernels():
+    import json
+
+    fast, slow = json.loads(_decode("1")), json.loads(_decode("0"))
+    assert fast.pop("native") is True and slow.pop("native") is False
+    assert fast == slow
+    assert fast["plain_beam"] == fast["packed_beam"] and fast["plain_greedy"] == fast["packed_greedy"]
+
+
+def test_a_failed_build_warns_and_decoding_goes_on():
+    code = (
+        "import warnings, pathlib, torch\n"
+        "from attnkit import native\n"
+        "native.SOURCE = pathlib.Path('/nonexistent/kernels.cpp')\n"
+        "with warnings.catch_warnings(record=True) as w:\n"
+        "    warnings.simplefilter('always')\n"
+        "    assert native.available() is False\n"
+        "print(w[0].message)\n"
+        "from attnkit.decode.select import top_log_probs\n"
+        "with torch.inference_mode():\n"
+        "    v, i = top_log_probs(torch.tensor([[0.0, 3.0, 1.0]]), 1)\n"
+        "print(i.item())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    message, token = done.stdout.strip().splitlines()
+    assert "without the compiled CPU kernels" in message and "kernels.cpp" in message and token == "1"
