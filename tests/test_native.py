@@ -170,3 +170,56 @@ def test_a_failed_build_warns_and_decoding_goes_on():
     assert done.returncode == 0, done.stderr
     message, token = done.stdout.strip().splitlines()
     assert "without the compiled CPU kernels" in message and "kernels.cpp" in message and token == "1"
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_fused_loss_equals_cross_entropy_with_label_smoothing(smoothing):
+    from attnkit.models import label_smoothed_nll
+    from attnkit.models.loss import _SmoothedNLL
+
+    g = torch.Generator().manual_seed(7)
+    logits = (torch.randn(6, 9, 500, generator=g) * 3).requires_grad_(True)
+    target = torch.randint(1, 500, (6, 9), generator=g)
+    target[0, 5:] = 0  # padding, ignored
+    loss = label_smoothed_nll(logits, target, smoothing=smoothing, ignore_index=0)  # the compiled kernels
+    loss.backward()
+    ref_logits = logits.detach().clone().requires_grad_(True)
+    ref = F.cross_entropy(ref_logits.view(-1, 500), target.view(-1), ignore_index=0, label_smoothing=smoothing,
+                          reduction="sum")
+    ref.backward()
+    torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(logits.grad, ref_logits.grad, rtol=1e-4, atol=1e-6)
+    assert torch.equal(logits.grad[0, 5:], torch.zeros(4, 500))
+    keep = target != 0
+    plain = _SmoothedNLL.apply(logits.detach(), target, keep, smoothing)  # the PyTorch-operations path
+    torch.testing.assert_close(label_smoothed_nll(logits.detach(), target, smoothing=smoothing, reduction="none"),
+                               plain, rtol=1e-5, atol=1e-5)
+    with pytest.raises(RuntimeError, match="target ids"):
+        native.smoothed_nll_forward(logits.detach().view(-1, 500), torch.full((54,), 500), 0.1)
+
+
+def test_fused_dropout_draws_from_the_seed_alone_and_its_gradient_uses_the_same_mask():
+    from attnkit.layers import dropout
+
+    x = torch.rand(301, 77) + 0.5
+    a, b = native.dropout_apply(x, 0.25, 42), native.dropout_apply(x, 0.25, 42)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        c = native.dropout_apply(x, 0.25, 42)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(a, b) and torch.equal(a, c)  # a function of (seed, position), not of the threads
+    assert torch.equal(native.dropout_mask(x, 0.25, 42) * x, a)
+    assert not torch.equal(native.dropout_apply(x, 0.25, 43), a)
+    xg = x.clone().requires_grad_(True)
+    torch.manual_seed(3)
+    y = dropout(xg, 0.25)
+    g = torch.randn_like(y)
+    y.backward(g)
+    kept = y != 0
+    torch.testing.assert_close(xg.grad, g * kept / 0.75)  # the mask of the forward pass, drawn again
+    drop_rate = 1 - native.dropout_mask(torch.empty(1000, 1000), 0.1, 1).count_nonzero().item() / 1e6
+    assert abs(drop_rate - 6554 / 65536) < 2.5e-3
+    values = torch.unique(dropout(torch.ones(200, 200, dtype=torch.float64), 0.3))  # float64: PyTorch's path
+    assert values.tolist() == [0.0, torch.tensor(1.0 / 0.7, dtype=torch.float32).item()]  # its mask is float32

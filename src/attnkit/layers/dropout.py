@@ -7,12 +7,19 @@ with probability ``p`` rounded to a multiple of 2⁻¹⁶ (0.1 → 6554 / 65536 
 ones are scaled by ``1 / (1 - p)`` (inverted dropout), exactly as ``nn.Dropout`` scales them. The
 draws come from torch's generator, so ``torch.manual_seed`` makes them repeatable and checkpoints
 that save the RNG state resume them exactly.
+
+With attnkit's compiled kernels (:mod:`attnkit.native`; float32 on a CPU) the mask is drawn in the same
+pass that applies it, from a counter-based generator (splitmix64) seeded by a single draw of torch's
+generator, and drawn again in the backward pass instead of being stored: the same dropout rate and scale,
+still repeatable with ``torch.manual_seed``, but other draws than without the kernels.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+
+from attnkit import native
 
 __all__ = ["Dropout", "dropout"]
 
@@ -30,6 +37,12 @@ def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
     _check_p(p)
     if not training or p == 0.0 or x.numel() == 0:
         return x
+    if x.dtype == torch.float32 and x.device.type == "cpu" and native.available():
+        # The compiled kernel: x times a mask drawn in the same pass from a counter-based generator seeded by
+        # one draw of torch's generator (so still repeatable with torch.manual_seed); the backward pass
+        # draws the mask again from the seed instead of keeping it.
+        seed = int(torch.empty((), dtype=torch.int64).random_(-(1 << 63), None))
+        return _NativeDropout.apply(x, p, seed)
     n = x.numel()
     # random_ from the int64 minimum with no upper bound draws all 64 bits (no modulo, unlike randint)
     words = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(-(1 << 63), None)
@@ -42,6 +55,21 @@ def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
     scale = 1.0 / (1.0 - p)
     mask = torch.mul(draws, 4.0 * scale).sub_((threshold - 0.5) * 4.0 * scale).clamp_(0.0, scale)  # float32
     return x * mask.to(x.dtype)  # autograd keeps the mask for the backward pass: grad · mask
+
+
+class _NativeDropout(torch.autograd.Function):
+    """``x * mask(p, seed)`` by :func:`attnkit.native.dropout_apply`; the gradient is the same function of
+    the gradient (the mask is a function of the seed and the element's position)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, p: float, seed: int) -> Tensor:
+        ctx.p, ctx.seed = p, seed
+        return native.dropout_apply(x, p, seed)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        return native.dropout_apply(grad, ctx.p, ctx.seed), None, None
 
 
 class Dropout(nn.Module):

@@ -23,7 +23,8 @@ def label_smoothed_nll(
         raise ValueError(f"logits {tuple(logits.shape)} and target {tuple(target.shape)} do not match")
     keep = target != ignore_index
     logits = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
-    loss = _SmoothedNLL.apply(logits, target.clamp_min(0), keep, float(smoothing))  # (...)
+    fused = _NativeSmoothedNLL if _native_fits(logits) else _SmoothedNLL
+    loss = fused.apply(logits, target.clamp_min(0), keep, float(smoothing))  # (...)
     if reduction == "none":
         return loss
     if reduction == "sum":
@@ -58,3 +59,34 @@ class _SmoothedNLL(torch.autograd.Function):
             out.sub_(eps / vocab)
         out.scatter_add_(-1, target.unsqueeze(-1), torch.full_like(weight, -(1.0 - eps)))
         return out.mul_(weight), None, None, None
+
+
+def _native_fits(logits: Tensor) -> bool:
+    from attnkit import native
+
+    return logits.dtype == torch.float32 and logits.device.type == "cpu" and logits.dim() >= 1 and native.available()
+
+
+class _NativeSmoothedNLL(torch.autograd.Function):
+    """:class:`_SmoothedNLL` by the compiled kernels (:mod:`attnkit.native`): the forward pass reads the
+    logits once more for ``log Σ exp`` and keeps only that per row (not the log-probabilities), the
+    backward pass writes the gradient in one pass over the logits."""
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, target: Tensor, keep: Tensor, smoothing: float) -> Tensor:
+        from attnkit import native
+
+        rows = logits.reshape(-1, logits.shape[-1]).contiguous()  # (n, V)
+        flat = target.reshape(-1)
+        loss, lse = native.smoothed_nll_forward(rows, flat, smoothing)
+        ctx.save_for_backward(rows, lse, flat, keep)
+        ctx.smoothing, ctx.shape = smoothing, logits.shape
+        return loss.view(target.shape) * keep
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        from attnkit import native
+
+        rows, lse, flat, keep = ctx.saved_tensors
+        weight = (grad * keep).reshape(-1).to(torch.float32).contiguous()  # (n,)
+        return native.smoothed_nll_backward(rows, lse, flat, weight, ctx.smoothing).view(ctx.shape), None, None, None

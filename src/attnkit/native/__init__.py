@@ -33,7 +33,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-__all__ = ["NativeBuildError", "available", "build", "decode_attention", "log_softmax_topk", "add_layer_norm", "SOURCE"]
+__all__ = ["NativeBuildError", "available", "build", "decode_attention", "log_softmax_topk", "add_layer_norm",
+           "smoothed_nll_forward", "smoothed_nll_backward", "dropout_mask", "dropout_apply", "SOURCE"]
 
 SOURCE = Path(__file__).with_name("kernels.cpp")
 _FLAGS = ["-O3", "-march=native", "-fopenmp"]  # OpenMP: at::parallel_for runs on PyTorch's own thread pool
@@ -126,3 +127,28 @@ def log_softmax_topk(logits: Tensor, k: int, blocked: int = -1) -> tuple[Tensor,
 def add_layer_norm(x: Tensor, y: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
     """``layer_norm(x + y)`` over the last axis, with ``weight`` and ``bias``."""
     return torch.ops.attnkit.add_layer_norm(x, y, weight, bias, float(eps))
+
+
+def smoothed_nll_forward(logits: Tensor, target: Tensor, smoothing: float) -> tuple[Tensor, Tensor]:
+    """Label-smoothed cross-entropy of each row of ``logits (n, V)`` (contiguous) for ``target (n,)``:
+    ``(loss (n,), lse (n,))`` with ``loss = (1 − ε)(lse − x_y) + ε (lse − mean_v x_v)``, ``lse = log Σ_v exp x_v``."""
+    return torch.ops.attnkit.smoothed_nll_forward(logits, target, float(smoothing))
+
+
+def smoothed_nll_backward(logits: Tensor, lse: Tensor, target: Tensor, weight: Tensor, smoothing: float) -> Tensor:
+    """The gradient of ``Σ_r weight_r · loss_r`` with respect to ``logits``:
+    ``weight · (softmax(logits) − ε / V − (1 − ε) onehot(target))``."""
+    return torch.ops.attnkit.smoothed_nll_backward(logits, lse, target, weight, float(smoothing))
+
+
+def dropout_mask(like: Tensor, p: float, seed: int) -> Tensor:
+    """A mask shaped like ``like``: 0 with probability ``round(p·2¹⁶)/2¹⁶``, else ``1 / (1 − p)``, from a
+    counter-based generator (16-bit quarters of splitmix64 of ``seed`` + a counter, see ``kernels.cpp``): a
+    function of ``seed`` and the element's index only, the same for any thread count."""
+    return torch.ops.attnkit.dropout_mask(like, float(p), int(seed))
+
+
+def dropout_apply(x: Tensor, p: float, seed: int) -> Tensor:
+    """``x * dropout_mask(x, p, seed)`` in one pass (no mask stored): dropout's forward pass, and with the
+    same ``p`` and ``seed`` applied to the gradient, its backward pass."""
+    return torch.ops.attnkit.dropout_apply(x, float(p), int(seed))

@@ -8,6 +8,16 @@
 //       the k largest log-softmax entries of every row, best first (the lower index first on ties);
 //       the token `blocked` (if >= 0) is left out after normalising, as if its log-prob were -inf.
 //   add_layer_norm(x (r, c), y (r, c), weight (c), bias (c), eps) -> LayerNorm(x + y) over the last axis.
+//
+// and for training:
+//   smoothed_nll_forward(logits (n, V), target (n,), eps) -> (loss (n,), lse (n,)):
+//       (1 - eps)(lse - x_y) + eps (lse - mean_v x_v) with lse = log sum_v exp x_v: label-smoothed cross-entropy.
+//   smoothed_nll_backward(logits, lse, target, weight (n,), eps) -> grad (n, V) = w (exp(x - lse) - eps/V - (1 - eps) onehot(y)).
+//   dropout_mask(like, p, seed) -> a tensor shaped like `like` of 0 (probability round(p 2^16) / 2^16) or 1/(1 - p):
+//       element i keeps iff the 16-bit quarter (i mod 32) / 8 of splitmix64(seed + 8 (i / 32) + i mod 8) >= round(p 2^16);
+//       a function of (seed, i) only, so the same for any number of threads.
+//   dropout_apply(x, p, seed) -> x * dropout_mask(x, p, seed) in one pass (x read in its contiguous order); the
+//       backward pass of dropout is dropout_apply(grad, p, seed): the mask is drawn again, never stored.
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -328,16 +338,184 @@ at::Tensor add_layer_norm(const at::Tensor& x, const at::Tensor& y, const at::Te
   return out;
 }
 
+
+// ------------------------------------------------------------------------------------------- training
+
+void check_rows(const at::Tensor& logits, const at::Tensor& target, const char* what) {
+  check_float_cpu(logits, "logits");
+  TORCH_CHECK(logits.dim() == 2 && logits.is_contiguous(), what, ": logits must be a contiguous (n, V) tensor, got ",
+              logits.sizes());
+  TORCH_CHECK(target.scalar_type() == at::kLong && target.dim() == 1 && target.size(0) == logits.size(0), what,
+              ": target must be an int64 (n,) tensor with n = ", logits.size(0), ", got ", target.scalar_type(), " ",
+              target.sizes());
+  if (target.numel()) {
+    const int64_t lo = target.min().item<int64_t>(), hi = target.max().item<int64_t>();
+    TORCH_CHECK(lo >= 0 && hi < logits.size(1), what, ": target ids must be in [0, ", logits.size(1), "), got ", lo,
+                "..", hi);
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor> smoothed_nll_forward(const at::Tensor& logits, const at::Tensor& target, double eps) {
+  check_rows(logits, target, "smoothed_nll_forward");
+  const int64_t n = logits.size(0), vocab = logits.size(1);
+  auto loss = at::empty({n}, logits.options());
+  auto lse = at::empty({n}, logits.options());
+  auto tc = target.contiguous();
+  const float* xp = logits.data_ptr<float>();
+  const int64_t* tp = tc.data_ptr<int64_t>();
+  float* lp = loss.data_ptr<float>();
+  float* sp = lse.data_ptr<float>();
+  const float e = static_cast<float>(eps);
+  const float ninf = -std::numeric_limits<float>::infinity();
+  at::parallel_for(0, n, 8, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const float* row = xp + r * vocab;
+      vf maxes = splat(ninf), sums{};
+      int64_t j = 0;
+      for (; j + kLanes <= vocab; j += kLanes) {
+        const vf x = load(row + j);
+        maxes = vmax(maxes, x);
+        sums += x;
+      }
+      float mx = hmax(maxes), total = hsum(sums);
+      for (; j < vocab; ++j) {
+        mx = std::max(mx, row[j]);
+        total += row[j];
+      }
+      vf es{};
+      for (j = 0; j + kLanes <= vocab; j += kLanes) es += exp_nonpositive(load(row + j) - mx);
+      float sum = hsum(es);
+      for (; j < vocab; ++j) sum += exp_nonpositive(row[j] - mx);
+      const float z = mx + std::log(sum);
+      const float nll = z - row[tp[r]];
+      sp[r] = z;
+      lp[r] = e ? (1.f - e) * nll + e * (z - total / static_cast<float>(vocab)) : nll;
+    }
+  });
+  return {loss, lse};
+}
+
+at::Tensor smoothed_nll_backward(const at::Tensor& logits, const at::Tensor& lse, const at::Tensor& target,
+                                 const at::Tensor& weight, double eps) {
+  check_rows(logits, target, "smoothed_nll_backward");
+  const int64_t n = logits.size(0), vocab = logits.size(1);
+  check_float_cpu(lse, "lse");
+  check_float_cpu(weight, "weight");
+  TORCH_CHECK(lse.numel() == n && weight.numel() == n, "smoothed_nll_backward: lse and weight must have ", n, " entries");
+  auto grad = at::empty_like(logits);
+  auto tc = target.contiguous(), lc = lse.contiguous(), wc = weight.contiguous();
+  const float* xp = logits.data_ptr<float>();
+  const int64_t* tp = tc.data_ptr<int64_t>();
+  const float* zp = lc.data_ptr<float>();
+  const float* wp = wc.data_ptr<float>();
+  float* gp = grad.data_ptr<float>();
+  const float e = static_cast<float>(eps), floor = e / static_cast<float>(vocab);
+  at::parallel_for(0, n, 8, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const float* row = xp + r * vocab;
+      float* g = gp + r * vocab;
+      const float w = wp[r], z = zp[r];
+      if (w == 0.f) {  // an ignored (padding) position
+        std::fill(g, g + vocab, 0.f);
+        continue;
+      }
+      int64_t j = 0;
+      for (; j + kLanes <= vocab; j += kLanes) store(g + j, (exp_nonpositive(load(row + j) - z) - floor) * w);
+      for (; j < vocab; ++j) g[j] = (exp_nonpositive(row[j] - z) - floor) * w;
+      g[tp[r]] -= w * (1.f - e);
+    }
+  });
+  return grad;
+}
+
+inline uint64_t splitmix64(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
+typedef uint64_t vu64 __attribute__((vector_size(64)));
+typedef int64_t vi64 __attribute__((vector_size(64)));
+typedef int32_t vi8 __attribute__((vector_size(32)));
+typedef float vf8 __attribute__((vector_size(32)));
+
+// Element i of the mask reads word 8 (i / 32) + i % 8 and its 16-bit quarter (i % 32) / 8: eight consecutive
+// elements take the same quarter of eight consecutive words, which vectorises without shuffles.
+inline uint32_t draw_at(uint64_t seed, int64_t i) {
+  const uint64_t word = splitmix64(seed + static_cast<uint64_t>(i / 32) * 8 + static_cast<uint64_t>(i % 8));
+  return static_cast<uint32_t>((word >> (16 * ((i % 32) / 8))) & 0xFFFF);
+}
+
+// out[i] = (x ? x[i] : 1) * mask[i]: the mask itself (x null) or x with dropout applied.
+void dropout_into(float* out, const float* x, int64_t n, double p, int64_t seed) {
+  const uint32_t threshold = static_cast<uint32_t>(std::lround(p * 65536.0));
+  const float scale = static_cast<float>(1.0 / (1.0 - p));
+  const uint64_t s = static_cast<uint64_t>(seed);
+  const int64_t groups = n / 32;  // 8 words, 32 elements at a time
+  at::parallel_for(0, groups, 256, [&](int64_t begin, int64_t end) {
+    const vu64 lane = {0, 1, 2, 3, 4, 5, 6, 7};
+    const vf8 keep = vf8{} + scale, drop = vf8{};
+    for (int64_t gi = begin; gi < end; ++gi) {
+      vu64 w = (vu64{} + (s + static_cast<uint64_t>(gi) * 8)) + lane;  // splitmix64 of 8 counters at once
+      w += 0x9E3779B97F4A7C15ull;
+      w = (w ^ (w >> 30)) * 0xBF58476D1CE4E5B9ull;
+      w = (w ^ (w >> 27)) * 0x94D049BB133111EBull;
+      w = w ^ (w >> 31);
+      for (int q = 0; q < 4; ++q) {
+        const vi64 kept = ((w >> (16 * q)) & 0xFFFF) >= threshold;  // -1 where kept
+        vf8 m = __builtin_convertvector(kept, vi8) != 0 ? keep : drop;
+        const int64_t at = gi * 32 + q * 8;
+        if (x) {
+          vf8 v;
+          std::memcpy(&v, x + at, sizeof v);
+          m *= v;
+        }
+        std::memcpy(out + at, &m, sizeof m);
+      }
+    }
+  });
+  for (int64_t i = groups * 32; i < n; ++i) {  // the last < 32
+    const float m = draw_at(s, i) >= threshold ? scale : 0.f;
+    out[i] = x ? x[i] * m : m;
+  }
+}
+
+at::Tensor dropout_mask(const at::Tensor& like, double p, int64_t seed) {
+  check_float_cpu(like, "like");
+  TORCH_CHECK(p >= 0 && p < 1, "dropout_mask: p must be in [0, 1), got ", p);
+  auto mask = at::empty(like.sizes(), like.options().memory_format(at::MemoryFormat::Contiguous));
+  dropout_into(mask.data_ptr<float>(), nullptr, mask.numel(), p, seed);
+  return mask;
+}
+
+at::Tensor dropout_apply(const at::Tensor& x, double p, int64_t seed) {
+  check_float_cpu(x, "x");
+  TORCH_CHECK(p >= 0 && p < 1, "dropout_apply: p must be in [0, 1), got ", p);
+  auto xc = x.contiguous();
+  auto out = at::empty_like(xc);
+  dropout_into(out.data_ptr<float>(), xc.data_ptr<float>(), xc.numel(), p, seed);
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(attnkit, m) {
   m.def("decode_attention(Tensor q, Tensor k, Tensor v, Tensor? key_mask, float scale) -> Tensor");
   m.def("log_softmax_topk(Tensor logits, int k, int blocked) -> (Tensor, Tensor)");
   m.def("add_layer_norm(Tensor x, Tensor y, Tensor weight, Tensor bias, float eps) -> Tensor");
+  m.def("smoothed_nll_forward(Tensor logits, Tensor target, float eps) -> (Tensor, Tensor)");
+  m.def("smoothed_nll_backward(Tensor logits, Tensor lse, Tensor target, Tensor weight, float eps) -> Tensor");
+  m.def("dropout_mask(Tensor like, float p, int seed) -> Tensor");
+  m.def("dropout_apply(Tensor x, float p, int seed) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(attnkit, CPU, m) {
   m.impl("decode_attention", &decode_attention);
   m.impl("log_softmax_topk", &log_softmax_topk);
   m.impl("add_layer_norm", &add_layer_norm);
+  m.impl("smoothed_nll_forward", &smoothed_nll_forward);
+  m.impl("smoothed_nll_backward", &smoothed_nll_backward);
+  m.impl("dropout_mask", &dropout_mask);
+  m.impl("dropout_apply", &dropout_apply);
 }
