@@ -9,9 +9,12 @@ do what was asked and otherwise the reason it cannot.
   scaled dot product (``scaled_dot``, ``dot``, ``general``, ``cosine``, see ``scores.as_scaled_dot``);
   no weights.
 - ``chunked``: exact attention over key blocks with an online softmax (``attention/chunked.py``).
+- ``native``: attnkit's compiled kernel (:mod:`attnkit.native`) for a decoding step: softmax over a
+  (scaled) dot product, a few queries per (batch, head) block, a mask over keys only, float32 on a CPU,
+  under ``torch.inference_mode``; no weights.
 
-``auto`` (see :func:`choose_backend`) takes ``sdpa`` when it can do the call and is the faster one, and
-``eager`` otherwise.
+``auto`` (see :func:`choose_backend`) takes ``native`` for a decoding step when the kernels are built,
+else ``sdpa`` when it can do the call and is the faster one, and ``eager`` otherwise.
 """
 
 from __future__ import annotations
@@ -217,9 +220,11 @@ def _native_why_not(call: AttentionCall) -> str | None:
         return "the compiled kernel does not return attention weights (use backend='eager' for weights)"
     if call.normalize != "softmax" or call.normalize_params:
         return f"the compiled kernel computes softmax only, not normalize={call.normalize!r}"
-    if call.score not in ("scaled_dot", "dot") or set(call.score_params) - ({"scale"} if call.score == "scaled_dot" else set()):
+    allowed = {"scale"} if call.score == "scaled_dot" else set()
+    if call.score not in ("scaled_dot", "dot") or set(call.score_params) - allowed:
         name = call.score if isinstance(call.score, str) else "a custom callable"
-        return f"the compiled kernel computes (scaled) dot-product scores only, not score {name!r} with {sorted(call.score_params)}"
+        return (f"the compiled kernel computes (scaled) dot-product scores only, not score {name!r} "
+                f"with {sorted(call.score_params)}")
     if isinstance(call.score_params.get("scale"), Tensor):
         return "the compiled kernel takes a number as scale, not a tensor"
     if call.dropout > 0:
@@ -232,7 +237,8 @@ def _native_key_mask(q: Tensor, k: Tensor, mask: Tensor | None) -> tuple[bool, T
     if mask is None:
         return True, None
     n, t = q.shape[0], k.shape[2]
-    if mask.dtype != torch.bool or mask.dim() != 4 or mask.shape[1:3] != (1, 1) or mask.shape[3] != t or mask.shape[0] not in (1, n):
+    if (mask.dtype != torch.bool or mask.dim() != 4 or mask.shape[1:3] != (1, 1) or mask.shape[3] != t
+            or mask.shape[0] not in (1, n)):
         return False, None
     return True, mask[:, 0, 0, :].expand(n, t)
 
@@ -287,7 +293,9 @@ def choose_backend(call: AttentionCall, query: Tensor | None = None, key: Tensor
     ``cosine``, without weights) and is the faster one; otherwise ``eager``, the only backend that
     returns weights or handles every normaliser. Given the tensors, short attention over many blocks on a
     CPU (at most :data:`CPU_EAGER_MAX_KEYS` keys, at least :data:`CPU_EAGER_MIN_BLOCKS` (batch, head)
-    blocks) goes to ``eager`` too, which is faster there. ``chunked`` is never
+    blocks) goes to ``eager`` too, which is faster there. Given ``value`` too, a decoding step's attention
+    (at most :data:`NATIVE_MAX_QUERIES` queries per block, see the ``native`` backend) goes to the compiled
+    kernel when it is built. ``chunked`` is never
     chosen automatically: it trades speed for memory, so it is picked by name for inputs too long for
     the others.
     """

@@ -50,7 +50,7 @@ def attend(
       those before dropout). Pass ``0.0`` at inference.
     - ``need_weights``: also return the weights ``(..., i, j)``.
     - ``backend``: ``"auto"`` (see :func:`attnkit.attention.backends.choose_backend`), or a registered
-      name: ``"eager"``, ``"sdpa"``, ``"chunked"``. A backend that cannot do the call raises ``ValueError``.
+      name: ``"eager"``, ``"sdpa"``, ``"chunked"``, ``"native"``. A backend that cannot do the call raises ``ValueError``.
     """
     call = AttentionCall(
         score=score,

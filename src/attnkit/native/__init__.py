@@ -1,8 +1,10 @@
-"""attnkit's compiled CPU kernels for decoding (``kernels.cpp``), built on this machine on first use.
+"""attnkit's compiled CPU kernels (``kernels.cpp``), built on this machine on first use.
 
 A decoding step runs a few hundred small PyTorch operations on tensors of 64-256 rows; each pays a
-dispatch, a pass over memory and a fork/join of the thread pool. Three kernels do the same work in one
-pass each, threaded by ATen's own pool:
+dispatch, a pass over memory and a fork/join of the thread pool. These kernels each do the work of several
+operations in one pass, threaded by ATen's own pool.
+
+For decoding (used under ``torch.inference_mode``):
 
 - :func:`decode_attention`: softmax attention of a few queries over cached keys/values (a decoding step's
   self- and cross-attention) — what two batched products, a scaling and a softmax do;
@@ -10,12 +12,20 @@ pass each, threaded by ATen's own pool:
   indices — what ``log_softmax`` then ``topk``/``argmax`` do, without writing the normalised row;
 - :func:`add_layer_norm`: ``LayerNorm(x + y)``, a post-norm Transformer's residual step.
 
+For training (inside autograd functions, see ``models/loss.py`` and ``layers/dropout.py``):
+
+- :func:`smoothed_nll_forward` / :func:`smoothed_nll_backward`: the label-smoothed cross-entropy, keeping
+  one log-sum-exp per row instead of the log-probabilities, and its gradient in one pass;
+- :func:`dropout_apply` (and :func:`dropout_mask`): dropout with its mask drawn in the same pass from a
+  counter-based generator, drawn again for the gradient instead of being stored.
+
 They compute the same functions as the PyTorch operations, summed in another order (differences of a few
-ulp; the tests compare them with PyTorch). They are used only where they apply — float32 CPU tensors
-without autograd — and only when the extension builds: it is compiled with PyTorch's own
-``torch.utils.cpp_extension`` (a C++ compiler and ``ninja`` are needed; ~20 s, once per machine and PyTorch
-version, cached under ``~/.cache/attnkit/native`` or ``$ATTNKIT_NATIVE_DIR``). Without them, or with
-``ATTNKIT_NATIVE=0``, :func:`available` is False and attnkit computes the same with PyTorch operations.
+ulp; the tests compare them with PyTorch); dropout draws other masks than PyTorch's path, with the same
+distribution. They are used for float32 CPU tensors, and only when the extension builds: it is compiled
+with PyTorch's own ``torch.utils.cpp_extension`` (a C++ compiler and ``ninja`` are needed; ~20 s, once per
+kind of processor and PyTorch version, cached under ``~/.cache/attnkit/native`` or ``$ATTNKIT_NATIVE_DIR``).
+Without them, or with ``ATTNKIT_NATIVE=0``, :func:`available` is False (with one warning saying why) and
+attnkit computes the same with PyTorch operations.
 
 ``python -m attnkit.native`` builds the kernels now and says where they are (``setup.sh`` runs it).
 """
@@ -24,7 +34,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import os
+import platform
 import shutil
 import sys
 import warnings
@@ -51,10 +63,22 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "attnkit" / "native"
 
 
+def _cpu() -> str:
+    """The processor's model and instruction-set flags (``-march=native`` compiles for exactly these; a
+    cache folder shared with another kind of machine must not hand it this build)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text(errors="replace").splitlines()
+    except OSError:
+        return platform.machine() + " " + platform.processor()
+    wanted = ("model name", "flags", "Features", "CPU part")
+    return platform.machine() + " " + " ".join(sorted({line for line in info if line.split(":")[0].strip() in wanted}))
+
+
 def _key() -> str:
-    """What the built library depends on: the source, the flags, PyTorch and Python."""
+    """What the built library depends on: the source, the flags, the processor, PyTorch and Python."""
     h = hashlib.sha256(SOURCE.read_bytes())
     h.update(" ".join(_FLAGS).encode())
+    h.update(_cpu().encode())
     h.update(f"{torch.__version__} {sys.version_info[:2]} {sys.platform}".encode())
     return h.hexdigest()[:12]
 
@@ -79,14 +103,19 @@ def build(verbose: bool = False) -> Path:
     if not SOURCE.exists():
         raise NativeBuildError(f"{SOURCE} is missing from the installed package")
     _find_tools()
+    # Importing cpp_extension logs a warning about CUDA on a machine without it: not ours to show.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     from torch.utils import cpp_extension
 
     key = _key()
     folder = _cache_dir() / key
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise NativeBuildError(f"cannot create the build folder {folder} ({exc}); set ATTNKIT_NATIVE_DIR") from exc
     library = folder / f"attnkit_native_{key}.so"
     if not library.exists() and not verbose:
-        print(f"attnkit: compiling the CPU decoding kernels into {folder} (once, ~20 s)", file=sys.stderr, flush=True)
+        print(f"attnkit: compiling the CPU kernels into {folder} (once, ~20 s)", file=sys.stderr, flush=True)
     try:
         cpp_extension.load(name=f"attnkit_native_{key}", sources=[str(SOURCE)], extra_cflags=_FLAGS,
                            extra_ldflags=["-fopenmp"], build_directory=str(folder), is_python_module=False,
@@ -105,7 +134,7 @@ def available() -> bool:
     try:
         build()
     except NativeBuildError as exc:
-        warnings.warn(f"attnkit: decoding without the compiled CPU kernels ({exc}); results are the same, slower",
+        warnings.warn(f"attnkit: running without the compiled CPU kernels ({exc}); results are the same, slower",
                       RuntimeWarning, stacklevel=2)
         return False
     return True

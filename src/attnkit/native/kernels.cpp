@@ -1,5 +1,5 @@
-// attnkit's CPU kernels for decoding: each replaces several small PyTorch operations of a decoding step
-// with one pass over the data, threaded with ATen's own thread pool (at::parallel_for).
+// attnkit's CPU kernels for decoding and training: each replaces several PyTorch operations with one pass
+// over the data, threaded with ATen's own thread pool (at::parallel_for).
 // Built on first use by attnkit/native/__init__.py (torch.utils.cpp_extension); float32, CPU only.
 //
 //   decode_attention(q (n, h, i, d), k (n, h, t, d), v (n, h, t, e), key_mask (n, t) bool or None, scale)
