@@ -223,3 +223,32 @@ def test_fused_dropout_draws_from_the_seed_alone_and_its_gradient_uses_the_same_
     assert abs(drop_rate - 6554 / 65536) < 2.5e-3
     values = torch.unique(dropout(torch.ones(200, 200, dtype=torch.float64), 0.3))  # float64: PyTorch's path
     assert values.tolist() == [0.0, torch.tensor(1.0 / 0.7, dtype=torch.float32).item()]  # its mask is float32
+
+
+def test_nan_propagates_as_in_pytorch():
+    nan = float("nan")
+    q, k = torch.randn(1, 1, 1, 8), torch.randn(1, 1, 5, 8)
+    with torch.inference_mode():
+        assert torch.isnan(native.decode_attention(q * nan, k, k, None, 1.0)).all()
+    x = torch.randn(2, 100)
+    x[0, 40] = nan
+    values, index = native.log_softmax_topk(x, 2, -1)
+    assert index[0, 0] == 40 and torch.isnan(values[0]).all()  # torch.topk ranks NaN first
+    assert torch.equal(index[1], torch.log_softmax(x[1], -1).topk(2).indices)
+    loss, _ = native.smoothed_nll_forward(x, torch.tensor([3, 3]), 0.0)
+    assert torch.isnan(loss[0]) and torch.isfinite(loss[1])
+
+
+def test_dropout_twice_differentiable_and_blocked_token_checked():
+    from attnkit.decode.select import top_log_probs
+    from attnkit.layers import dropout
+
+    x = (torch.rand(40, 33) + 0.5).requires_grad_(True)
+    torch.manual_seed(1)
+    y = dropout(x, 0.3)
+    (g,) = torch.autograd.grad((y * y).sum(), x, create_graph=True)  # 2 · mask² · x
+    g.sum().backward()
+    mask = y.detach() / x.detach()
+    torch.testing.assert_close(x.grad, 2 * mask * mask)
+    with pytest.raises(ValueError, match="blocked"):
+        top_log_probs(torch.randn(2, 10), 1, -1)

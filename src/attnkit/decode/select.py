@@ -82,7 +82,9 @@ def top_log_probs(logits: Tensor, n: int, blocked: int | None = None) -> tuple[T
     if logits.dim() != 2:
         raise ValueError(f"top_log_probs expects (rows, vocabulary), got shape {tuple(logits.shape)}")
     width = logits.shape[1]
-    usable = width - (blocked is not None and 0 <= blocked < width)
+    if blocked is not None and not 0 <= blocked < width:
+        raise ValueError(f"blocked must be a token id in [0, {width}), got {blocked}")
+    usable = width - (blocked is not None)
     if not 1 <= n <= usable:
         raise ValueError(f"n must be in [1, {usable}], got {n}")
     if (torch.is_inference_mode_enabled() and logits.device.type == "cpu" and logits.dtype == torch.float32

@@ -67,9 +67,8 @@ class _NativeDropout(torch.autograd.Function):
         return native.dropout_apply(x, p, seed)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor):
-        return native.dropout_apply(grad, ctx.p, ctx.seed), None, None
+        return _NativeDropout.apply(grad, ctx.p, ctx.seed), None, None  # itself differentiable (double backward)
 
 
 class Dropout(nn.Module):

@@ -24,8 +24,8 @@ ulp; the tests compare them with PyTorch); dropout draws other masks than PyTorc
 distribution. They are used for float32 CPU tensors, and only when the extension builds: it is compiled
 with PyTorch's own ``torch.utils.cpp_extension`` (a C++ compiler and ``ninja`` are needed; ~20 s, once per
 kind of processor and PyTorch version, cached under ``~/.cache/attnkit/native`` or ``$ATTNKIT_NATIVE_DIR``).
-Without them, or with ``ATTNKIT_NATIVE=0``, :func:`available` is False (with one warning saying why) and
-attnkit computes the same with PyTorch operations.
+Where they cannot be built :func:`available` is False, with one warning saying why (with ``ATTNKIT_NATIVE=0``,
+without trying or warning), and attnkit computes the same with PyTorch operations.
 
 ``python -m attnkit.native`` builds the kernels now and says where they are (``setup.sh`` runs it).
 """
@@ -105,7 +105,10 @@ def build(verbose: bool = False) -> Path:
     _find_tools()
     # Importing cpp_extension logs a warning about CUDA on a machine without it: not ours to show.
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-    from torch.utils import cpp_extension
+    try:
+        from torch.utils import cpp_extension  # needs setuptools
+    except Exception as exc:
+        raise NativeBuildError(f"torch.utils.cpp_extension cannot be imported ({exc})") from exc
 
     key = _key()
     folder = _cache_dir() / key
@@ -128,7 +131,7 @@ def build(verbose: bool = False) -> Path:
 @functools.lru_cache(maxsize=None)
 def available() -> bool:
     """Whether the kernels are loaded (building them on the first call). False, with one warning saying
-    why, when they cannot be built; False without trying when ``ATTNKIT_NATIVE=0``."""
+    why, when they cannot be built; False, silently, without trying when ``ATTNKIT_NATIVE=0``."""
     if os.environ.get("ATTNKIT_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
         return False
     try:

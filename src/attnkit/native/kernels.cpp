@@ -46,7 +46,9 @@ inline vf load(const float* p) {
 }
 inline void store(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
 inline vf splat(float x) { return vf{} + x; }
-inline vf vmax(vf a, vf b) { return a > b ? a : b; }
+// The larger of a and b per lane, NaN if either is (as torch.max propagates NaN).
+inline vf vmax(vf a, vf b) { return (a > b) | (a != a) ? a : b; }
+inline float nanmax(float a, float b) { return (a > b || a != a) ? a : b; }
 inline float hsum(vf v) {
   v += __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
   v += __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11);
@@ -74,7 +76,7 @@ inline float dot(const float* a, const float* b, int64_t n) {
 // exp(x) for x <= 0 (Cody-Waite reduction and the Cephes expf polynomial, ~1 ulp); x below -87 gives
 // ~1e-38 instead of a denormal or 0. The vector version computes the same per lane.
 inline vf exp_nonpositive(vf x) {
-  x = vmax(x, splat(-87.f));
+  x = x < -87.f ? splat(-87.f) : x;  // NaN stays NaN
   const vf n = (x * 1.44269504088896341f + 12582912.f) - 12582912.f;  // round to nearest
   const vf r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
   vf p = splat(1.9875691500e-4f);
@@ -108,7 +110,7 @@ void attend_row(const float* qr, float sc, const float* kb, int64_t ks, const fl
       vf x = q[0] * load(kr);
       for (int c = 1; c < D / kLanes; ++c) x += q[c] * load(kr + c * kLanes);
       w[j] = hsum(x);
-      mx = std::max(mx, w[j]);
+      mx = nanmax(mx, w[j]);
     }
   } else {
     for (int64_t c = 0; c < d; ++c) qs[c] = qr[c] * sc;
@@ -118,7 +120,7 @@ void attend_row(const float* qr, float sc, const float* kb, int64_t ks, const fl
         continue;
       }
       w[j] = dot(qs, kb + j * ks, d);
-      mx = std::max(mx, w[j]);
+      mx = nanmax(mx, w[j]);
     }
   }
   if (mx == ninf) {  // no key allowed (or no keys): a zero context, as the eager backend gives
@@ -174,8 +176,9 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k, const at::
               q.sizes());
   TORCH_CHECK(v.size(0) == n && v.size(1) == h && v.size(2) == t, "decode_attention: v ", v.sizes(), " does not fit k ",
               k.sizes());
-  TORCH_CHECK(q.stride(3) == 1 && k.stride(3) == 1 && v.stride(3) == 1,
-              "decode_attention: the last axis of q, k and v must be contiguous");
+  TORCH_CHECK(q.stride(3) == 1, "decode_attention: the last axis of q must be contiguous, q has strides ", q.strides());
+  TORCH_CHECK(k.stride(3) == 1, "decode_attention: the last axis of k must be contiguous, k has strides ", k.strides());
+  TORCH_CHECK(v.stride(3) == 1, "decode_attention: the last axis of v must be contiguous, v has strides ", v.strides());
   const bool* mp = nullptr;
   int64_t ms0 = 0, ms1 = 0;
   at::Tensor mask;
@@ -243,11 +246,13 @@ std::tuple<at::Tensor, at::Tensor> log_softmax_topk(const at::Tensor& logits, in
       std::fill(top.begin(), top.end(), ninf);
       std::fill(idx.begin(), idx.end(), -1);
       int64_t filled = 0;
+      // a before b: larger, and NaN above every number (as torch.topk ranks NaN)
+      auto above = [](float a, float b) { return a > b || (a != a && b == b); };
       auto offer = [&](float value, int64_t i) {
         if (i == blocked) return;
-        if (filled == k && !(value > top[k - 1])) return;  // ties keep the earlier (lower) index
+        if (filled == k && !above(value, top[k - 1])) return;  // ties keep the earlier (lower) index
         int64_t pos = std::min(filled, k - 1);
-        while (pos > 0 && value > top[pos - 1]) {
+        while (pos > 0 && above(value, top[pos - 1])) {
           top[pos] = top[pos - 1];
           idx[pos] = idx[pos - 1];
           --pos;
@@ -264,12 +269,12 @@ std::tuple<at::Tensor, at::Tensor> log_softmax_topk(const at::Tensor& logits, in
         const vf x = load(row + j);
         maxes = vmax(maxes, x);
         const float bm = hmax(x);
-        if (filled < k || bm > top[k - 1] || bm != bm)
+        if (filled < k || above(bm, top[k - 1]))
           for (int l = 0; l < kLanes; ++l) offer(row[j + l], j + l);
       }
       float mx = hmax(maxes);
       for (; j < vocab; ++j) {
-        mx = std::max(mx, row[j]);
+        mx = nanmax(mx, row[j]);
         offer(row[j], j);
       }
       // 2. log of the sum of exp(x - max)
@@ -379,7 +384,7 @@ std::tuple<at::Tensor, at::Tensor> smoothed_nll_forward(const at::Tensor& logits
       }
       float mx = hmax(maxes), total = hsum(sums);
       for (; j < vocab; ++j) {
-        mx = std::max(mx, row[j]);
+        mx = nanmax(mx, row[j]);
         total += row[j];
       }
       vf es{};
@@ -401,7 +406,9 @@ at::Tensor smoothed_nll_backward(const at::Tensor& logits, const at::Tensor& lse
   const int64_t n = logits.size(0), vocab = logits.size(1);
   check_float_cpu(lse, "lse");
   check_float_cpu(weight, "weight");
-  TORCH_CHECK(lse.numel() == n && weight.numel() == n, "smoothed_nll_backward: lse and weight must have ", n, " entries");
+  TORCH_CHECK(lse.numel() == n, "smoothed_nll_backward: lse must have ", n, " entries (one per row), got ", lse.numel());
+  TORCH_CHECK(weight.numel() == n, "smoothed_nll_backward: weight must have ", n, " entries (one per row), got ",
+              weight.numel());
   auto grad = at::empty_like(logits);
   auto tc = target.contiguous(), lc = lse.contiguous(), wc = weight.contiguous();
   const float* xp = logits.data_ptr<float>();
