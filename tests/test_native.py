@@ -101,22 +101,24 @@ def test_add_layer_norm_equals_layer_norm_of_the_sum(rows, width):
         torch.testing.assert_close(out, norm(x + y), rtol=1e-5, atol=1e-5)
 
 
-def test_auto_backend_takes_the_kernel_for_decoding_steps_only():
+def test_auto_backend_takes_the_kernels_for_decoding_steps_and_short_attention_over_many_blocks():
     q, k = torch.randn(8, 4, 1, 64), torch.randn(8, 4, 20, 64)
     call = AttentionCall("scaled_dot", "softmax")
+    padded = torch.ones(8, 1, 1, 20, dtype=torch.bool)
     with torch.inference_mode():
-        assert choose_backend(call, q, k, k) == "native"
-        assert choose_backend(call, torch.randn(8, 4, 20, 64), k, k) != "native"  # a whole sequence
-        assert choose_backend(AttentionCall("scaled_dot", "softmax", need_weights=True), q, k, k) == "eager"
-        padded = torch.ones(8, 1, 1, 20, dtype=torch.bool)
+        assert choose_backend(call, q, k, k) == "native"  # a decoding step
         assert choose_backend(AttentionCall("scaled_dot", "softmax", mask=padded), q, k, k) == "native"
-        causal = torch.ones(1, 20, dtype=torch.bool).tril()
-        assert choose_backend(AttentionCall("scaled_dot", "softmax", mask=causal), q, k, k) != "native"
+        assert choose_backend(AttentionCall("scaled_dot", "softmax", need_weights=True), q, k, k) == "eager"
+        assert choose_backend(call, q[:2], k[:2], k[:2]) == "native"  # one query: the decoding kernel
         fast = attend(q, k, k, mask=padded, backend="native").context
         torch.testing.assert_close(fast, attend(q, k, k, mask=padded, backend="eager").context, rtol=1e-5, atol=1e-6)
-    assert choose_backend(call, q, k, k) != "native"  # outside inference mode (training, autograd)
-    with pytest.raises(ValueError, match="inference"):
-        attend(q, k, k, backend="native")
+    seq = torch.randn(8, 4, 20, 64)
+    assert choose_backend(call, seq, k, k) == "native"  # training: 32 blocks of 20 keys
+    assert choose_backend(call, seq[:2], k[:2], k[:2]) != "native"  # 8 blocks: the fused PyTorch kernel
+    assert choose_backend(call, seq, torch.randn(8, 4, 200, 64), torch.randn(8, 4, 200, 64)) != "native"  # long
+    assert choose_backend(AttentionCall("scaled_dot", "sparsemax"), seq, k, k) == "eager"
+    with pytest.raises(ValueError, match="float32"):
+        attend(q.double(), k.double(), k.double(), backend="native")
 
 
 def _decode(env_native: str) -> str:
@@ -252,3 +254,58 @@ def test_dropout_twice_differentiable_and_blocked_token_checked():
     torch.testing.assert_close(x.grad, 2 * mask * mask)
     with pytest.raises(ValueError, match="blocked"):
         top_log_probs(torch.randn(2, 10), 1, -1)
+
+
+def _heads(t: torch.Tensor, h: int) -> torch.Tensor:
+    b, n, _ = t.shape
+    return t.view(b, n, h, -1).transpose(1, 2)  # (b, h, n, d), the view a projection's heads are
+
+
+@pytest.mark.parametrize("d", [64, 24])  # compiled-in head size and the general loop
+def test_training_attention_equals_eager_forward_and_backward(d):
+    g = torch.Generator().manual_seed(d)
+    b, h, i, j = 5, 3, 7, 9
+    qx = torch.randn(b, i, h * d, generator=g, requires_grad=True)
+    kx = torch.randn(b, j, h * d, generator=g, requires_grad=True)
+    vx = torch.randn(b, j, h * d, generator=g, requires_grad=True)
+    padding = torch.rand(b, 1, 1, j, generator=g) > 0.3
+    padding[0] = False  # a row of queries with no key
+    causal = torch.ones(i, j, dtype=torch.bool).tril()
+    for mask in (None, padding, causal):
+        outs, grads = [], []
+        for backend in ("native", "eager"):
+            out = attend(_heads(qx, h), _heads(kx, h), _heads(vx, h), mask=mask, backend=backend).context
+            upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
+            outs.append(out)
+            grads.append(torch.autograd.grad(out, (qx, kx, vx), upstream))
+        torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-5)
+        for ours, ref in zip(*grads):
+            torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_training_attention_dropout_gradient_matches_its_forward():
+    """With dropout the mask comes from the seed: the gradient must be that of the very function the
+    forward pass computed (a central difference along a random direction, same seed)."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(4, 2, 6, 64, generator=g, dtype=torch.float32) for _ in range(3))
+    out, _ = native.attention_train_forward(q, k, v, None, 0.125, 0.3, 99)
+    again, _ = native.attention_train_forward(q, k, v, None, 0.125, 0.3, 99)
+    assert torch.equal(out, again)
+    kept = native.attention_train_forward(q, k, v, None, 0.125, 0.0, 99)[0]
+    assert not torch.allclose(out, kept)  # dropout changed something
+    upstream = torch.randn(4, 2, 6, 64, generator=g)  # (b, h, i, e)
+    _, probs = native.attention_train_forward(q, k, v, None, 0.125, 0.3, 99)
+    dq, dk, dv = native.attention_train_backward(upstream, q, k, v, probs, 0.125, 0.3, 99)  # (b, n, h, d)
+    for x, grad in ((q, dq), (k, dk), (v, dv)):
+        direction = torch.randn(x.shape, generator=g)
+        step = 1e-2
+        args = {id(q): q, id(k): k, id(v): v}
+
+        def f(shift):
+            moved = {key: (t + shift * direction if t is x else t) for key, t in args.items()}
+            o, _ = native.attention_train_forward(moved[id(q)], moved[id(k)], moved[id(v)], None, 0.125, 0.3, 99)
+            return (o.transpose(1, 2) * upstream).sum().double()  # the context is (b, i, h, e)
+
+        numeric = (f(step) - f(-step)) / (2 * step)
+        analytic = (grad.transpose(1, 2).double() * direction.double()).sum()
+        assert abs(numeric - analytic) <= 2e-2 * max(1.0, abs(analytic)), (numeric, analytic)

@@ -17,7 +17,10 @@ For training (inside autograd functions, see ``models/loss.py`` and ``layers/dro
 - :func:`smoothed_nll_forward` / :func:`smoothed_nll_backward`: the label-smoothed cross-entropy, keeping
   one log-sum-exp per row instead of the log-probabilities, and its gradient in one pass;
 - :func:`dropout_apply` (and :func:`dropout_mask`): dropout with its mask drawn in the same pass from a
-  counter-based generator, drawn again for the gradient instead of being stored.
+  counter-based generator, drawn again for the gradient instead of being stored;
+- :func:`attention_train_forward` / :func:`attention_train_backward`: softmax attention with dropout on the
+  weights over short sequences, reading the heads where the projection wrote them and writing the context
+  and the gradients so that merging the heads copies nothing (the ``native`` attention backend).
 
 They compute the same functions as the PyTorch operations, summed in another order (differences of a few
 ulp; the tests compare them with PyTorch); dropout draws other masks than PyTorch's path, with the same
@@ -46,7 +49,8 @@ import torch
 from torch import Tensor
 
 __all__ = ["NativeBuildError", "available", "build", "decode_attention", "log_softmax_topk", "add_layer_norm",
-           "smoothed_nll_forward", "smoothed_nll_backward", "dropout_mask", "dropout_apply", "SOURCE"]
+           "smoothed_nll_forward", "smoothed_nll_backward", "dropout_mask", "dropout_apply", "attention_train_forward",
+           "attention_train_backward", "SOURCE"]
 
 SOURCE = Path(__file__).with_name("kernels.cpp")
 _FLAGS = ["-O3", "-march=native", "-fopenmp"]  # OpenMP: at::parallel_for runs on PyTorch's own thread pool
@@ -184,3 +188,18 @@ def dropout_apply(x: Tensor, p: float, seed: int) -> Tensor:
     """``x * dropout_mask(x, p, seed)`` in one pass (no mask stored): dropout's forward pass, and with the
     same ``p`` and ``seed`` applied to the gradient, its backward pass."""
     return torch.ops.attnkit.dropout_apply(x, float(p), int(seed))
+
+
+def attention_train_forward(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float, p: float,
+                            seed: int) -> tuple[Tensor, Tensor]:
+    """Softmax attention of ``q (b, h, i, d)`` over ``k (b, h, j, d)``, ``v (b, h, j, e)`` (any strides, last
+    axis contiguous), ``mask`` bool ``(b, h, i, j)`` (broadcast views fine) or None, dropout ``p`` on the
+    weights from ``seed``: ``(context (b, i, h, e) contiguous, weights before dropout (b, h, i, j))``."""
+    return torch.ops.attnkit.attention_train_forward(q, k, v, mask, float(scale), float(p), int(seed))
+
+
+def attention_train_backward(grad: Tensor, q: Tensor, k: Tensor, v: Tensor, probs: Tensor, scale: float, p: float,
+                             seed: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The gradients ``(dq, dk, dv)``, each ``(b, n, h, d)`` contiguous, of :func:`attention_train_forward`
+    for ``grad (b, h, i, e)``, from its saved ``probs`` and the same ``scale``, ``p`` and ``seed``."""
+    return torch.ops.attnkit.attention_train_backward(grad, q, k, v, probs, float(scale), float(p), int(seed))

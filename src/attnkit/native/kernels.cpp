@@ -159,6 +159,13 @@ void attend_row(const float* qr, float sc, const float* kb, int64_t ks, const fl
   }
 }
 
+inline uint64_t splitmix64(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
 void check_float_cpu(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat, name, " must be a float32 CPU tensor, got ",
               t.scalar_type(), " on ", t.device());
@@ -360,6 +367,281 @@ void check_rows(const at::Tensor& logits, const at::Tensor& target, const char* 
   }
 }
 
+// Attention for training over short sequences: forward and backward for (batch, head) blocks of i queries
+// and j keys, reading q, k, v (and writing their gradients) in the (b, n, h, d) layout the projections
+// produce, so that no head is copied out. P (the softmax, before dropout) is kept for the backward pass; the
+// dropout mask on P is drawn again from the seed.
+
+struct Strided4 {  // a 4-D view: base pointer and strides, last axis contiguous
+  const float* p;
+  int64_t s0, s1, s2;
+  const float* at(int64_t a, int64_t b, int64_t c) const { return p + a * s0 + b * s1 + c * s2; }
+};
+
+inline Strided4 view4(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.dim() == 4 && t.stride(3) == 1, "attention_train: ", name,
+              " must be 4-D with its last axis contiguous, got sizes ", t.sizes(), " strides ", t.strides());
+  return {t.data_ptr<float>(), t.stride(0), t.stride(1), t.stride(2)};
+}
+
+// The dropout factors (0 or 1/(1 - p)) of one row r of the (b, h, i, j) weights: column j keeps iff quarter j % 4
+// of splitmix64(seed + r * ceil(j_count / 4) + j / 4) is >= threshold; one 64-bit draw per four columns.
+inline void row_keep(uint64_t seed, int64_t r, int64_t nj, uint32_t threshold, float keep, float* m) {
+  const int64_t words = (nj + 3) / 4;
+  for (int64_t w = 0; w < words; ++w) {
+    const uint64_t x = splitmix64(seed + static_cast<uint64_t>(r * words + w));
+    for (int64_t c = 0; c < 4 && 4 * w + c < nj; ++c) m[4 * w + c] = ((x >> (16 * c)) & 0xFFFF) >= threshold ? keep : 0.f;
+  }
+}
+
+// y (+)= a * x over n floats; N > 0: n = N known at compile time (kept in registers by the caller's loops)
+inline void axpy(float* y, float a, const float* x, int64_t n) {
+  int64_t c = 0;
+  for (; c + kLanes <= n; c += kLanes) store(y + c, load(y + c) + a * load(x + c));
+  for (; c < n; ++c) y[c] += a * x[c];
+}
+
+template <int D>
+inline float dot_t(const vf* qv, const float* kr, int64_t d) {
+  if constexpr (D > 0) {
+    vf x = qv[0] * load(kr);
+    for (int c = 1; c < D / kLanes; ++c) x += qv[c] * load(kr + c * kLanes);
+    return hsum(x);
+  } else {
+    return dot(reinterpret_cast<const float*>(qv), kr, d);
+  }
+}
+
+struct TrainShape {
+  int64_t b, h, ni, nj, d, e;
+};
+
+// One (batch, head) block of the forward pass; D = E = 64 (or 32, 128) known at compile time, 0 = any.
+template <int D>
+void attention_block_forward(int64_t bh, const TrainShape& sh, const Strided4& Q, const Strided4& K, const Strided4& V,
+                             const bool* mp, const int64_t* ms, float sc, uint64_t seed, uint32_t threshold, float keep,
+                             float* pp, float* op, float* scratch, float* mrow) {
+  const int64_t bb = bh / sh.h, hh = bh % sh.h, ni = sh.ni, nj = sh.nj, d = D > 0 ? D : sh.d, e = D > 0 ? D : sh.e;
+  const float ninf = -std::numeric_limits<float>::infinity();
+  constexpr int R = D > 0 ? D / kLanes : 1;
+  vf qv[R];
+  for (int64_t i = 0; i < ni; ++i) {
+    float* prow = pp + (bh * ni + i) * nj;
+    const float* qr = Q.at(bb, hh, i);
+    const vf* qp;
+    if constexpr (D > 0) {
+      for (int c = 0; c < R; ++c) qv[c] = load(qr + c * kLanes) * sc;  // scaled first, as scores.scaled_dot
+      qp = qv;
+    } else {
+      for (int64_t c = 0; c < d; ++c) scratch[c] = qr[c] * sc;
+      qp = reinterpret_cast<const vf*>(scratch);
+    }
+    float mx = ninf;
+    for (int64_t j = 0; j < nj; ++j) {
+      if (mp && !mp[bb * ms[0] + hh * ms[1] + i * ms[2] + j * ms[3]]) {
+        prow[j] = ninf;
+        continue;
+      }
+      prow[j] = dot_t<D>(qp, K.at(bb, hh, j), d);
+      mx = nanmax(mx, prow[j]);
+    }
+    float* o = op + ((bb * ni + i) * sh.h + hh) * e;
+    if (mx == ninf) {  // no key allowed: zero weights, zero context
+      std::fill(prow, prow + nj, 0.f);
+      std::fill(o, o + e, 0.f);
+      continue;
+    }
+    float sum = 0.f;
+    for (int64_t j = 0; j < nj; ++j) {
+      prow[j] = prow[j] == ninf ? 0.f : exp_nonpositive(prow[j] - mx);
+      sum += prow[j];
+    }
+    const float inv = 1.f / sum;
+    if (threshold) row_keep(seed, bh * ni + i, nj, threshold, keep, mrow);
+    if constexpr (D > 0) {
+      vf acc[R] = {};
+      for (int64_t j = 0; j < nj; ++j) {
+        prow[j] *= inv;
+        const float w = threshold ? prow[j] * mrow[j] : prow[j];
+        const float* vr = V.at(bb, hh, j);
+        for (int c = 0; c < R; ++c) acc[c] += w * load(vr + c * kLanes);
+      }
+      for (int c = 0; c < R; ++c) store(o + c * kLanes, acc[c]);
+    } else {
+      std::fill(o, o + e, 0.f);
+      for (int64_t j = 0; j < nj; ++j) {
+        prow[j] *= inv;
+        const float w = threshold ? prow[j] * mrow[j] : prow[j];
+        if (w != 0.f) axpy(o, w, V.at(bb, hh, j), e);
+      }
+    }
+  }
+}
+
+// (context (b, i, h, e) contiguous, P (b, h, i, j))
+std::tuple<at::Tensor, at::Tensor> attention_train_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                                           const c10::optional<at::Tensor>& mask, double scale,
+                                                           double p, int64_t seed) {
+  check_float_cpu(q, "q");
+  check_float_cpu(k, "k");
+  check_float_cpu(v, "v");
+  const Strided4 Q = view4(q, "q"), K = view4(k, "k"), V = view4(v, "v");
+  const TrainShape sh{q.size(0), q.size(1), q.size(2), k.size(2), q.size(3), v.size(3)};
+  TORCH_CHECK(k.size(0) == sh.b && k.size(1) == sh.h && k.size(3) == sh.d, "attention_train: k ", k.sizes(),
+              " does not fit q ", q.sizes());
+  TORCH_CHECK(v.size(0) == sh.b && v.size(1) == sh.h && v.size(2) == sh.nj, "attention_train: v ", v.sizes(),
+              " does not fit k ", k.sizes());
+  TORCH_CHECK(p >= 0 && p < 1, "attention_train: dropout p must be in [0, 1), got ", p);
+  const bool* mp = nullptr;
+  int64_t ms[4] = {0, 0, 0, 0};
+  if (mask.has_value() && mask->defined()) {
+    const auto& m = *mask;
+    TORCH_CHECK(m.scalar_type() == at::kBool && m.dim() == 4 && m.size(0) == sh.b && m.size(1) == sh.h &&
+                    m.size(2) == sh.ni && m.size(3) == sh.nj,
+                "attention_train: mask must be a bool (b, h, i, j) = (", sh.b, ", ", sh.h, ", ", sh.ni, ", ", sh.nj,
+                ") tensor (broadcast views are fine), got ", m.scalar_type(), " ", m.sizes());
+    mp = m.data_ptr<bool>();
+    for (int a = 0; a < 4; ++a) ms[a] = m.stride(a);
+  }
+  auto out = at::empty({sh.b, sh.ni, sh.h, sh.e}, q.options());
+  auto probs = at::empty({sh.b, sh.h, sh.ni, sh.nj}, q.options());
+  float* op = out.data_ptr<float>();
+  float* pp = probs.data_ptr<float>();
+  const float sc = static_cast<float>(scale);
+  const uint32_t threshold = static_cast<uint32_t>(std::lround(p * 65536.0));
+  const float keep = static_cast<float>(1.0 / (1.0 - p));
+  const uint64_t s = static_cast<uint64_t>(seed);
+  at::parallel_for(0, sh.b * sh.h, 4, [&](int64_t begin, int64_t end) {
+    std::vector<float> scratch(std::max(sh.d, sh.e) + kLanes), mrow(sh.nj + 4);
+    for (int64_t bh = begin; bh < end; ++bh) {
+      if (sh.d == 64 && sh.e == 64)
+        attention_block_forward<64>(bh, sh, Q, K, V, mp, ms, sc, s, threshold, keep, pp, op, scratch.data(), mrow.data());
+      else
+        attention_block_forward<0>(bh, sh, Q, K, V, mp, ms, sc, s, threshold, keep, pp, op, scratch.data(), mrow.data());
+    }
+  });
+  return {out, probs};
+}
+
+// One (batch, head) block of the backward pass, in three sweeps that each keep their accumulators in
+// registers (D = E = 64 known at compile time, or 0 = any): the weights' gradient dS row by row, then
+// dQ_i = Σ_j dS_ij k_j, then dV_j = Σ_i Pd_ij dO_i and dK_j = Σ_i dS_ij q_i.
+template <int D>
+void attention_block_backward(int64_t bh, const TrainShape& sh, const Strided4& G, const Strided4& Q,
+                              const Strided4& K, const Strided4& V, const float* pp, float sc, uint64_t seed,
+                              uint32_t threshold, float keep, float* dqp, float* dkp, float* dvp, float* ds,
+                              float* pd) {
+  const int64_t bb = bh / sh.h, hh = bh % sh.h, ni = sh.ni, nj = sh.nj, d = D > 0 ? D : sh.d, e = D > 0 ? D : sh.e;
+  constexpr int R = D > 0 ? D / kLanes : 1;
+  for (int64_t i = 0; i < ni; ++i) {  // dS_ij = P_ij (dP_ij - Σ_j' P_ij' dP_ij') with dP_ij = (dO_i · v_j) m_ij
+    const float* prow = pp + (bh * ni + i) * nj;
+    float* pdr = pd + i * nj;  // Pd_ij = P_ij m_ij, the weights the forward pass used
+    if (threshold)
+      row_keep(seed, bh * ni + i, nj, threshold, keep, pdr);
+    else
+      std::fill(pdr, pdr + nj, 1.f);
+    const float* gr = G.at(bb, hh, i);
+    vf gv[R];
+    if constexpr (D > 0)
+      for (int c = 0; c < R; ++c) gv[c] = load(gr + c * kLanes);
+    float* dsr = ds + i * nj;
+    float rowdot = 0.f;
+    for (int64_t j = 0; j < nj; ++j) {
+      const float m = pdr[j];
+      float dp = 0.f;
+      if (prow[j] != 0.f && m != 0.f) {
+        if constexpr (D > 0)
+          dp = dot_t<D>(gv, V.at(bb, hh, j), e) * m;
+        else
+          dp = dot(gr, V.at(bb, hh, j), e) * m;
+      }
+      dsr[j] = dp;
+      pdr[j] = prow[j] * m;
+      rowdot += prow[j] * dp;
+    }
+    for (int64_t j = 0; j < nj; ++j) dsr[j] = prow[j] * (dsr[j] - rowdot) * sc;  // the scale folded in
+  }
+  for (int64_t i = 0; i < ni; ++i) {  // dQ_i
+    const float* dsr = ds + i * nj;
+    float* dqr = dqp + ((bb * ni + i) * sh.h + hh) * d;
+    if constexpr (D > 0) {
+      vf acc[R] = {};
+      for (int64_t j = 0; j < nj; ++j) {
+        const float w = dsr[j];
+        if (w == 0.f) continue;
+        const float* kr = K.at(bb, hh, j);
+        for (int c = 0; c < R; ++c) acc[c] += w * load(kr + c * kLanes);
+      }
+      for (int c = 0; c < R; ++c) store(dqr + c * kLanes, acc[c]);
+    } else {
+      std::fill(dqr, dqr + d, 0.f);
+      for (int64_t j = 0; j < nj; ++j)
+        if (dsr[j] != 0.f) axpy(dqr, dsr[j], K.at(bb, hh, j), d);
+    }
+  }
+  for (int64_t j = 0; j < nj; ++j) {  // dV_j, dK_j
+    float* dvr = dvp + ((bb * nj + j) * sh.h + hh) * e;
+    float* dkr = dkp + ((bb * nj + j) * sh.h + hh) * d;
+    if constexpr (D > 0) {
+      vf av[R] = {}, ak[R] = {};
+      for (int64_t i = 0; i < ni; ++i) {
+        const float wv = pd[i * nj + j], wk = ds[i * nj + j];
+        if (wv != 0.f) {
+          const float* gr = G.at(bb, hh, i);
+          for (int c = 0; c < R; ++c) av[c] += wv * load(gr + c * kLanes);
+        }
+        if (wk != 0.f) {
+          const float* qr = Q.at(bb, hh, i);
+          for (int c = 0; c < R; ++c) ak[c] += wk * load(qr + c * kLanes);
+        }
+      }
+      for (int c = 0; c < R; ++c) {
+        store(dvr + c * kLanes, av[c]);
+        store(dkr + c * kLanes, ak[c]);
+      }
+    } else {
+      std::fill(dvr, dvr + e, 0.f);
+      std::fill(dkr, dkr + d, 0.f);
+      for (int64_t i = 0; i < ni; ++i) {
+        if (pd[i * nj + j] != 0.f) axpy(dvr, pd[i * nj + j], G.at(bb, hh, i), e);
+        if (ds[i * nj + j] != 0.f) axpy(dkr, ds[i * nj + j], Q.at(bb, hh, i), d);
+      }
+    }
+  }
+}
+
+// (dq, dk, dv), each (b, n, h, d) contiguous
+std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_train_backward(
+    const at::Tensor& grad, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& probs,
+    double scale, double p, int64_t seed) {
+  const Strided4 G = view4(grad, "grad"), Q = view4(q, "q"), K = view4(k, "k"), V = view4(v, "v");
+  const TrainShape sh{q.size(0), q.size(1), q.size(2), k.size(2), q.size(3), v.size(3)};
+  TORCH_CHECK(grad.size(0) == sh.b && grad.size(1) == sh.h && grad.size(2) == sh.ni && grad.size(3) == sh.e,
+              "attention_train_backward: grad ", grad.sizes(), " does not fit the context (", sh.b, ", ", sh.h, ", ",
+              sh.ni, ", ", sh.e, ")");
+  TORCH_CHECK(probs.is_contiguous() && probs.numel() == sh.b * sh.h * sh.ni * sh.nj,
+              "attention_train_backward: probs must be the contiguous (b, h, i, j) weights of the forward pass");
+  auto dq = at::empty({sh.b, sh.ni, sh.h, sh.d}, q.options());
+  auto dk = at::empty({sh.b, sh.nj, sh.h, sh.d}, q.options());
+  auto dv = at::empty({sh.b, sh.nj, sh.h, sh.e}, q.options());
+  const float* pp = probs.data_ptr<float>();
+  float *dqp = dq.data_ptr<float>(), *dkp = dk.data_ptr<float>(), *dvp = dv.data_ptr<float>();
+  const float sc = static_cast<float>(scale);
+  const uint32_t threshold = static_cast<uint32_t>(std::lround(p * 65536.0));
+  const float keep = static_cast<float>(1.0 / (1.0 - p));
+  const uint64_t s = static_cast<uint64_t>(seed);
+  at::parallel_for(0, sh.b * sh.h, 4, [&](int64_t begin, int64_t end) {
+    std::vector<float> ds(sh.ni * sh.nj), pd(sh.ni * sh.nj + 4);
+    for (int64_t bh = begin; bh < end; ++bh) {
+      if (sh.d == 64 && sh.e == 64)
+        attention_block_backward<64>(bh, sh, G, Q, K, V, pp, sc, s, threshold, keep, dqp, dkp, dvp, ds.data(), pd.data());
+      else
+        attention_block_backward<0>(bh, sh, G, Q, K, V, pp, sc, s, threshold, keep, dqp, dkp, dvp, ds.data(), pd.data());
+    }
+  });
+  return {dq, dk, dv};
+}
+
 std::tuple<at::Tensor, at::Tensor> smoothed_nll_forward(const at::Tensor& logits, const at::Tensor& target, double eps) {
   check_rows(logits, target, "smoothed_nll_forward");
   const int64_t n = logits.size(0), vocab = logits.size(1);
@@ -435,13 +717,6 @@ at::Tensor smoothed_nll_backward(const at::Tensor& logits, const at::Tensor& lse
   return grad;
 }
 
-inline uint64_t splitmix64(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
-
 typedef uint64_t vu64 __attribute__((vector_size(64)));
 typedef int64_t vi64 __attribute__((vector_size(64)));
 typedef int32_t vi8 __attribute__((vector_size(32)));
@@ -515,6 +790,8 @@ TORCH_LIBRARY(attnkit, m) {
   m.def("smoothed_nll_backward(Tensor logits, Tensor lse, Tensor target, Tensor weight, float eps) -> Tensor");
   m.def("dropout_mask(Tensor like, float p, int seed) -> Tensor");
   m.def("dropout_apply(Tensor x, float p, int seed) -> Tensor");
+  m.def("attention_train_forward(Tensor q, Tensor k, Tensor v, Tensor? mask, float scale, float p, int seed) -> (Tensor, Tensor)");
+  m.def("attention_train_backward(Tensor grad, Tensor q, Tensor k, Tensor v, Tensor probs, float scale, float p, int seed) -> (Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(attnkit, CPU, m) {
@@ -525,4 +802,6 @@ TORCH_LIBRARY_IMPL(attnkit, CPU, m) {
   m.impl("smoothed_nll_backward", &smoothed_nll_backward);
   m.impl("dropout_mask", &dropout_mask);
   m.impl("dropout_apply", &dropout_apply);
+  m.impl("attention_train_forward", &attention_train_forward);
+  m.impl("attention_train_backward", &attention_train_backward);
 }
