@@ -13,7 +13,8 @@ do what was asked and otherwise the reason it cannot.
   float32 on a CPU, boolean masks, no weights. A decoding step (few queries per (batch, head) block, under
   ``torch.inference_mode``, a mask over keys only) runs the decoding kernel; anything else the training
   kernel, forward and backward, with dropout on the weights (meant for short sequences: it keeps the
-  weights for the backward pass, as ``eager`` does).
+  weights for the backward pass, as ``eager`` does; its backward pass is not differentiable again, so
+  pass ``backend="eager"`` for second derivatives).
 
 ``auto`` (see :func:`choose_backend`) takes ``native``, when the kernels are built, for a decoding step
 and for short attention over many blocks on a CPU; else ``sdpa`` when it can do the call and is the
