@@ -309,3 +309,55 @@ def test_training_attention_dropout_gradient_matches_its_forward():
         numeric = (f(step) - f(-step)) / (2 * step)
         analytic = (grad.transpose(1, 2).double() * direction.double()).sum()
         assert abs(numeric - analytic) <= 2e-2 * max(1.0, abs(analytic)), (numeric, analytic)
+
+
+def test_training_attention_dropout_rate_scale_and_gradient_through_attend():
+    """v = identity turns the context into the dropped-out weights themselves."""
+    g = torch.Generator().manual_seed(5)
+    b, h, i, j = 40, 4, 7, 11
+    q, k = torch.randn(b, h, i, 24, generator=g), torch.randn(b, h, j, 24, generator=g)
+    eye = torch.eye(j).expand(b, h, j, j).contiguous()
+    mask = torch.rand(b, 1, i, j, generator=g) > 0.2
+    weights, probs = native.attention_train_forward(q, k, eye, mask.expand(b, h, i, j), 24**-0.5, 0.3, 7)
+    weights = weights.transpose(1, 2)  # (b, h, i, j)
+    allowed = mask.expand(b, h, i, j) & (probs > 0)
+    kept = weights[allowed] != 0
+    assert abs(1 - kept.float().mean().item() - round(0.3 * 65536) / 65536) < 0.02
+    torch.testing.assert_close(weights[allowed][kept], probs[allowed][kept] / 0.7)
+    factors = native.attention_dropout_factors(b, h, i, j, 0.3, 7)
+    torch.testing.assert_close(weights, probs * factors)
+    # the same through attend (the seed drawn from torch's generator and carried to the backward pass)
+    x = torch.randn(b, i, h * 24, generator=g, requires_grad=True)
+    kx = torch.randn(b, j, h * 24, generator=g)
+    direction = torch.randn(x.shape, generator=g)
+    upstream = torch.randn(b, h, i, 24, generator=g)
+
+    def f(t, seed=11):
+        torch.manual_seed(seed)
+        return (attend(_heads(t, h), _heads(kx, h), _heads(kx, h), mask=mask, dropout=0.3,
+                       backend="native").context * upstream).sum()
+
+    (grad,) = torch.autograd.grad(f(x), x)
+    with torch.no_grad():
+        numeric = (f(x + 1e-2 * direction) - f(x - 1e-2 * direction)) / 2e-2
+    analytic = (grad * direction).sum()
+    assert abs(numeric - analytic) <= 2e-2 * max(1.0, abs(analytic.item()))
+
+
+def test_training_attention_output_can_change_in_place_and_has_second_derivatives():
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(8, 5, 4 * 16, generator=g, requires_grad=True)
+    causal = torch.ones(5, 5, dtype=torch.bool).tril()
+    assert choose_backend(AttentionCall("scaled_dot", "softmax", mask=causal), _heads(x, 4), _heads(x, 4),
+                          _heads(x, 4)) == "native"
+    out = attend(_heads(x, 4), _heads(x, 4), _heads(x, 4), mask=causal).context
+    out.mul_(2).sum().backward()  # in place on the output, as eager allows
+    penalties = []
+    for backend in ("native", "eager"):
+        out = attend(_heads(x, 4), _heads(x, 4), _heads(x, 4), mask=causal, backend=backend).context
+        (grad,) = torch.autograd.grad(out.pow(2).sum(), x, create_graph=True)
+        (second,) = torch.autograd.grad(grad.pow(2).sum(), x)
+        penalties.append(second)
+    torch.testing.assert_close(penalties[0], penalties[1], rtol=1e-4, atol=1e-4)
+    empty = torch.randn(8, 4, 0, 16, requires_grad=True)
+    assert choose_backend(AttentionCall("scaled_dot", "softmax"), empty, _heads(x, 4), _heads(x, 4)) != "native"

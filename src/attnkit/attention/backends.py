@@ -13,8 +13,8 @@ do what was asked and otherwise the reason it cannot.
   float32 on a CPU, boolean masks, no weights. A decoding step (few queries per (batch, head) block, under
   ``torch.inference_mode``, a mask over keys only) runs the decoding kernel; anything else the training
   kernel, forward and backward, with dropout on the weights (meant for short sequences: it keeps the
-  weights for the backward pass, as ``eager`` does; its backward pass is not differentiable again, so
-  pass ``backend="eager"`` for second derivatives).
+  weights for the backward pass, as ``eager`` does; second derivatives recompute it with PyTorch
+  operations).
 
 ``auto`` (see :func:`choose_backend`) takes ``native``, when the kernels are built, for a decoding step
 and for short attention over many blocks on a CPU; else ``sdpa`` when it can do the call and is the
@@ -252,6 +252,8 @@ def _native_tensor_why_not(q: Tensor, k: Tensor, v: Tensor, call: AttentionCall)
         return f"the compiled kernel takes float32 CPU tensors, got {q.dtype} on {q.device}"
     if q.dim() != 4:
         return f"the compiled kernel takes (batch, heads, positions, dim) tensors, got {q.dim()}-D"
+    if q.numel() == 0 or k.numel() == 0:
+        return "nothing to attend (an empty axis): left to the eager backend"
     for name, t in (("q", q), ("k", k), ("v", v)):
         if t.stride(-1) != 1:
             return f"the compiled kernel needs the last axis of {name} contiguous, got strides {t.stride()}"
@@ -277,24 +279,42 @@ def _scale(q: Tensor, call: AttentionCall) -> float:
 class _TrainAttention(torch.autograd.Function):
     """Softmax attention with dropout on the weights by the compiled kernels (:mod:`attnkit.native`):
     forward and backward for (batch, head) blocks of short sequences; q, k, v are read in whatever layout
-    they come (the heads of one projection), the gradients and the context are written as ``(b, n, h, d)``
-    and returned as ``(b, h, n, d)`` views, so that merging the heads copies nothing."""
+    they come (the heads of one projection) and the context ``(b, i, h, e)`` and the gradients are written
+    as ``(b, n, h, d)``, so that merging the heads copies nothing. When the backward pass itself is being
+    differentiated (``create_graph=True``), it recomputes the attention with PyTorch operations and the
+    same dropout factors instead."""
 
     @staticmethod
     def forward(ctx, q, k, v, mask, scale, p, seed):
         from attnkit import native
 
         context, probs = native.attention_train_forward(q, k, v, mask, scale, p, seed)  # (b, i, h, e)
-        ctx.save_for_backward(q, k, v, probs)
+        ctx.save_for_backward(q, k, v, probs, mask)
         ctx.scale, ctx.p, ctx.seed = scale, p, seed
-        return context.transpose(1, 2)  # (b, h, i, e)
+        return context
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
         from attnkit import native
 
-        q, k, v, probs = ctx.saved_tensors
+        q, k, v, probs, mask = ctx.saved_tensors
+        grad = grad.transpose(1, 2)  # (b, h, i, e)
+        if torch.is_grad_enabled():  # second derivatives: a differentiable recomputation
+            b, h, i, j = probs.shape
+            with torch.enable_grad():
+                scores = batched_matmul(q * ctx.scale, k.transpose(-2, -1))
+                if mask is not None:
+                    scores = scores.masked_fill(~mask, fill_value(scores.dtype))
+                weights = torch.softmax(scores, -1)
+                if mask is not None:
+                    weights = weights * mask.any(-1, keepdim=True)  # rows with no allowed key: 0
+                if ctx.p > 0:
+                    weights = weights * native.attention_dropout_factors(b, h, i, j, ctx.p, ctx.seed)
+                context = batched_matmul(weights, v)
+            dq, dk, dv = torch.autograd.grad(context, (q, k, v), grad, create_graph=True, allow_unused=True)
+            return dq, dk, dv, None, None, None, None
+        if grad.numel() == 0:
+            return torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v), None, None, None, None
         if grad.stride(-1) != 1:  # e.g. the expanded gradient of a sum
             grad = grad.contiguous()
         dq, dk, dv = native.attention_train_backward(grad, q, k, v, probs, ctx.scale, ctx.p, ctx.seed)
@@ -315,7 +335,8 @@ def _native_run(q: Tensor, k: Tensor, v: Tensor, call: AttentionCall) -> Attenti
     b, h, i, j = q.shape[0], q.shape[1], q.shape[2], k.shape[2]
     mask = None if call.mask is None else torch.broadcast_to(call.mask, (b, h, i, j))
     seed = int(torch.empty((), dtype=torch.int64).random_(-(1 << 63), None)) if call.dropout > 0 else 0
-    return AttentionOutput(_TrainAttention.apply(q, k, v, mask, scale, call.dropout, seed), None)
+    context = _TrainAttention.apply(q, k, v, mask, scale, call.dropout, seed)  # (b, i, h, e)
+    return AttentionOutput(context.transpose(1, 2), None)  # (b, h, i, e)
 
 
 register_backend("native", _native_run, _native_why_not)

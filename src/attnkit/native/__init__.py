@@ -50,7 +50,7 @@ from torch import Tensor
 
 __all__ = ["NativeBuildError", "available", "build", "decode_attention", "log_softmax_topk", "add_layer_norm",
            "smoothed_nll_forward", "smoothed_nll_backward", "dropout_mask", "dropout_apply", "attention_train_forward",
-           "attention_train_backward", "SOURCE"]
+           "attention_train_backward", "attention_dropout_factors", "SOURCE"]
 
 SOURCE = Path(__file__).with_name("kernels.cpp")
 _FLAGS = ["-O3", "-march=native", "-fopenmp"]  # OpenMP: at::parallel_for runs on PyTorch's own thread pool
@@ -203,3 +203,9 @@ def attention_train_backward(grad: Tensor, q: Tensor, k: Tensor, v: Tensor, prob
     """The gradients ``(dq, dk, dv)``, each ``(b, n, h, d)`` contiguous, of :func:`attention_train_forward`
     for ``grad (b, h, i, e)``, from its saved ``probs`` and the same ``scale``, ``p`` and ``seed``."""
     return torch.ops.attnkit.attention_train_backward(grad, q, k, v, probs, float(scale), float(p), int(seed))
+
+
+def attention_dropout_factors(b: int, h: int, i: int, j: int, p: float, seed: int) -> Tensor:
+    """The ``(b, h, i, j)`` factors (0 or ``1 / (1 − p)``) :func:`attention_train_forward` multiplies the
+    weights by for ``seed``."""
+    return torch.ops.attnkit.attention_dropout_factors(int(b), int(h), int(i), int(j), float(p), int(seed))

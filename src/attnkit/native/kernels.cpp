@@ -610,6 +610,26 @@ void attention_block_backward(int64_t bh, const TrainShape& sh, const Strided4& 
   }
 }
 
+// The dropout factors (0 or 1/(1 - p)) attention_train_forward applies to the (b, h, i, j) weights for `seed`:
+// what a differentiable recomputation needs (second derivatives).
+at::Tensor attention_dropout_factors(int64_t b, int64_t h, int64_t ni, int64_t nj, double p, int64_t seed) {
+  TORCH_CHECK(b >= 0 && h >= 0 && ni >= 0 && nj >= 0, "attention_dropout_factors: sizes must be >= 0");
+  TORCH_CHECK(p >= 0 && p < 1, "attention_dropout_factors: p must be in [0, 1), got ", p);
+  auto out = at::empty({b, h, ni, nj}, at::TensorOptions().dtype(at::kFloat));
+  float* op = out.data_ptr<float>();
+  const uint32_t threshold = static_cast<uint32_t>(std::lround(p * 65536.0));
+  const float keep = static_cast<float>(1.0 / (1.0 - p));
+  at::parallel_for(0, b * h * ni, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      if (threshold)
+        row_keep(static_cast<uint64_t>(seed), r, nj, threshold, keep, op + r * nj);
+      else
+        std::fill(op + r * nj, op + (r + 1) * nj, 1.f);
+    }
+  });
+  return out;
+}
+
 // (dq, dk, dv), each (b, n, h, d) contiguous
 std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_train_backward(
     const at::Tensor& grad, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& probs,
@@ -791,6 +811,8 @@ TORCH_LIBRARY(attnkit, m) {
   m.def("dropout_mask(Tensor like, float p, int seed) -> Tensor");
   m.def("dropout_apply(Tensor x, float p, int seed) -> Tensor");
   m.def("attention_train_forward(Tensor q, Tensor k, Tensor v, Tensor? mask, float scale, float p, int seed) -> (Tensor, Tensor)");
+  // no tensor arguments: a catch-all kernel (nothing to dispatch on)
+  m.def("attention_dropout_factors(int b, int h, int i, int j, float p, int seed) -> Tensor", &attention_dropout_factors);
   m.def("attention_train_backward(Tensor grad, Tensor q, Tensor k, Tensor v, Tensor probs, float scale, float p, int seed) -> (Tensor, Tensor, Tensor)");
 }
 
