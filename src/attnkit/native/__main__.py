@@ -1,4 +1,4 @@
-"""``python -m attnkit.native``: build the compiled CPU decoding kernels now (``setup.sh`` runs it) and
+"""``python -m attnkit.native``: build the compiled CPU kernels now (``setup.sh`` runs it) and
 say where they are; exit status 1, with the reason, when they cannot be built here."""
 
 import sys
