@@ -302,12 +302,7 @@ class _TrainAttention(torch.autograd.Function):
         if torch.is_grad_enabled():  # second derivatives: a differentiable recomputation
             b, h, i, j = probs.shape
             with torch.enable_grad():
-                scores = batched_matmul(q * ctx.scale, k.transpose(-2, -1))
-                if mask is not None:
-                    scores = scores.masked_fill(~mask, fill_value(scores.dtype))
-                weights = torch.softmax(scores, -1)
-                if mask is not None:
-                    weights = weights * mask.any(-1, keepdim=True)  # rows with no allowed key: 0
+                weights = get_normalizer("softmax")(get_score("scaled_dot")(q, k, scale=ctx.scale), mask)
                 if ctx.p > 0:
                     weights = weights * native.attention_dropout_factors(b, h, i, j, ctx.p, ctx.seed)
                 context = batched_matmul(weights, v)
@@ -334,7 +329,7 @@ def _native_run(q: Tensor, k: Tensor, v: Tensor, call: AttentionCall) -> Attenti
         return AttentionOutput(native.decode_attention(q, k, v, _native_key_mask(q, k, call.mask)[1], scale), None)
     b, h, i, j = q.shape[0], q.shape[1], q.shape[2], k.shape[2]
     mask = None if call.mask is None else torch.broadcast_to(call.mask, (b, h, i, j))
-    seed = int(torch.empty((), dtype=torch.int64).random_(-(1 << 63), None)) if call.dropout > 0 else 0
+    seed = native.draw_seed() if call.dropout > 0 else 0
     context = _TrainAttention.apply(q, k, v, mask, scale, call.dropout, seed)  # (b, i, h, e)
     return AttentionOutput(context.transpose(1, 2), None)  # (b, h, i, e)
 
@@ -352,8 +347,12 @@ def _native_fits(call: AttentionCall, query: Tensor, key: Tensor, value: Tensor 
         return False
     if _native_tensor_why_not(query, key, value, call) is not None:
         return False
-    short = key.shape[-2] <= CPU_EAGER_MAX_KEYS and math.prod(query.shape[:-2]) >= CPU_EAGER_MIN_BLOCKS
-    return (_decoding_step(query, key, call) or short) and native.available()
+    return (_decoding_step(query, key, call) or _short_over_many_blocks(query, key)) and native.available()
+
+
+def _short_over_many_blocks(query: Tensor, key: Tensor) -> bool:
+    """At most :data:`CPU_EAGER_MAX_KEYS` keys over at least :data:`CPU_EAGER_MIN_BLOCKS` (batch, head) blocks."""
+    return key.shape[-2] <= CPU_EAGER_MAX_KEYS and math.prod(query.shape[:-2]) >= CPU_EAGER_MIN_BLOCKS
 
 
 def choose_backend(call: AttentionCall, query: Tensor | None = None, key: Tensor | None = None,
@@ -373,7 +372,6 @@ def choose_backend(call: AttentionCall, query: Tensor | None = None, key: Tensor
         return "native"
     if _sdpa_why_not(call) is not None:
         return "eager"
-    if (query is not None and key is not None and query.device.type == "cpu" and key.shape[-2] <= CPU_EAGER_MAX_KEYS
-            and math.prod(query.shape[:-2]) >= CPU_EAGER_MIN_BLOCKS):
+    if query is not None and key is not None and query.device.type == "cpu" and _short_over_many_blocks(query, key):
         return "eager"
     return "sdpa"

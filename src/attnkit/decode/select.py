@@ -87,8 +87,7 @@ def top_log_probs(logits: Tensor, n: int, blocked: int | None = None) -> tuple[T
     usable = width - (blocked is not None)
     if not 1 <= n <= usable:
         raise ValueError(f"n must be in [1, {usable}], got {n}")
-    if (torch.is_inference_mode_enabled() and logits.device.type == "cpu" and logits.dtype == torch.float32
-            and native.available()):
+    if torch.is_inference_mode_enabled() and native.applies(logits):
         return native.log_softmax_topk(logits, n, -1 if blocked is None else blocked)
     logp = torch.log_softmax(logits.float(), -1)  # one fused kernel (torch.logsumexp takes several passes)
     if blocked is not None:

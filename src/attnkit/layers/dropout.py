@@ -37,12 +37,11 @@ def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
     _check_p(p)
     if not training or p == 0.0 or x.numel() == 0:
         return x
-    if x.dtype == torch.float32 and x.device.type == "cpu" and native.available():
+    if native.applies(x):
         # The compiled kernel: x times a mask drawn in the same pass from a counter-based generator seeded by
         # one draw of torch's generator (so still repeatable with torch.manual_seed); the backward pass
         # draws the mask again from the seed instead of keeping it.
-        seed = int(torch.empty((), dtype=torch.int64).random_(-(1 << 63), None))
-        return _NativeDropout.apply(x, p, seed)
+        return _NativeDropout.apply(x, p, native.draw_seed())
     n = x.numel()
     # random_ from the int64 minimum with no upper bound draws all 64 bits (no modulo, unlike randint)
     words = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(-(1 << 63), None)

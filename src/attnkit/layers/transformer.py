@@ -106,10 +106,9 @@ def _post_norm(x: Tensor, norm: nn.LayerNorm, sublayer: Sublayer, dropout: Dropo
 def _native_add_norm(x: Tensor, y: Tensor, norm: nn.LayerNorm, dropout: Dropout) -> bool:
     """Whether ``norm(x + dropout(y))`` can be the compiled ``add_layer_norm``: inference on float32 CPU
     tensors of one shape, dropout off, a plain LayerNorm over the last axis with weight and bias."""
-    return (torch.is_inference_mode_enabled() and x.device.type == "cpu" and x.dtype == y.dtype == torch.float32
-            and x.shape == y.shape and not (dropout.training and dropout.p > 0) and type(norm) is nn.LayerNorm
-            and norm.weight is not None and norm.bias is not None and len(norm.normalized_shape) == 1
-            and norm.weight.dtype == torch.float32 and native.available())
+    return (torch.is_inference_mode_enabled() and x.shape == y.shape and not (dropout.training and dropout.p > 0)
+            and type(norm) is nn.LayerNorm and norm.weight is not None and norm.bias is not None
+            and len(norm.normalized_shape) == 1 and native.applies(x, y, norm.weight, norm.bias))
 
 
 _RESIDUAL = {"pre": _pre_norm, "post": _post_norm}

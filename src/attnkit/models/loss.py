@@ -64,7 +64,7 @@ class _SmoothedNLL(torch.autograd.Function):
 def _native_fits(logits: Tensor) -> bool:
     from attnkit import native
 
-    return logits.dtype == torch.float32 and logits.device.type == "cpu" and logits.dim() >= 1 and native.available()
+    return logits.dim() >= 1 and native.applies(logits)
 
 
 class _NativeSmoothedNLL(torch.autograd.Function):

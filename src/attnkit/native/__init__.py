@@ -48,7 +48,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-__all__ = ["NativeBuildError", "available", "build", "decode_attention", "log_softmax_topk", "add_layer_norm",
+__all__ = ["NativeBuildError", "available", "applies", "build", "draw_seed", "decode_attention", "log_softmax_topk", "add_layer_norm",
            "smoothed_nll_forward", "smoothed_nll_backward", "dropout_mask", "dropout_apply", "attention_train_forward",
            "attention_train_backward", "attention_dropout_factors", "SOURCE"]
 
@@ -145,6 +145,18 @@ def available() -> bool:
                       RuntimeWarning, stacklevel=2)
         return False
     return True
+
+
+def applies(*tensors: Tensor) -> bool:
+    """Whether the kernels serve these tensors: all float32 on a CPU, and the kernels built (building them
+    on the first call, see :func:`available`)."""
+    return all(t.dtype == torch.float32 and t.device.type == "cpu" for t in tensors) and available()
+
+
+def draw_seed() -> int:
+    """A 64-bit seed for the kernels' counter-based generator, drawn from torch's default generator (so
+    ``torch.manual_seed`` repeats it and a checkpoint of the RNG state resumes it)."""
+    return int(torch.empty((), dtype=torch.int64).random_(-(1 << 63), None))  # all 64 bits, no modulo
 
 
 def decode_attention(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None, scale: float) -> Tensor:
