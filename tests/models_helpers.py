@@ -1,10 +1,12 @@
-"""Shared by the model tests: 64 short real pairs from the embedded CC-CEDICT corpus, as token ids."""
+"""Shared by the tests: 64 short real pairs from the embedded CC-CEDICT corpus, as token ids, and a copy of
+torch's Transformer layers' weights into attnkit's blocks."""
 
 from __future__ import annotations
 
 import torch
 
 from attnkit.data.cedict import load_cedict
+from attnkit.layers import MultiHeadAttention
 
 PAD, BOS, EOS = 0, 1, 2
 
@@ -24,3 +26,16 @@ def pad(rows: list[list[int]], prefix: list[int] = (), suffix: list[int] = ()) -
     rows = [list(prefix) + r + list(suffix) for r in rows]
     width = max(len(r) for r in rows)
     return torch.tensor([r + [PAD] * (width - len(r)) for r in rows])
+
+
+def copy_torch_block(ours, ref, *, cross: bool) -> None:
+    """Copy a torch.nn.Transformer{Encoder,Decoder}Layer's weights into our block."""
+    with torch.no_grad():
+        ours.self_attn.load_state_dict(MultiHeadAttention.from_torch(ref.self_attn).state_dict())
+        ours.self_attn_norm.load_state_dict(ref.norm1.state_dict())
+        if cross:
+            ours.cross_attn.load_state_dict(MultiHeadAttention.from_torch(ref.multihead_attn).state_dict())
+            ours.cross_attn_norm.load_state_dict(ref.norm2.state_dict())
+        ours.ffn.linear1.load_state_dict(ref.linear1.state_dict())
+        ours.ffn.linear2.load_state_dict(ref.linear2.state_dict())
+        ours.ffn_norm.load_state_dict((ref.norm3 if cross else ref.norm2).state_dict())

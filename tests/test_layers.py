@@ -24,6 +24,7 @@ from attnkit.layers import (
     StaticKVCache,
     sinusoidal_table,
 )
+from models_helpers import copy_torch_block
 
 # ------------------------------------------------------------------------------ RNN attention helpers
 
@@ -368,6 +369,28 @@ def test_cache_reserve_allocates_once_and_keeps_the_contents():
         cache.reserve(-1)
 
 
+def test_cache_room_for_and_advance_count_positions_written_in_place():
+    """A kernel writes the new position into the buffers itself: the cache then holds what append gives."""
+    g = torch.Generator().manual_seed(8)
+    written, appended = KVCache(), KVCache()
+    for _ in range(20):  # past the first capacity (16): the buffers grow and keep what they held
+        k, v = torch.randn(2, 3, 1, 4, generator=g), torch.randn(2, 3, 1, 4, generator=g)
+        kb, vb, t = written.room_for(1, torch.empty(2, 3, 0, 4))
+        assert t == len(written) and kb.is_contiguous() and kb.shape[2] > t
+        kb[:, :, t : t + 1], vb[:, :, t : t + 1] = k, v
+        keys, values = written.advance(1)
+        appended.append(k, v)
+        assert torch.equal(keys, appended.keys) and torch.equal(values, appended.values)
+    with pytest.raises(ValueError, match="do not fit"):
+        written.advance(written.capacity)
+    with pytest.raises(ValueError, match="cache mismatch"):
+        written.room_for(1, torch.empty(2, 5, 0, 4))  # another head count
+    with pytest.raises(RuntimeError, match="room_for first"):
+        KVCache().advance(1)
+    with pytest.raises(RuntimeError, match="autograd"):
+        KVCache().room_for(1, torch.empty(2, 3, 0, 4, requires_grad=True))
+
+
 def test_cache_under_autograd_keeps_gradients_flowing():
     x = torch.randn(2, 2, 1, 3, requires_grad=True)
     cache = KVCache()
@@ -424,26 +447,13 @@ def test_feed_forward_is_w2_act_w1():
 # ------------------------------------------------------------------------------ Transformer blocks
 
 
-def _copy_block(ours, ref, *, cross: bool) -> None:
-    """Copy a torch.nn.Transformer{Encoder,Decoder}Layer's weights into our block."""
-    with torch.no_grad():
-        ours.self_attn.load_state_dict(MultiHeadAttention.from_torch(ref.self_attn).state_dict())
-        ours.self_attn_norm.load_state_dict(ref.norm1.state_dict())
-        if cross:
-            ours.cross_attn.load_state_dict(MultiHeadAttention.from_torch(ref.multihead_attn).state_dict())
-            ours.cross_attn_norm.load_state_dict(ref.norm2.state_dict())
-        ours.ffn.linear1.load_state_dict(ref.linear1.state_dict())
-        ours.ffn.linear2.load_state_dict(ref.linear2.state_dict())
-        ours.ffn_norm.load_state_dict((ref.norm3 if cross else ref.norm2).state_dict())
-
-
 @pytest.mark.parametrize("norm", ["pre", "post"])
 def test_encoder_block_equals_torch_transformer_encoder_layer(norm):
     torch.manual_seed(5)
     cfg = BlockConfig(d_model=32, num_heads=4, d_ff=64, activation="gelu", norm=norm)
     ref = nn.TransformerEncoderLayer(32, 4, 64, activation="gelu", batch_first=True, norm_first=norm == "pre").eval()
     ours = EncoderBlock(cfg).eval()
-    _copy_block(ours, ref, cross=False)
+    copy_torch_block(ours, ref, cross=False)
     x = torch.randn(3, 6, 32)
     keep = padding_mask([6, 4, 1])
     want = ref(x, src_key_padding_mask=~keep[:, 0, 0])
@@ -458,7 +468,7 @@ def test_decoder_block_equals_torch_and_its_cache_equals_full_decoding(norm):
     cfg = BlockConfig(d_model=32, num_heads=4, d_ff=64, norm=norm)
     ref = nn.TransformerDecoderLayer(32, 4, 64, batch_first=True, norm_first=norm == "pre").eval()
     ours = DecoderBlock(cfg).eval()
-    _copy_block(ours, ref, cross=True)
+    copy_torch_block(ours, ref, cross=True)
     y, memory = torch.randn(2, 5, 32), torch.randn(2, 7, 32)
     keep = padding_mask([7, 3])
     want = ref(y, memory, tgt_mask=~causal_mask(5), memory_key_padding_mask=~keep[:, 0, 0])

@@ -10,9 +10,12 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
+from models_helpers import copy_torch_block
+from torch import nn
 
 from attnkit import native
-from attnkit.attention import AttentionCall, attend, choose_backend
+from attnkit.attention import AttentionCall, attend, causal_mask, choose_backend
+from attnkit.layers import BlockConfig, DecoderBlock, DecoderCache, KVCache, StaticKVCache, pack_for_inference
 
 pytestmark = pytest.mark.skipif(
     not native.available(),
@@ -152,6 +155,101 @@ def test_decoders_give_the_same_outputs_with_and_without_the_kernels():
     assert fast.pop("native") is True and slow.pop("native") is False
     assert fast == slow
     assert fast["plain_beam"] == fast["packed_beam"] and fast["plain_greedy"] == fast["packed_greedy"]
+
+
+def _decoder_block(norm: str, bias: bool = True, activation: str = "relu"):
+    """A decoder block with the weights of a torch.nn.TransformerDecoderLayer (the reference), and its packed
+    copy. Without bias the reference's product biases are zero (torch's bias=False drops LayerNorm's too)."""
+    torch.manual_seed(7)
+    ref = nn.TransformerDecoderLayer(64, 4, 96, batch_first=True, norm_first=norm == "pre", activation=activation)
+    with_bias = DecoderBlock(BlockConfig(d_model=64, num_heads=4, d_ff=96, norm=norm, activation=activation))
+    if not bias:
+        with torch.no_grad():
+            for name, p in ref.named_parameters():
+                if name.endswith("bias") and "norm" not in name:
+                    p.zero_()
+    copy_torch_block(with_bias, ref, cross=True)
+    block = DecoderBlock(BlockConfig(d_model=64, num_heads=4, d_ff=96, norm=norm, bias=bias, activation=activation))
+    missing, _ = block.load_state_dict(with_bias.state_dict(), strict=False)  # without bias: leaves those out
+    assert not missing
+    return ref.eval(), block.eval(), pack_for_inference(block)
+
+
+@pytest.mark.parametrize("norm", ["pre", "post"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_fused_decoder_step_equals_torch_decoder_layer_and_the_block_step(norm, bias):
+    ref, _, fast = _decoder_block(norm, bias)
+    y, memory = torch.randn(3, 6, 64), torch.randn(3, 7, 64)
+    keep = torch.ones(3, 1, 7, dtype=torch.bool)
+    keep[1, 0, 4:] = False  # a padded source
+    want = ref(y, memory, tgt_mask=~causal_mask(6), memory_key_padding_mask=~keep[:, 0])
+    with torch.inference_mode():
+        fused_cache, step_cache = fast.new_cache(memory), fast.new_cache(memory)
+        fused = [fast.fused_step(y[:, t : t + 1], fused_cache, keep) for t in range(6)]
+        stepped = [fast(y[:, t : t + 1], memory_mask=keep, cache=step_cache).hidden for t in range(6)]
+    assert all(f is not None for f in fused)
+    got = torch.cat(fused, 1)
+    torch.testing.assert_close(got, want, atol=2e-5, rtol=0)  # torch's own layer, over the whole sequence
+    torch.testing.assert_close(got, torch.cat(stepped, 1), atol=1e-6, rtol=0)  # the block's step by step
+    assert len(fused_cache) == 6
+    torch.testing.assert_close(fused_cache.self_attn.keys, step_cache.self_attn.keys, atol=1e-6, rtol=0)
+    torch.testing.assert_close(fused_cache.self_attn.values, step_cache.self_attn.values, atol=1e-6, rtol=0)
+
+
+def test_fused_decoder_step_reads_a_memory_row_shared_by_beam_rows():
+    _, _, fast = _decoder_block("post")
+    memory, y = torch.randn(3, 5, 64), torch.randn(6, 4, 64)
+    keep = torch.ones(3, 5, dtype=torch.bool)
+    keep[2, 3:] = False
+    rows = torch.arange(3).repeat_interleave(2)  # two beam rows per sentence
+    with torch.inference_mode():
+        base = fast.new_cache(memory).memory
+        grouped = DecoderCache(base.reorder(rows))
+        plain = DecoderCache(StaticKVCache(base.keys[rows], base.values[rows]))
+        assert grouped.memory.group == 2 and plain.memory.group == 1
+        for t in range(4):
+            a = fast.fused_step(y[:, t : t + 1], grouped, keep[rows])
+            b = fast.fused_step(y[:, t : t + 1], plain, keep[rows])
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+
+
+def test_fused_decoder_step_applies_only_where_it_computes_the_same():
+    _, plain, fast = _decoder_block("post")
+    _, _, gelu = _decoder_block("post", activation="gelu")
+    memory, x = torch.randn(2, 5, 64), torch.randn(2, 1, 64)
+    with torch.inference_mode():
+        assert fast.fused_step(x, fast.new_cache(memory)) is not None
+        assert plain.fused_step(x, plain.new_cache(memory)) is None  # not packed
+        assert gelu.fused_step(x, gelu.new_cache(memory)) is None  # the activation is not in the product
+        assert fast.fused_step(x.double(), fast.new_cache(memory)) is None
+        assert fast.fused_step(torch.randn(2, 2, 64), fast.new_cache(memory)) is None  # two positions at once
+        assert fast.fused_step(x, fast.new_cache(memory), torch.ones(2, 1, 4, dtype=torch.bool)) is None
+        fast.ffn.dropout.train()  # dropout on: the block's own forward applies it
+        assert fast.fused_step(x, fast.new_cache(memory)) is None
+        fast.ffn.dropout.eval()
+    with torch.no_grad():  # outside inference mode the block's path runs (LayerNorm(x + y) unfused)
+        assert fast.fused_step(x, fast.new_cache(memory)) is None
+
+
+def test_decoder_layer_step_rejects_what_it_cannot_do():
+    _, _, fast = _decoder_block("post")
+    memory, x = torch.randn(2, 5, 64), torch.randn(2, 64)
+    with torch.inference_mode():
+        packed, biases, norms, eps = fast._fused_parts()
+        mem = fast.new_cache(memory).memory
+        kc, vc = torch.zeros(2, 4, 3, 16), torch.zeros(2, 4, 3, 16)
+        args = (packed, biases, norms, kc, vc)
+        with pytest.raises(RuntimeError, match="outside the caches"):
+            native.decoder_layer_step(x, *args, 3, mem.keys, mem.values, None, 0.25, eps, False)
+        with pytest.raises(RuntimeError, match="m dividing 3"):
+            native.decoder_layer_step(torch.randn(3, 64), packed, biases, norms, torch.zeros(3, 4, 3, 16),
+                                      torch.zeros(3, 4, 3, 16), 0, mem.keys, mem.values, None, 0.25, eps, False)
+        with pytest.raises(RuntimeError, match="memory_mask must be a bool"):
+            native.decoder_layer_step(x, *args, 0, mem.keys, mem.values, torch.ones(2, 4, dtype=torch.bool), 0.25,
+                                      eps, False)
+        with pytest.raises(RuntimeError, match="6 packed weights"):
+            native.decoder_layer_step(x, packed[:5], biases, norms, kc, vc, 0, mem.keys, mem.values, None, 0.25, eps,
+                                      False)
 
 
 def test_a_failed_build_warns_and_decoding_goes_on():

@@ -151,6 +151,33 @@ class KVCache:
         self.keys, self.values = kb[:, :, : t + n], vb[:, :, : t + n]  # (b, h, t + n, d)
         return self.keys, self.values
 
+    def room_for(self, n: int, like: Tensor) -> tuple[Tensor, Tensor, int]:
+        """The buffers ``(b, h, capacity, d)``, contiguous, with room for ``n`` more positions, and the
+        position ``t`` the next one goes to: for a kernel that writes the new keys and values into them
+        itself, after which :meth:`advance` counts them. ``like (b, h, ·, d)`` gives the shape, dtype and
+        device of a first entry. Not under autograd (the buffers are written in place)."""
+        if _tracked(like, self.keys, self.values):
+            raise RuntimeError("KVCache.room_for writes in place: not for tensors autograd records")
+        self.check(like, like)
+        t = len(self)
+        if not self._owns_views() or self._buffers[0].shape[2] < t + n:
+            self._grow(t + n, like, like)
+            if t:
+                self.keys, self.values = self._buffers[0][:, :, :t], self._buffers[1][:, :, :t]
+        return self._buffers[0], self._buffers[1], t
+
+    def advance(self, n: int) -> tuple[Tensor, Tensor]:
+        """Count ``n`` positions written into the buffers after :meth:`room_for`; return all keys and
+        values ``(b, h, t + n, d)``."""
+        t = len(self)
+        if not self._owns_views() and not (self.keys is None and self._buffers is not None):
+            raise RuntimeError("KVCache.advance: call room_for first")
+        kb, vb = self._buffers
+        if t + n > kb.shape[2]:
+            raise ValueError(f"KVCache.advance: {t} + {n} positions do not fit the buffers' {kb.shape[2]}")
+        self.keys, self.values = kb[:, :, : t + n], vb[:, :, : t + n]
+        return self.keys, self.values
+
     def select(self, index: Tensor) -> KVCache:
         """A new cache of batch rows ``index`` (e.g. the surviving hypotheses of a beam search), in that
         order, with the same room to grow; this one is unchanged."""

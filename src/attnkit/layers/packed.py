@@ -111,4 +111,4 @@ def pack_for_inference(model: nn.Module, *, rows: int = 64) -> nn.Module:
         for name, child in list(module.named_children()):
             if packable(child):
                 setattr(module, name, PackedLinear.from_linear(child, rows=rows))
-    return packed
+    return packed.eval()  # the new layers too

@@ -10,6 +10,7 @@ Axes: ``b`` batch, ``i`` target positions, ``j`` source positions, ``h`` heads, 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Literal
 
@@ -168,6 +169,62 @@ class DecoderBlock(_Block):
     def new_cache(self, memory: Tensor) -> DecoderCache:
         """A cache for decoding step by step over ``memory (b, j, memory_dim)``, projected once here."""
         return DecoderCache(self.cross_attn.static_cache(memory))
+
+    def fused_step(self, x: Tensor, cache: DecoderCache, memory_mask: Tensor | None = None) -> Tensor | None:
+        """The next position ``x (b, 1, d)`` through this block in one compiled call
+        (:func:`attnkit.native.decoder_layer_step`), growing ``cache`` by it as :meth:`forward` does; ``None``
+        where that call does not apply, and then :meth:`forward` computes the same. It applies under
+        ``torch.inference_mode`` to a block packed by :func:`~attnkit.layers.pack_for_inference`, with a ReLU
+        feed-forward and scaled dot-product softmax attention, on float32 CPU tensors with the kernels built.
+        ``memory_mask``: ``(b, 1, s)`` or ``(b, s)``, True = may attend, or ``None``."""
+        parts = self._fused_parts()
+        if parts is None or not torch.is_inference_mode_enabled() or x.dim() != 3 or x.shape[1] != 1:
+            return None
+        if not isinstance(cache, DecoderCache) or not isinstance(cache.memory, StaticKVCache):
+            return None
+        memory, b = cache.memory, x.shape[0]
+        heads, head_dim = self.self_attn.num_heads, self.self_attn.head_dim
+        if memory.batch_size != b or memory.keys.shape[1] != heads or memory.keys.shape[3] != head_dim \
+                or memory.values.shape[3] != head_dim:
+            return None
+        if memory_mask is not None:
+            if memory_mask.dim() == 3 and memory_mask.shape[1] == 1:
+                memory_mask = memory_mask[:, 0]
+            if memory_mask.dtype != torch.bool or memory_mask.shape != (b, memory.keys.shape[2]):
+                return None
+        if not native.applies(x, memory.keys, memory.values):
+            return None
+        packed, biases, norms, eps = parts
+        k_cache, v_cache, t = cache.self_attn.room_for(1, x.new_empty((b, heads, 0, head_dim)))
+        y = native.decoder_layer_step(x.reshape(b, -1).contiguous(), packed, biases, norms, k_cache, v_cache, t,
+                                      memory.keys, memory.values, memory_mask, 1.0 / math.sqrt(head_dim), eps,
+                                      self.config.norm == "pre")
+        cache.self_attn.advance(1)
+        return y.view(b, 1, -1)
+
+    def _fused_parts(self) -> tuple[list[Tensor], list[Tensor | None], list[Tensor], float] | None:
+        """What :func:`attnkit.native.decoder_layer_step` takes from this block: the packed weights, the
+        biases, the LayerNorms' weights and biases, and their eps; None when the block is not of that form."""
+        from .packed import PackedLinear
+
+        sa, ca, ffn = self.self_attn, self.cross_attn, self.ffn
+        if any(m.training for m in (self, self.dropout, sa, ca, ffn, ffn.dropout)):  # where dropout could be on
+            return None
+        for attention in (sa, ca):
+            if not (attention.score == "scaled_dot" and attention.normalize == "softmax" and not attention.score_params
+                    and not attention.normalize_params and attention.backend in ("auto", "native")):
+                return None
+        linears = (sa.qkv_proj, sa.out_proj, ca.q_proj, ca.out_proj, ffn.linear1, ffn.linear2)
+        if not all(type(m) is PackedLinear for m in linears) or not (ffn.fused_activation and ffn.linear1.relu):
+            return None
+        if any(m.relu for m in linears[:4] + linears[5:]):
+            return None
+        norms = (self.self_attn_norm, self.cross_attn_norm, self.ffn_norm)
+        if not all(type(n) is nn.LayerNorm and n.weight is not None and n.bias is not None
+                   and len(n.normalized_shape) == 1 for n in norms) or len({n.eps for n in norms}) != 1:
+            return None
+        return ([m._packed for m in linears], [m.bias for m in linears],
+                [p for n in norms for p in (n.weight, n.bias)], norms[0].eps)
 
     def forward(
         self,

@@ -132,6 +132,10 @@ class TransformerSeq2Seq(Seq2SeqModel):
         memory_mask = state.src_mask.unsqueeze(1) if state.padded else None  # (b, 1, s)
         maps = []
         for block, cache in zip(self.decoder, state.caches):
+            fused = None if need_attention else block.fused_step(x, cache, memory_mask)  # one compiled call
+            if fused is not None:
+                x = fused
+                continue
             out = block(x, None, memory_mask=memory_mask, cache=cache, need_weights=need_attention)
             x = out.hidden
             if need_attention:

@@ -10,7 +10,10 @@ For decoding (used under ``torch.inference_mode``):
   self- and cross-attention) — what two batched products, a scaling and a softmax do;
 - :func:`log_softmax_topk`: the ``k`` largest log-softmax entries of each row of logits, and their
   indices — what ``log_softmax`` then ``topk``/``argmax`` do, without writing the normalised row;
-- :func:`add_layer_norm`: ``LayerNorm(x + y)``, a post-norm Transformer's residual step.
+- :func:`add_layer_norm`: ``LayerNorm(x + y)``, a post-norm Transformer's residual step;
+- :func:`decoder_layer_step`: a whole Transformer decoder layer for one position — its six prepacked
+  products (oneDNN's, called from C++), both attentions and the three residual steps in one call, instead
+  of some forty Python-level operations.
 
 For training (inside autograd functions, see ``models/loss.py`` and ``layers/dropout.py``):
 
@@ -48,9 +51,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-__all__ = ["NativeBuildError", "available", "applies", "build", "draw_seed", "decode_attention", "log_softmax_topk", "add_layer_norm",
-           "smoothed_nll_forward", "smoothed_nll_backward", "dropout_mask", "dropout_apply", "attention_train_forward",
-           "attention_train_backward", "attention_dropout_factors", "SOURCE"]
+__all__ = ["NativeBuildError", "available", "applies", "build", "draw_seed", "decode_attention", "log_softmax_topk",
+           "add_layer_norm", "decoder_layer_step", "smoothed_nll_forward", "smoothed_nll_backward", "dropout_mask",
+           "dropout_apply", "attention_train_forward", "attention_train_backward", "attention_dropout_factors",
+           "SOURCE"]
 
 SOURCE = Path(__file__).with_name("kernels.cpp")
 _FLAGS = ["-O3", "-march=native", "-fopenmp"]  # OpenMP: at::parallel_for runs on PyTorch's own thread pool
@@ -175,6 +179,18 @@ def log_softmax_topk(logits: Tensor, k: int, blocked: int = -1) -> tuple[Tensor,
 def add_layer_norm(x: Tensor, y: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
     """``layer_norm(x + y)`` over the last axis, with ``weight`` and ``bias``."""
     return torch.ops.attnkit.add_layer_norm(x, y, weight, bias, float(eps))
+
+
+def decoder_layer_step(x: Tensor, packed: list[Tensor], biases: list[Tensor | None], norms: list[Tensor],
+                       k_cache: Tensor, v_cache: Tensor, t: int, memory_k: Tensor, memory_v: Tensor,
+                       memory_mask: Tensor | None, scale: float, eps: float, pre_norm: bool) -> Tensor:
+    """One position ``x (n, d)`` through a decoder layer (see ``kernels.cpp``): ``packed`` the oneDNN-packed
+    weights of [q/k/v, self-attention out, cross-attention q, cross-attention out, feed-forward 1 (ReLU),
+    feed-forward 2], ``biases`` theirs, ``norms`` the three LayerNorms' [weight, bias]; the new key and
+    value are written into the caches ``(n, h, capacity, d / h)`` at position ``t``; row ``r`` reads memory
+    row ``r // (n // m)`` of ``memory_k``/``memory_v (m, h, s, d / h)`` under ``memory_mask (n, s)``."""
+    return torch.ops.attnkit.decoder_layer_step(x, packed, biases, norms, k_cache, v_cache, int(t), memory_k, memory_v,
+                                                memory_mask, float(scale), float(eps), bool(pre_norm))
 
 
 def smoothed_nll_forward(logits: Tensor, target: Tensor, smoothing: float) -> tuple[Tensor, Tensor]:

@@ -21,6 +21,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -159,6 +160,20 @@ void attend_row(const float* qr, float sc, const float* kb, int64_t ks, const fl
   }
 }
 
+// attend_row with the head dims as compile-time constants where they are the common ones.
+inline void attend_any(const float* qr, float sc, const float* kb, int64_t ks, const float* vb, int64_t vs,
+                       const bool* mb, int64_t ms, int64_t t, float* w, float* qs, float* acc, float* o, int64_t d,
+                       int64_t e) {
+  if (d == 64 && e == 64)
+    attend_row<64, 64>(qr, sc, kb, ks, vb, vs, mb, ms, t, w, qs, acc, o);
+  else if (d == 32 && e == 32)
+    attend_row<32, 32>(qr, sc, kb, ks, vb, vs, mb, ms, t, w, qs, acc, o);
+  else if (d == 128 && e == 128)
+    attend_row<128, 128>(qr, sc, kb, ks, vb, vs, mb, ms, t, w, qs, acc, o);
+  else
+    attend_row<0, 0>(qr, sc, kb, ks, vb, vs, mb, ms, t, w, qs, acc, o, d, e);
+}
+
 inline uint64_t splitmix64(uint64_t x) {
   x += 0x9E3779B97F4A7C15ull;
   x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
@@ -218,14 +233,7 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k, const at::
       for (int64_t i = 0; i < nq; ++i) {
         const float* qr = qp + b * qs0 + hh * qs1 + i * qs2;
         float* o = op + ((b * h + hh) * nq + i) * e;
-        if (d == 64 && e == 64)
-          attend_row<64, 64>(qr, sc, kb, ks2, vb, vs2, mb, ms1, t, w.data(), qs.data(), acc.data(), o);
-        else if (d == 32 && e == 32)
-          attend_row<32, 32>(qr, sc, kb, ks2, vb, vs2, mb, ms1, t, w.data(), qs.data(), acc.data(), o);
-        else if (d == 128 && e == 128)
-          attend_row<128, 128>(qr, sc, kb, ks2, vb, vs2, mb, ms1, t, w.data(), qs.data(), acc.data(), o);
-        else
-          attend_row<0, 0>(qr, sc, kb, ks2, vb, vs2, mb, ms1, t, w.data(), qs.data(), acc.data(), o, d, e);
+        attend_any(qr, sc, kb, ks2, vb, vs2, mb, ms1, t, w.data(), qs.data(), acc.data(), o, d, e);
       }
     }
   });
@@ -348,6 +356,129 @@ at::Tensor add_layer_norm(const at::Tensor& x, const at::Tensor& y, const at::Te
     }
   });
   return out;
+}
+
+
+// ------------------------------------------------------------------------------------------- a decoder step
+
+// y = x Wᵀ + b (then relu) with W prepacked by torch.ops.mkldnn._reorder_linear_weight: oneDNN's product, the one
+// layers.PackedLinear calls from Python, called here through the dispatcher.
+at::Tensor packed_linear(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b, bool relu) {
+  static const c10::OperatorHandle op =
+      c10::Dispatcher::singleton().findSchemaOrThrow("mkldnn::_linear_pointwise", "");
+  std::vector<c10::IValue> stack;
+  stack.reserve(6);
+  stack.emplace_back(x);
+  stack.emplace_back(w);
+  stack.emplace_back(b);
+  stack.emplace_back(std::string(relu ? "relu" : "none"));
+  stack.emplace_back(c10::List<c10::optional<at::Scalar>>());
+  stack.emplace_back(c10::IValue());
+  op.callBoxed(&stack);
+  return stack[0].toTensor();
+}
+
+// One query per row and head: row r's head hh reads q at qp + r qr + hh d, the keys/values of memory row r / g
+// (key j of head hh at kp + (r / g) k0 + hh k1 + j k2), t keys, mask row r (mp + r m0, key j at + j m1) or none;
+// the context goes to op + r h e + hh e, i.e. (n, h·e) with the heads merged.
+void attend_rows(const float* qp, int64_t qr, const float* kp, int64_t k0, int64_t k1, int64_t k2, const float* vp,
+                 int64_t v0, int64_t v1, int64_t v2, const bool* mp, int64_t m0, int64_t m1, int64_t n, int64_t g,
+                 int64_t h, int64_t d, int64_t e, int64_t t, float sc, float* op) {
+  at::parallel_for(0, n * h, 8, [&](int64_t begin, int64_t end) {
+    std::vector<float> w(t), qs(d), acc(e);
+    for (int64_t rh = begin; rh < end; ++rh) {
+      const int64_t r = rh / h, hh = rh % h, m = r / g;
+      attend_any(qp + r * qr + hh * d, sc, kp + m * k0 + hh * k1, k2, vp + m * v0 + hh * v1, v2,
+                 mp ? mp + r * m0 : nullptr, m1, t, w.data(), qs.data(), acc.data(), op + (r * h + hh) * e, d, e);
+    }
+  });
+}
+
+// One decoding position through one Transformer decoder layer, as DecoderBlock computes it under inference:
+// self-attention over the cache (the new key/value written at position t), cross-attention over the memory,
+// the ReLU feed-forward; each sublayer inside a residual with LayerNorm, post-norm (LayerNorm(x + f(x)), the
+// add_layer_norm kernel) or pre-norm (x + f(LayerNorm(x))).
+//   x (n, dm); packed: the prepacked weights of [qkv (3 dm), self out, cross q, cross out, ffn 1 (relu), ffn 2];
+//   biases: theirs (or None); norms: [self w, b, cross w, b, ffn w, b];
+//   k_cache, v_cache (n, h, capacity, dh) contiguous, positions < t filled; memory_k, memory_v (m, h, s, dh)
+//   with row r reading memory row r / (n / m); memory_mask (n, s) bool (True = may attend) or None.
+at::Tensor decoder_layer_step(const at::Tensor& x, at::TensorList packed, const c10::List<c10::optional<at::Tensor>>& biases,
+                              at::TensorList norms, const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t t,
+                              const at::Tensor& memory_k, const at::Tensor& memory_v,
+                              const c10::optional<at::Tensor>& memory_mask, double scale, double eps, bool pre_norm) {
+  check_float_cpu(x, "x");
+  TORCH_CHECK(x.dim() == 2 && x.is_contiguous(), "decoder_layer_step: x must be a contiguous (n, d_model) tensor, got ",
+              x.sizes());
+  TORCH_CHECK(packed.size() == 6 && biases.size() == 6 && norms.size() == 6,
+              "decoder_layer_step: 6 packed weights, 6 biases and 6 norm tensors expected, got ", packed.size(), ", ",
+              biases.size(), ", ", norms.size());
+  const int64_t n = x.size(0), dm = x.size(1);
+  for (const auto* c : {&k_cache, &v_cache}) {
+    check_float_cpu(*c, "cache");
+    TORCH_CHECK(c->dim() == 4 && c->is_contiguous() && c->size(0) == n && c->size(1) * c->size(3) == dm,
+                "decoder_layer_step: caches must be contiguous (n, h, capacity, d_model / h), got ", c->sizes(),
+                " for x ", x.sizes());
+  }
+  const int64_t h = k_cache.size(1), dh = k_cache.size(3), cap = k_cache.size(2);
+  TORCH_CHECK(v_cache.sizes() == k_cache.sizes(), "decoder_layer_step: key cache ", k_cache.sizes(), " and value cache ",
+              v_cache.sizes(), " differ");
+  TORCH_CHECK(t >= 0 && t < cap, "decoder_layer_step: position ", t, " is outside the caches' ", cap, " positions");
+  for (const auto* c : {&memory_k, &memory_v}) {
+    check_float_cpu(*c, "memory");
+    TORCH_CHECK(c->dim() == 4 && c->stride(3) == 1 && c->size(0) > 0 && n % c->size(0) == 0 && c->size(1) == h &&
+                    c->size(3) == dh && c->size(2) == memory_k.size(2),
+                "decoder_layer_step: memory keys/values must be (m, ", h, ", s, ", dh, ") with m dividing ", n,
+                ", got ", c->sizes());
+  }
+  const int64_t s = memory_k.size(2), g = n / memory_k.size(0);
+  const bool* mp = nullptr;
+  int64_t m0 = 0, m1 = 0;
+  if (memory_mask.has_value() && memory_mask->defined()) {
+    const at::Tensor& m = *memory_mask;
+    TORCH_CHECK(m.scalar_type() == at::kBool && m.dim() == 2 && m.size(0) == n && m.size(1) == s,
+                "decoder_layer_step: memory_mask must be a bool (", n, ", ", s, ") tensor, got ", m.scalar_type(), " ",
+                m.sizes());
+    mp = m.data_ptr<bool>();
+    m0 = m.stride(0);
+    m1 = m.stride(1);
+  }
+  const float sc = static_cast<float>(scale);
+  auto sublayer_in = [&](const at::Tensor& a, int i) {
+    return pre_norm ? at::layer_norm(a, {dm}, norms[2 * i], norms[2 * i + 1], eps) : a;
+  };
+  auto residual = [&](const at::Tensor& a, const at::Tensor& y, int i) {
+    return pre_norm ? at::add(a, y) : add_layer_norm(a, y, norms[2 * i], norms[2 * i + 1], eps);
+  };
+
+  // self-attention: the new key and value into the caches at t, then one query over t + 1 keys
+  const at::Tensor qkv = packed_linear(sublayer_in(x, 0), packed[0], biases.get(0), false);  // (n, 3 dm)
+  TORCH_CHECK(qkv.dim() == 2 && qkv.size(1) == 3 * dm && qkv.is_contiguous(),
+              "decoder_layer_step: the q/k/v product must give (n, 3 d_model), got ", qkv.sizes());
+  const float* qkvp = qkv.data_ptr<float>();
+  float* kc = k_cache.data_ptr<float>();
+  float* vc = v_cache.data_ptr<float>();
+  const int64_t c0 = h * cap * dh, c1 = cap * dh;
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t hh = 0; hh < h; ++hh) {
+      std::memcpy(kc + r * c0 + hh * c1 + t * dh, qkvp + r * 3 * dm + dm + hh * dh, dh * sizeof(float));
+      std::memcpy(vc + r * c0 + hh * c1 + t * dh, qkvp + r * 3 * dm + 2 * dm + hh * dh, dh * sizeof(float));
+    }
+  at::Tensor ctx = at::empty({n, dm}, x.options());
+  attend_rows(qkvp, 3 * dm, kc, c0, c1, dh, vc, c0, c1, dh, nullptr, 0, 0, n, 1, h, dh, dh, t + 1, sc,
+              ctx.data_ptr<float>());
+  const at::Tensor x1 = residual(x, packed_linear(ctx, packed[1], biases.get(1), false), 0);
+
+  // cross-attention over the memory
+  const at::Tensor q = packed_linear(sublayer_in(x1, 1), packed[2], biases.get(2), false).contiguous();  // (n, dm)
+  attend_rows(q.data_ptr<float>(), dm, memory_k.data_ptr<float>(), memory_k.stride(0), memory_k.stride(1),
+              memory_k.stride(2), memory_v.data_ptr<float>(), memory_v.stride(0), memory_v.stride(1), memory_v.stride(2),
+              mp, m0, m1, n, g, h, dh, dh, s, sc, ctx.data_ptr<float>());
+  const at::Tensor x2 = residual(x1, packed_linear(ctx, packed[3], biases.get(3), false), 1);
+
+  // feed-forward
+  const at::Tensor f = packed_linear(packed_linear(sublayer_in(x2, 2), packed[4], biases.get(4), true), packed[5],
+                                     biases.get(5), false);
+  return residual(x2, f, 2);
 }
 
 
@@ -806,6 +937,9 @@ TORCH_LIBRARY(attnkit, m) {
   m.def("decode_attention(Tensor q, Tensor k, Tensor v, Tensor? key_mask, float scale) -> Tensor");
   m.def("log_softmax_topk(Tensor logits, int k, int blocked) -> (Tensor, Tensor)");
   m.def("add_layer_norm(Tensor x, Tensor y, Tensor weight, Tensor bias, float eps) -> Tensor");
+  m.def("decoder_layer_step(Tensor x, Tensor[] packed, Tensor?[] biases, Tensor[] norms, Tensor(a!) k_cache, "
+        "Tensor(b!) v_cache, int t, Tensor memory_k, Tensor memory_v, Tensor? memory_mask, float scale, float eps, "
+        "bool pre_norm) -> Tensor");
   m.def("smoothed_nll_forward(Tensor logits, Tensor target, float eps) -> (Tensor, Tensor)");
   m.def("smoothed_nll_backward(Tensor logits, Tensor lse, Tensor target, Tensor weight, float eps) -> Tensor");
   m.def("dropout_mask(Tensor like, float p, int seed) -> Tensor");
@@ -820,6 +954,7 @@ TORCH_LIBRARY_IMPL(attnkit, CPU, m) {
   m.impl("decode_attention", &decode_attention);
   m.impl("log_softmax_topk", &log_softmax_topk);
   m.impl("add_layer_norm", &add_layer_norm);
+  m.impl("decoder_layer_step", &decoder_layer_step);
   m.impl("smoothed_nll_forward", &smoothed_nll_forward);
   m.impl("smoothed_nll_backward", &smoothed_nll_backward);
   m.impl("dropout_mask", &dropout_mask);
@@ -827,3 +962,6 @@ TORCH_LIBRARY_IMPL(attnkit, CPU, m) {
   m.impl("attention_train_forward", &attention_train_forward);
   m.impl("attention_train_backward", &attention_train_backward);
 }
+
+// decoder_layer_step takes oneDNN's packed weights (tensors of the MkldnnCPU backend) beside CPU tensors.
+TORCH_LIBRARY_IMPL(attnkit, MkldnnCPU, m) { m.impl("decoder_layer_step", &decoder_layer_step); }
