@@ -157,6 +157,32 @@ def test_decoders_give_the_same_outputs_with_and_without_the_kernels():
     assert fast["plain_beam"] == fast["packed_beam"] and fast["plain_greedy"] == fast["packed_greedy"]
 
 
+@pytest.mark.parametrize("m,k,n", [(64, 256, 768), (13, 40, 70), (1, 7, 32), (25, 1024, 33), (0, 16, 5)])
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_panels_equals_linear(m, k, n, relu, bias):
+    g = torch.Generator().manual_seed(m + k + n)
+    x, w = torch.randn(m, k, generator=g), torch.randn(n, k, generator=g)
+    b = torch.randn(n, generator=g) if bias else None
+    panels = native.pack_panels(w)
+    assert panels.shape == ((n + 31) // 32, k, 32)
+    want = F.linear(x.double(), w.double(), None if b is None else b.double())
+    want = (want.relu() if relu else want).float()
+    torch.testing.assert_close(native.linear_panels(x, panels, b, n, relu), want, atol=1e-5 * k**0.5, rtol=1e-5)
+
+
+def test_linear_panels_keeps_nan_and_checks_its_arguments():
+    w = torch.randn(40, 8)
+    x = torch.randn(3, 8)
+    x[1, 2] = float("nan")
+    y = native.linear_panels(x, native.pack_panels(w), None, 40, True)
+    assert y[1].isnan().all() and not y[[0, 2]].isnan().any()  # as torch.relu(F.linear(...))
+    with pytest.raises(RuntimeError, match="do not hold a"):
+        native.linear_panels(x, native.pack_panels(w), None, 80, False)
+    with pytest.raises(RuntimeError, match="bias must be"):
+        native.linear_panels(x, native.pack_panels(w), torch.zeros(39), 40, False)
+
+
 def _decoder_block(norm: str, bias: bool = True, activation: str = "relu"):
     """A decoder block with the weights of a torch.nn.TransformerDecoderLayer (the reference), and its packed
     copy. Without bias the reference's product biases are zero (torch's bias=False drops LayerNorm's too)."""
@@ -235,21 +261,24 @@ def test_decoder_layer_step_rejects_what_it_cannot_do():
     _, _, fast = _decoder_block("post")
     memory, x = torch.randn(2, 5, 64), torch.randn(2, 64)
     with torch.inference_mode():
-        packed, biases, norms, eps = fast._fused_parts()
+        panels, biases, norms, eps = fast._fused_parts()
         mem = fast.new_cache(memory).memory
         kc, vc = torch.zeros(2, 4, 3, 16), torch.zeros(2, 4, 3, 16)
-        args = (packed, biases, norms, kc, vc)
+        args = (panels, biases, norms, kc, vc)
         with pytest.raises(RuntimeError, match="outside the caches"):
             native.decoder_layer_step(x, *args, 3, mem.keys, mem.values, None, 0.25, eps, False)
         with pytest.raises(RuntimeError, match="m dividing 3"):
-            native.decoder_layer_step(torch.randn(3, 64), packed, biases, norms, torch.zeros(3, 4, 3, 16),
+            native.decoder_layer_step(torch.randn(3, 64), panels, biases, norms, torch.zeros(3, 4, 3, 16),
                                       torch.zeros(3, 4, 3, 16), 0, mem.keys, mem.values, None, 0.25, eps, False)
         with pytest.raises(RuntimeError, match="memory_mask must be a bool"):
             native.decoder_layer_step(x, *args, 0, mem.keys, mem.values, torch.ones(2, 4, dtype=torch.bool), 0.25,
                                       eps, False)
-        with pytest.raises(RuntimeError, match="6 packed weights"):
-            native.decoder_layer_step(x, packed[:5], biases, norms, kc, vc, 0, mem.keys, mem.values, None, 0.25, eps,
+        with pytest.raises(RuntimeError, match="6 weights"):
+            native.decoder_layer_step(x, panels[:5], biases, norms, kc, vc, 0, mem.keys, mem.values, None, 0.25, eps,
                                       False)
+        with pytest.raises(RuntimeError, match="weight 1 must be the panels of a"):
+            native.decoder_layer_step(x, [panels[0], panels[0], *panels[2:]], biases, norms, kc, vc, 0, mem.keys,
+                                      mem.values, None, 0.25, eps, False)
 
 
 def test_a_failed_build_warns_and_decoding_goes_on():

@@ -56,6 +56,7 @@ class PackedLinear(nn.Module):
         self.bias = None if bias is None else nn.Parameter(bias.detach(), requires_grad=False)
         with torch.no_grad():
             self._packed = torch.ops.mkldnn._reorder_linear_weight(self.weight.contiguous(), int(rows))
+        self._panels: Tensor | None = None
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, *, rows: int = 64, relu: bool = False) -> PackedLinear:
@@ -69,6 +70,15 @@ class PackedLinear(nn.Module):
             y = F.linear(x, self.weight, self.bias)
             return F.relu(y) if self.relu else y
         return torch.ops.mkldnn._linear_pointwise(x, self._packed, self.bias, "relu" if self.relu else "none", [], "")
+
+    def panels(self) -> Tensor:
+        """The weight as :func:`attnkit.native.pack_panels` stores it, for the compiled decoder step; made on
+        the first call and kept (like the packed copy, it does not follow later changes to the weight)."""
+        if self._panels is None:
+            from attnkit import native
+
+            self._panels = native.pack_panels(self.weight.detach())
+        return self._panels
 
     def __deepcopy__(self, memo):  # the packed tensor is opaque: pack the copy again
         return PackedLinear(copy.deepcopy(self.weight, memo), copy.deepcopy(self.bias, memo), rows=self.rows,

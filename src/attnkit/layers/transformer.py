@@ -194,16 +194,16 @@ class DecoderBlock(_Block):
                 return None
         if not native.applies(x, memory.keys, memory.values):
             return None
-        packed, biases, norms, eps = parts
+        panels, biases, norms, eps = parts
         k_cache, v_cache, t = cache.self_attn.room_for(1, x.new_empty((b, heads, 0, head_dim)))
-        y = native.decoder_layer_step(x.reshape(b, -1).contiguous(), packed, biases, norms, k_cache, v_cache, t,
+        y = native.decoder_layer_step(x.reshape(b, -1).contiguous(), panels, biases, norms, k_cache, v_cache, t,
                                       memory.keys, memory.values, memory_mask, 1.0 / math.sqrt(head_dim), eps,
                                       self.config.norm == "pre")
         cache.self_attn.advance(1)
         return y.view(b, 1, -1)
 
     def _fused_parts(self) -> tuple[list[Tensor], list[Tensor | None], list[Tensor], float] | None:
-        """What :func:`attnkit.native.decoder_layer_step` takes from this block: the packed weights, the
+        """What :func:`attnkit.native.decoder_layer_step` takes from this block: the weights as panels, the
         biases, the LayerNorms' weights and biases, and their eps; None when the block is not of that form."""
         from .packed import PackedLinear
 
@@ -223,7 +223,9 @@ class DecoderBlock(_Block):
         if not all(type(n) is nn.LayerNorm and n.weight is not None and n.bias is not None
                    and len(n.normalized_shape) == 1 for n in norms) or len({n.eps for n in norms}) != 1:
             return None
-        return ([m._packed for m in linears], [m.bias for m in linears],
+        if not native.available():
+            return None
+        return ([m.panels() for m in linears], [m.bias for m in linears],
                 [p for n in norms for p in (n.weight, n.bias)], norms[0].eps)
 
     def forward(

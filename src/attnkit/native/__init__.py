@@ -11,9 +11,9 @@ For decoding (used under ``torch.inference_mode``):
 - :func:`log_softmax_topk`: the ``k`` largest log-softmax entries of each row of logits, and their
   indices — what ``log_softmax`` then ``topk``/``argmax`` do, without writing the normalised row;
 - :func:`add_layer_norm`: ``LayerNorm(x + y)``, a post-norm Transformer's residual step;
-- :func:`decoder_layer_step`: a whole Transformer decoder layer for one position — its six prepacked
-  products (oneDNN's, called from C++), both attentions and the three residual steps in one call, instead
-  of some forty Python-level operations.
+- :func:`decoder_layer_step`: a whole Transformer decoder layer for one position — its six products, both
+  attentions and the three residual steps in one call, instead of some forty Python-level operations; the
+  products are :func:`linear_panels`, with the weights stored once as :func:`pack_panels` gives them.
 
 For training (inside autograd functions, see ``models/loss.py`` and ``layers/dropout.py``):
 
@@ -52,7 +52,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["NativeBuildError", "available", "applies", "build", "draw_seed", "decode_attention", "log_softmax_topk",
-           "add_layer_norm", "decoder_layer_step", "smoothed_nll_forward", "smoothed_nll_backward", "dropout_mask",
+           "add_layer_norm", "pack_panels", "linear_panels", "decoder_layer_step", "smoothed_nll_forward", "smoothed_nll_backward", "dropout_mask",
            "dropout_apply", "attention_train_forward", "attention_train_backward", "attention_dropout_factors",
            "SOURCE"]
 
@@ -181,15 +181,26 @@ def add_layer_norm(x: Tensor, y: Tensor, weight: Tensor, bias: Tensor, eps: floa
     return torch.ops.attnkit.add_layer_norm(x, y, weight, bias, float(eps))
 
 
-def decoder_layer_step(x: Tensor, packed: list[Tensor], biases: list[Tensor | None], norms: list[Tensor],
+def pack_panels(weight: Tensor) -> Tensor:
+    """``weight (n, k)`` as :func:`linear_panels` reads it: panels of 32 output columns, ``(⌈n/32⌉, k, 32)``."""
+    return torch.ops.attnkit.pack_panels(weight)
+
+
+def linear_panels(x: Tensor, panels: Tensor, bias: Tensor | None, n: int, relu: bool = False) -> Tensor:
+    """``x (m, k) Wᵀ + bias`` (then ReLU) with ``W (n, k)`` given as ``pack_panels(W)``: the product for a
+    decoding step's few rows, without a library call's fixed cost."""
+    return torch.ops.attnkit.linear_panels(x, panels, bias, int(n), bool(relu))
+
+
+def decoder_layer_step(x: Tensor, panels: list[Tensor], biases: list[Tensor | None], norms: list[Tensor],
                        k_cache: Tensor, v_cache: Tensor, t: int, memory_k: Tensor, memory_v: Tensor,
                        memory_mask: Tensor | None, scale: float, eps: float, pre_norm: bool) -> Tensor:
-    """One position ``x (n, d)`` through a decoder layer (see ``kernels.cpp``): ``packed`` the oneDNN-packed
-    weights of [q/k/v, self-attention out, cross-attention q, cross-attention out, feed-forward 1 (ReLU),
-    feed-forward 2], ``biases`` theirs, ``norms`` the three LayerNorms' [weight, bias]; the new key and
-    value are written into the caches ``(n, h, capacity, d / h)`` at position ``t``; row ``r`` reads memory
-    row ``r // (n // m)`` of ``memory_k``/``memory_v (m, h, s, d / h)`` under ``memory_mask (n, s)``."""
-    return torch.ops.attnkit.decoder_layer_step(x, packed, biases, norms, k_cache, v_cache, int(t), memory_k, memory_v,
+    """One position ``x (n, d)`` through a decoder layer (see ``kernels.cpp``): ``panels`` the weights, as
+    :func:`pack_panels` gives them, of [q/k/v, self-attention out, cross-attention q, cross-attention out,
+    feed-forward 1 (ReLU), feed-forward 2], ``biases`` theirs, ``norms`` the three LayerNorms' [weight, bias];
+    the new key and value are written into the caches ``(n, h, capacity, d / h)`` at position ``t``; row ``r``
+    reads memory row ``r // (n // m)`` of ``memory_k``/``memory_v (m, h, s, d / h)`` under ``memory_mask (n, s)``."""
+    return torch.ops.attnkit.decoder_layer_step(x, panels, biases, norms, k_cache, v_cache, int(t), memory_k, memory_v,
                                                 memory_mask, float(scale), float(eps), bool(pre_norm))
 
 

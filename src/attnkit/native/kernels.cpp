@@ -21,7 +21,6 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -361,21 +360,110 @@ at::Tensor add_layer_norm(const at::Tensor& x, const at::Tensor& y, const at::Te
 
 // ------------------------------------------------------------------------------------------- a decoder step
 
-// y = x Wᵀ + b (then relu) with W prepacked by torch.ops.mkldnn._reorder_linear_weight: oneDNN's product, the one
-// layers.PackedLinear calls from Python, called here through the dispatcher.
-at::Tensor packed_linear(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& b, bool relu) {
-  static const c10::OperatorHandle op =
-      c10::Dispatcher::singleton().findSchemaOrThrow("mkldnn::_linear_pointwise", "");
-  std::vector<c10::IValue> stack;
-  stack.reserve(6);
-  stack.emplace_back(x);
-  stack.emplace_back(w);
-  stack.emplace_back(b);
-  stack.emplace_back(std::string(relu ? "relu" : "none"));
-  stack.emplace_back(c10::List<c10::optional<at::Scalar>>());
-  stack.emplace_back(c10::IValue());
-  op.callBoxed(&stack);
-  return stack[0].toTensor();
+// Products for a decoding step's few rows: y = x Wᵀ + b (then relu) with W (n, k) stored as panels of kPanel
+// columns, (ceil(n / kPanel), k, kPanel), so that a block of rows times one panel runs from registers: MR rows ×
+// kPanel columns of accumulators, one k at a time (the k sums in order 0, 1, ..., then the bias).
+constexpr int kPanel = 32;
+
+at::Tensor pack_panels(const at::Tensor& w) {
+  check_float_cpu(w, "weight");
+  TORCH_CHECK(w.dim() == 2, "pack_panels: the weight must be (out, in), got ", w.sizes());
+  const int64_t n = w.size(0), k = w.size(1), panels = (n + kPanel - 1) / kPanel;
+  auto out = at::zeros({panels, k, kPanel}, w.options());
+  const auto wc = w.contiguous();
+  const float* wp = wc.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  for (int64_t c = 0; c < n; ++c)
+    for (int64_t j = 0; j < k; ++j) op[(c / kPanel) * k * kPanel + j * kPanel + c % kPanel] = wp[c * k + j];
+  return out;
+}
+
+template <int MR>
+void panel_block(const float* a, int64_t lda, const float* panel, int64_t k, const float* bias, bool relu, float* c,
+                 int64_t ldc, int64_t cols) {
+  vf c0[MR], c1[MR];
+  for (int r = 0; r < MR; ++r) c0[r] = c1[r] = vf{};
+  for (int64_t j = 0; j < k; ++j) {
+    const vf b0 = load(panel + j * kPanel), b1 = load(panel + j * kPanel + kLanes);
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r) {
+      const float x = a[r * lda + j];
+      c0[r] += x * b0;
+      c1[r] += x * b1;
+    }
+  }
+  float bb[kPanel] = {};
+  if (bias) std::memcpy(bb, bias, cols * sizeof(float));
+  const vf bb0 = load(bb), bb1 = load(bb + kLanes);
+  for (int r = 0; r < MR; ++r) {
+    vf y0 = c0[r] + bb0, y1 = c1[r] + bb1;
+    if (relu) {  // NaN stays NaN, as with torch.relu
+      y0 = y0 < 0.f ? vf{} : y0;
+      y1 = y1 < 0.f ? vf{} : y1;
+    }
+    if (cols == kPanel) {
+      store(c + r * ldc, y0);
+      store(c + r * ldc + kLanes, y1);
+    } else {
+      float t[kPanel];
+      store(t, y0);
+      store(t + kLanes, y1);
+      std::memcpy(c + r * ldc, t, cols * sizeof(float));
+    }
+  }
+}
+
+template <int MR>
+void panel_rows(const float* a, int64_t lda, const float* panel, int64_t k, const float* bias, bool relu, float* c,
+                int64_t ldc, int64_t cols, int64_t rows) {
+  if constexpr (MR > 0) {
+    if (rows == MR)
+      panel_block<MR>(a, lda, panel, k, bias, relu, c, ldc, cols);
+    else
+      panel_rows<MR - 1>(a, lda, panel, k, bias, relu, c, ldc, cols, rows);
+  }
+}
+
+constexpr int kRows = 12;  // rows per block: 24 accumulators of the 32 AVX-512 registers
+
+// y (m, n) = x (m, k) Wᵀ + b, W as pack_panels gave it; the panels are shared among the threads.
+void panel_linear(const float* x, int64_t m, int64_t k, const float* panels, int64_t n, const float* bias, bool relu,
+                  float* y) {
+  const int64_t count = (n + kPanel - 1) / kPanel;
+  at::parallel_for(0, count, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      const float* panel = panels + p * k * kPanel;
+      const int64_t cols = std::min<int64_t>(kPanel, n - p * kPanel);
+      const float* bp = bias ? bias + p * kPanel : nullptr;
+      int64_t r = 0;
+      for (; r + kRows <= m; r += kRows)
+        panel_block<kRows>(x + r * k, k, panel, k, bp, relu, y + r * n + p * kPanel, n, cols);
+      if (r < m) panel_rows<kRows - 1>(x + r * k, k, panel, k, bp, relu, y + r * n + p * kPanel, n, cols, m - r);
+    }
+  });
+}
+
+at::Tensor linear_panels(const at::Tensor& x, const at::Tensor& panels, const c10::optional<at::Tensor>& bias, int64_t n,
+                         bool relu) {
+  check_float_cpu(x, "x");
+  check_float_cpu(panels, "panels");
+  TORCH_CHECK(x.dim() == 2, "linear_panels: x must be (m, k), got ", x.sizes());
+  const int64_t m = x.size(0), k = x.size(1);
+  TORCH_CHECK(panels.dim() == 3 && panels.is_contiguous() && panels.size(1) == k && panels.size(2) == kPanel &&
+                  n > (panels.size(0) - 1) * kPanel && n <= panels.size(0) * kPanel,
+              "linear_panels: panels ", panels.sizes(), " do not hold a (", n, ", ", k, ") weight");
+  const float* bp = nullptr;
+  at::Tensor bc;
+  if (bias.has_value() && bias->defined()) {
+    check_float_cpu(*bias, "bias");
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == n, "linear_panels: bias must be (", n, "), got ", bias->sizes());
+    bc = bias->contiguous();
+    bp = bc.data_ptr<float>();
+  }
+  const auto xc = x.contiguous();
+  auto y = at::empty({m, n}, x.options());
+  panel_linear(xc.data_ptr<float>(), m, k, panels.data_ptr<float>(), n, bp, relu, y.data_ptr<float>());
+  return y;
 }
 
 // One query per row and head: row r's head hh reads q at qp + r qr + hh d, the keys/values of memory row r / g
@@ -394,23 +482,25 @@ void attend_rows(const float* qp, int64_t qr, const float* kp, int64_t k0, int64
   });
 }
 
-// One decoding position through one Transformer decoder layer, as DecoderBlock computes it under inference:
+// One decoding position through one Transformer decoder layer, as DecoderBlock computes it under inference
+// (the products summed in another order than oneDNN's):
 // self-attention over the cache (the new key/value written at position t), cross-attention over the memory,
 // the ReLU feed-forward; each sublayer inside a residual with LayerNorm, post-norm (LayerNorm(x + f(x)), the
 // add_layer_norm kernel) or pre-norm (x + f(LayerNorm(x))).
-//   x (n, dm); packed: the prepacked weights of [qkv (3 dm), self out, cross q, cross out, ffn 1 (relu), ffn 2];
+//   x (n, dm); panels: the weights as pack_panels gives them, of [qkv (3 dm), self out, cross q, cross out,
+//   ffn 1 (relu), ffn 2];
 //   biases: theirs (or None); norms: [self w, b, cross w, b, ffn w, b];
 //   k_cache, v_cache (n, h, capacity, dh) contiguous, positions < t filled; memory_k, memory_v (m, h, s, dh)
 //   with row r reading memory row r / (n / m); memory_mask (n, s) bool (True = may attend) or None.
-at::Tensor decoder_layer_step(const at::Tensor& x, at::TensorList packed, const c10::List<c10::optional<at::Tensor>>& biases,
+at::Tensor decoder_layer_step(const at::Tensor& x, at::TensorList panels, const c10::List<c10::optional<at::Tensor>>& biases,
                               at::TensorList norms, const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t t,
                               const at::Tensor& memory_k, const at::Tensor& memory_v,
                               const c10::optional<at::Tensor>& memory_mask, double scale, double eps, bool pre_norm) {
   check_float_cpu(x, "x");
   TORCH_CHECK(x.dim() == 2 && x.is_contiguous(), "decoder_layer_step: x must be a contiguous (n, d_model) tensor, got ",
               x.sizes());
-  TORCH_CHECK(packed.size() == 6 && biases.size() == 6 && norms.size() == 6,
-              "decoder_layer_step: 6 packed weights, 6 biases and 6 norm tensors expected, got ", packed.size(), ", ",
+  TORCH_CHECK(panels.size() == 6 && biases.size() == 6 && norms.size() == 6,
+              "decoder_layer_step: 6 weights (as panels), 6 biases and 6 norm tensors expected, got ", panels.size(), ", ",
               biases.size(), ", ", norms.size());
   const int64_t n = x.size(0), dm = x.size(1);
   for (const auto* c : {&k_cache, &v_cache}) {
@@ -443,6 +533,28 @@ at::Tensor decoder_layer_step(const at::Tensor& x, at::TensorList packed, const 
     m1 = m.stride(1);
   }
   const float sc = static_cast<float>(scale);
+  const int64_t ff = panels[5].dim() == 3 ? panels[5].size(1) : 0;  // the feed-forward's width: ffn 2's inputs
+  const int64_t outs[6] = {3 * dm, dm, dm, dm, ff, dm};
+  const int64_t ins[6] = {dm, dm, dm, dm, dm, ff};
+  for (int i = 0; i < 6; ++i) {
+    check_float_cpu(panels[i], "panels");
+    TORCH_CHECK(panels[i].dim() == 3 && panels[i].is_contiguous() && panels[i].size(1) == ins[i] &&
+                    panels[i].size(2) == kPanel && panels[i].size(0) == (outs[i] + kPanel - 1) / kPanel,
+                "decoder_layer_step: weight ", i, " must be the panels of a (", outs[i], ", ", ins[i], ") weight, got ",
+                panels[i].sizes());
+    const auto& b = biases.get(i);
+    TORCH_CHECK(!b.has_value() || !b->defined() || (b->dim() == 1 && b->size(0) == outs[i] && b->is_contiguous() &&
+                                                    b->scalar_type() == at::kFloat),
+                "decoder_layer_step: bias ", i, " must be a contiguous float32 (", outs[i], ") tensor");
+  }
+  auto linear = [&](const at::Tensor& a, int i, bool relu) {
+    const auto& b = biases.get(i);
+    auto y = at::empty({n, outs[i]}, x.options());
+    const auto ac = a.contiguous();
+    panel_linear(ac.data_ptr<float>(), n, ins[i], panels[i].data_ptr<float>(), outs[i],
+                 b.has_value() && b->defined() ? b->data_ptr<float>() : nullptr, relu, y.data_ptr<float>());
+    return y;
+  };
   auto sublayer_in = [&](const at::Tensor& a, int i) {
     return pre_norm ? at::layer_norm(a, {dm}, norms[2 * i], norms[2 * i + 1], eps) : a;
   };
@@ -451,9 +563,7 @@ at::Tensor decoder_layer_step(const at::Tensor& x, at::TensorList packed, const 
   };
 
   // self-attention: the new key and value into the caches at t, then one query over t + 1 keys
-  const at::Tensor qkv = packed_linear(sublayer_in(x, 0), packed[0], biases.get(0), false);  // (n, 3 dm)
-  TORCH_CHECK(qkv.dim() == 2 && qkv.size(1) == 3 * dm && qkv.is_contiguous(),
-              "decoder_layer_step: the q/k/v product must give (n, 3 d_model), got ", qkv.sizes());
+  const at::Tensor qkv = linear(sublayer_in(x, 0), 0, false);  // (n, 3 dm)
   const float* qkvp = qkv.data_ptr<float>();
   float* kc = k_cache.data_ptr<float>();
   float* vc = v_cache.data_ptr<float>();
@@ -466,18 +576,17 @@ at::Tensor decoder_layer_step(const at::Tensor& x, at::TensorList packed, const 
   at::Tensor ctx = at::empty({n, dm}, x.options());
   attend_rows(qkvp, 3 * dm, kc, c0, c1, dh, vc, c0, c1, dh, nullptr, 0, 0, n, 1, h, dh, dh, t + 1, sc,
               ctx.data_ptr<float>());
-  const at::Tensor x1 = residual(x, packed_linear(ctx, packed[1], biases.get(1), false), 0);
+  const at::Tensor x1 = residual(x, linear(ctx, 1, false), 0);
 
   // cross-attention over the memory
-  const at::Tensor q = packed_linear(sublayer_in(x1, 1), packed[2], biases.get(2), false).contiguous();  // (n, dm)
+  const at::Tensor q = linear(sublayer_in(x1, 1), 2, false);  // (n, dm)
   attend_rows(q.data_ptr<float>(), dm, memory_k.data_ptr<float>(), memory_k.stride(0), memory_k.stride(1),
               memory_k.stride(2), memory_v.data_ptr<float>(), memory_v.stride(0), memory_v.stride(1), memory_v.stride(2),
               mp, m0, m1, n, g, h, dh, dh, s, sc, ctx.data_ptr<float>());
-  const at::Tensor x2 = residual(x1, packed_linear(ctx, packed[3], biases.get(3), false), 1);
+  const at::Tensor x2 = residual(x1, linear(ctx, 3, false), 1);
 
   // feed-forward
-  const at::Tensor f = packed_linear(packed_linear(sublayer_in(x2, 2), packed[4], biases.get(4), true), packed[5],
-                                     biases.get(5), false);
+  const at::Tensor f = linear(linear(sublayer_in(x2, 2), 4, true), 5, false);
   return residual(x2, f, 2);
 }
 
@@ -937,7 +1046,9 @@ TORCH_LIBRARY(attnkit, m) {
   m.def("decode_attention(Tensor q, Tensor k, Tensor v, Tensor? key_mask, float scale) -> Tensor");
   m.def("log_softmax_topk(Tensor logits, int k, int blocked) -> (Tensor, Tensor)");
   m.def("add_layer_norm(Tensor x, Tensor y, Tensor weight, Tensor bias, float eps) -> Tensor");
-  m.def("decoder_layer_step(Tensor x, Tensor[] packed, Tensor?[] biases, Tensor[] norms, Tensor(a!) k_cache, "
+  m.def("pack_panels(Tensor weight) -> Tensor");
+  m.def("linear_panels(Tensor x, Tensor panels, Tensor? bias, int n, bool relu) -> Tensor");
+  m.def("decoder_layer_step(Tensor x, Tensor[] panels, Tensor?[] biases, Tensor[] norms, Tensor(a!) k_cache, "
         "Tensor(b!) v_cache, int t, Tensor memory_k, Tensor memory_v, Tensor? memory_mask, float scale, float eps, "
         "bool pre_norm) -> Tensor");
   m.def("smoothed_nll_forward(Tensor logits, Tensor target, float eps) -> (Tensor, Tensor)");
@@ -954,6 +1065,8 @@ TORCH_LIBRARY_IMPL(attnkit, CPU, m) {
   m.impl("decode_attention", &decode_attention);
   m.impl("log_softmax_topk", &log_softmax_topk);
   m.impl("add_layer_norm", &add_layer_norm);
+  m.impl("pack_panels", &pack_panels);
+  m.impl("linear_panels", &linear_panels);
   m.impl("decoder_layer_step", &decoder_layer_step);
   m.impl("smoothed_nll_forward", &smoothed_nll_forward);
   m.impl("smoothed_nll_backward", &smoothed_nll_backward);
@@ -962,6 +1075,3 @@ TORCH_LIBRARY_IMPL(attnkit, CPU, m) {
   m.impl("attention_train_forward", &attention_train_forward);
   m.impl("attention_train_backward", &attention_train_backward);
 }
-
-// decoder_layer_step takes oneDNN's packed weights (tensors of the MkldnnCPU backend) beside CPU tensors.
-TORCH_LIBRARY_IMPL(attnkit, MkldnnCPU, m) { m.impl("decoder_layer_step", &decoder_layer_step); }
