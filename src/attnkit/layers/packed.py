@@ -77,6 +77,8 @@ class PackedLinear(nn.Module):
         if self._panels is None:
             from attnkit import native
 
+            if not native.available():
+                raise RuntimeError("PackedLinear.panels needs attnkit's compiled kernels, which are not available here")
             self._panels = native.pack_panels(self.weight.detach())
         return self._panels
 

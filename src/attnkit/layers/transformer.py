@@ -204,22 +204,33 @@ class DecoderBlock(_Block):
 
     def _fused_parts(self) -> tuple[list[Tensor], list[Tensor | None], list[Tensor], float] | None:
         """What :func:`attnkit.native.decoder_layer_step` takes from this block: the weights as panels, the
-        biases, the LayerNorms' weights and biases, and their eps; None when the block is not of that form."""
-        from .packed import PackedLinear
-
+        biases, the LayerNorms' weights and biases, and their eps; None when the block is not of that form.
+        Gathered once and kept while the same sublayers are in place (replacing one gathers them again)."""
         sa, ca, ffn = self.self_attn, self.cross_attn, self.ffn
-        if any(m.training for m in (self, self.dropout, sa, ca, ffn, ffn.dropout)):  # where dropout could be on
-            return None
+        if self.training or self.dropout.training or sa.training or ca.training or ffn.training or ffn.dropout.training:
+            return None  # where dropout could be on
         for attention in (sa, ca):
             if not (attention.score == "scaled_dot" and attention.normalize == "softmax" and not attention.score_params
                     and not attention.normalize_params and attention.backend in ("auto", "native")):
                 return None
-        linears = (sa.qkv_proj, sa.out_proj, ca.q_proj, ca.out_proj, ffn.linear1, ffn.linear2)
+        modules = (sa.qkv_proj, sa.out_proj, ca.q_proj, ca.out_proj, ffn.linear1, ffn.linear2, self.self_attn_norm,
+                   self.cross_attn_norm, self.ffn_norm)
+        memo = self.__dict__.get("_fused_memo")
+        if memo is not None and len(memo[0]) == len(modules) and all(a is b for a, b in zip(memo[0], modules)):
+            return memo[1]
+        parts = self._gather_fused_parts(modules, ffn)
+        self.__dict__["_fused_memo"] = (modules, parts)
+        return parts
+
+    @staticmethod
+    def _gather_fused_parts(modules: tuple, ffn: FeedForward):
+        from .packed import PackedLinear
+
+        linears, norms = modules[:6], modules[6:]
         if not all(type(m) is PackedLinear for m in linears) or not (ffn.fused_activation and ffn.linear1.relu):
             return None
         if any(m.relu for m in linears[:4] + linears[5:]):
             return None
-        norms = (self.self_attn_norm, self.cross_attn_norm, self.ffn_norm)
         if not all(type(n) is nn.LayerNorm and n.weight is not None and n.bias is not None
                    and len(n.normalized_shape) == 1 for n in norms) or len({n.eps for n in norms}) != 1:
             return None
