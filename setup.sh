@@ -15,7 +15,7 @@ if ! command -v python3 >/dev/null 2>&1; then
 fi
 # A .venv made by another Python cannot be re-created in place (venv stops in ensurepip): say so, keep it.
 base() { "$1" -c 'import os, sys; print(os.path.realpath(sys.base_prefix), "(Python %d.%d.%d)" % sys.version_info[:3])' 2>/dev/null; }
-if [[ -e .venv ]]; then
+if [[ -e .venv/pyvenv.cfg || -e .venv/bin/python ]]; then  # (an empty .venv, e.g. a mounted volume, is filled)
     venv_base=$(base .venv/bin/python || true)
     if [[ -z "${venv_base}" ]]; then
         echo "setup: .venv exists but its python does not run; remove it (rm -rf .venv) and run setup.sh again" >&2

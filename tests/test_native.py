@@ -183,19 +183,19 @@ def test_linear_panels_keeps_nan_and_checks_its_arguments():
         native.linear_panels(x, native.pack_panels(w), torch.zeros(39), 40, False)
 
 
-def _decoder_block(norm: str, bias: bool = True, activation: str = "relu"):
+def _decoder_block(norm: str, bias: bool = True, activation: str = "relu", d: int = 64, heads: int = 4, ff: int = 96):
     """A decoder block with the weights of a torch.nn.TransformerDecoderLayer (the reference), and its packed
     copy. Without bias the reference's product biases are zero (torch's bias=False drops LayerNorm's too)."""
     torch.manual_seed(7)
-    ref = nn.TransformerDecoderLayer(64, 4, 96, batch_first=True, norm_first=norm == "pre", activation=activation)
-    with_bias = DecoderBlock(BlockConfig(d_model=64, num_heads=4, d_ff=96, norm=norm, activation=activation))
+    ref = nn.TransformerDecoderLayer(d, heads, ff, batch_first=True, norm_first=norm == "pre", activation=activation)
+    with_bias = DecoderBlock(BlockConfig(d_model=d, num_heads=heads, d_ff=ff, norm=norm, activation=activation))
     if not bias:
         with torch.no_grad():
             for name, p in ref.named_parameters():
                 if name.endswith("bias") and "norm" not in name:
                     p.zero_()
     copy_torch_block(with_bias, ref, cross=True)
-    block = DecoderBlock(BlockConfig(d_model=64, num_heads=4, d_ff=96, norm=norm, bias=bias, activation=activation))
+    block = DecoderBlock(BlockConfig(d_model=d, num_heads=heads, d_ff=ff, norm=norm, bias=bias, activation=activation))
     missing, _ = block.load_state_dict(with_bias.state_dict(), strict=False)  # without bias: leaves those out
     assert not missing
     return ref.eval(), block.eval(), pack_for_inference(block)
@@ -203,40 +203,57 @@ def _decoder_block(norm: str, bias: bool = True, activation: str = "relu"):
 
 @pytest.mark.parametrize("norm", ["pre", "post"])
 @pytest.mark.parametrize("bias", [True, False])
-def test_fused_decoder_step_equals_torch_decoder_layer_and_the_block_step(norm, bias):
-    ref, _, fast = _decoder_block(norm, bias)
-    y, memory = torch.randn(3, 6, 64), torch.randn(3, 7, 64)
+@pytest.mark.parametrize("d,heads,ff", [(64, 4, 96), (128, 2, 100)])  # head dims 16 and 64; 100 = 3 panels + 4
+def test_fused_decoder_step_equals_torch_decoder_layer_and_the_block_step(norm, bias, d, heads, ff):
+    ref, _, fast = _decoder_block(norm, bias, d=d, heads=heads, ff=ff)
+    steps = 20  # past the cache's first 16 positions: its buffers grow
+    y, memory = torch.randn(3, steps, d), torch.randn(3, 7, d)
     keep = torch.ones(3, 1, 7, dtype=torch.bool)
     keep[1, 0, 4:] = False  # a padded source
-    want = ref(y, memory, tgt_mask=~causal_mask(6), memory_key_padding_mask=~keep[:, 0])
+    want = ref(y, memory, tgt_mask=~causal_mask(steps), memory_key_padding_mask=~keep[:, 0])
     with torch.inference_mode():
         fused_cache, step_cache = fast.new_cache(memory), fast.new_cache(memory)
-        fused = [fast.fused_step(y[:, t : t + 1], fused_cache, keep) for t in range(6)]
-        stepped = [fast(y[:, t : t + 1], memory_mask=keep, cache=step_cache).hidden for t in range(6)]
+        fused = [fast.fused_step(y[:, t : t + 1], fused_cache, keep) for t in range(steps)]
+        stepped = [fast(y[:, t : t + 1], memory_mask=keep, cache=step_cache).hidden for t in range(steps)]
     assert all(f is not None for f in fused)
     got = torch.cat(fused, 1)
-    torch.testing.assert_close(got, want, atol=2e-5, rtol=0)  # torch's own layer, over the whole sequence
-    torch.testing.assert_close(got, torch.cat(stepped, 1), atol=1e-6, rtol=0)  # the block's step by step
-    assert len(fused_cache) == 6
-    torch.testing.assert_close(fused_cache.self_attn.keys, step_cache.self_attn.keys, atol=1e-6, rtol=0)
-    torch.testing.assert_close(fused_cache.self_attn.values, step_cache.self_attn.values, atol=1e-6, rtol=0)
+    torch.testing.assert_close(got, want, atol=3e-5, rtol=0)  # torch's own layer, over the whole sequence
+    torch.testing.assert_close(got, torch.cat(stepped, 1), atol=1e-5, rtol=0)  # the block's step by step
+    assert len(fused_cache) == steps
+    torch.testing.assert_close(fused_cache.self_attn.keys, step_cache.self_attn.keys, atol=1e-5, rtol=0)
+    torch.testing.assert_close(fused_cache.self_attn.values, step_cache.self_attn.values, atol=1e-5, rtol=0)
 
 
-def test_fused_decoder_step_reads_a_memory_row_shared_by_beam_rows():
-    _, _, fast = _decoder_block("post")
-    memory, y = torch.randn(3, 5, 64), torch.randn(6, 4, 64)
-    keep = torch.ones(3, 5, dtype=torch.bool)
-    keep[2, 3:] = False
-    rows = torch.arange(3).repeat_interleave(2)  # two beam rows per sentence
+@pytest.mark.parametrize("norm", ["pre", "post"])
+def test_fused_decoder_step_follows_beam_search_reorders_and_shared_memory_rows(norm):
+    """Beam search's layout: two rows per sentence read one memory row; between steps rows are reordered
+    (within their sentence, and a sentence leaves) as TransformerState.reorder does. The fused step gives
+    what the block's own forward gives on the same caches."""
+    _, _, fast = _decoder_block(norm, d=128, heads=2)
+    memory = torch.randn(3, 5, 128)
+    keep = torch.ones(3, 1, 5, dtype=torch.bool)
+    keep[2, 0, 3:] = False
+    rows = torch.arange(3).repeat_interleave(2)  # (6,) sentence-major
+    orders = {3: torch.tensor([1, 1, 2, 3, 4, 5]), 6: torch.tensor([2, 2, 3, 3]), 9: torch.tensor([1, 0, 3, 2])}
+    g = torch.Generator().manual_seed(3)
     with torch.inference_mode():
         base = fast.new_cache(memory).memory
-        grouped = DecoderCache(base.reorder(rows))
-        plain = DecoderCache(StaticKVCache(base.keys[rows], base.values[rows]))
-        assert grouped.memory.group == 2 and plain.memory.group == 1
-        for t in range(4):
-            a = fast.fused_step(y[:, t : t + 1], grouped, keep[rows])
-            b = fast.fused_step(y[:, t : t + 1], plain, keep[rows])
-            torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+        caches = [DecoderCache(base.reorder(rows)) for _ in range(2)]  # fused, forward
+        assert caches[0].memory.group == 2
+        mask = keep[rows]  # (rows, 1, s)
+        for t in range(12):
+            if t in orders:
+                index = orders[t]
+                for c in caches:
+                    c.self_attn.reorder(index)
+                caches = [DecoderCache(c.memory.reorder(index), c.self_attn) for c in caches]
+                mask = mask[index]
+            x = torch.randn(mask.shape[0], 1, 128, generator=g)
+            a = fast.fused_step(x, caches[0], mask)
+            b = fast(x, memory_mask=mask, cache=caches[1]).hidden
+            assert a is not None
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+        torch.testing.assert_close(caches[0].self_attn.keys, caches[1].self_attn.keys, atol=1e-5, rtol=0)
 
 
 def test_fused_decoder_step_applies_only_where_it_computes_the_same():
@@ -249,12 +266,75 @@ def test_fused_decoder_step_applies_only_where_it_computes_the_same():
         assert gelu.fused_step(x, gelu.new_cache(memory)) is None  # the activation is not in the product
         assert fast.fused_step(x.double(), fast.new_cache(memory)) is None
         assert fast.fused_step(torch.randn(2, 2, 64), fast.new_cache(memory)) is None  # two positions at once
+        assert fast.fused_step(torch.randn(2, 1, 48), fast.new_cache(memory)) is None  # forward says what is wrong
+        assert fast.fused_step(x[:0], fast.new_cache(memory[:0])) is None  # no rows
         assert fast.fused_step(x, fast.new_cache(memory), torch.ones(2, 1, 4, dtype=torch.bool)) is None
+        assert fast.fused_step(x, fast.new_cache(memory), torch.ones(2, 5, dtype=torch.bool)) is None  # (i, j)
         fast.ffn.dropout.train()  # dropout on: the block's own forward applies it
         assert fast.fused_step(x, fast.new_cache(memory)) is None
         fast.ffn.dropout.eval()
+        calls = []
+        handle = fast.ffn.register_forward_hook(lambda *args: calls.append(1))  # hooks must run
+        assert fast.fused_step(x, fast.new_cache(memory)) is None
+        handle.remove()
+
+        class Other(DecoderBlock):  # a subclass may compute something else
+            pass
+
+        other = Other(fast.config)
+        other.load_state_dict(plain.state_dict())
+        assert pack_for_inference(other).fused_step(x, other.new_cache(memory)) is None
     with torch.no_grad():  # outside inference mode the block's path runs (LayerNorm(x + y) unfused)
         assert fast.fused_step(x, fast.new_cache(memory)) is None
+
+
+def test_fused_decoder_step_uses_parameters_replaced_after_a_first_call():
+    _, _, fast = _decoder_block("post")
+    memory, x = torch.randn(2, 5, 64), torch.randn(2, 1, 64)
+    with torch.inference_mode():
+        assert fast.fused_step(x, fast.new_cache(memory)) is not None
+    fast.ffn_norm.weight = nn.Parameter(torch.rand(64) + 0.5, requires_grad=False)
+    fast.ffn.linear2.bias = nn.Parameter(torch.randn(64), requires_grad=False)
+    fast.cross_attn_norm.eps = 0.5
+    fast.self_attn_norm.eps = fast.ffn_norm.eps = 0.5
+    with torch.inference_mode():
+        got = fast.fused_step(x, fast.new_cache(memory))
+        want = fast(x, cache=fast.new_cache(memory)).hidden
+    assert got is not None
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("norm_first", [True, False])
+def test_model_decode_step_with_and_without_the_fused_step(norm_first, monkeypatch):
+    """A whole packed model: the fused step is taken, and the logits are those of the blocks' own forward."""
+    from attnkit.models import TransformerConfig, build_model
+
+    torch.manual_seed(1)
+    model = build_model(TransformerConfig(d_model=64, heads=4, encoder_layers=2, decoder_layers=2, ffn_dim=96,
+                                          norm_first=norm_first), 50, 60).eval()
+    fast = pack_for_inference(model)
+    src = torch.randint(4, 50, (5, 8))
+    src[1, 5:] = 0  # padding
+    prev = torch.randint(4, 60, (6, 5))
+    taken = []
+    original = DecoderBlock.fused_step
+
+    def spy(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        taken.append(out is not None)
+        return out
+
+    def run():
+        with torch.inference_mode():
+            state = fast.encode(src)
+            return [fast.decode_step(state, p)[0] for p in prev]
+
+    monkeypatch.setattr(DecoderBlock, "fused_step", spy)
+    fused = run()
+    assert taken and all(taken)
+    monkeypatch.setattr(DecoderBlock, "fused_step", lambda self, *args, **kwargs: None)
+    for a, b in zip(fused, run()):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
 
 
 def test_decoder_layer_step_rejects_what_it_cannot_do():
@@ -267,12 +347,14 @@ def test_decoder_layer_step_rejects_what_it_cannot_do():
         args = (panels, biases, norms, kc, vc)
         with pytest.raises(RuntimeError, match="outside the caches"):
             native.decoder_layer_step(x, *args, 3, mem.keys, mem.values, None, 0.25, eps, False)
-        with pytest.raises(RuntimeError, match="m dividing 3"):
+        with pytest.raises(RuntimeError, match="with m dividing 3"):
             native.decoder_layer_step(torch.randn(3, 64), panels, biases, norms, torch.zeros(3, 4, 3, 16),
                                       torch.zeros(3, 4, 3, 16), 0, mem.keys, mem.values, None, 0.25, eps, False)
         with pytest.raises(RuntimeError, match="memory_mask must be a bool"):
             native.decoder_layer_step(x, *args, 0, mem.keys, mem.values, torch.ones(2, 4, dtype=torch.bool), 0.25,
                                       eps, False)
+        with pytest.raises(RuntimeError, match="keys and values must both be"):  # another number of memory rows
+            native.decoder_layer_step(x, *args, 0, mem.keys, mem.values[:1], None, 0.25, eps, False)
         with pytest.raises(RuntimeError, match="6 weights"):
             native.decoder_layer_step(x, panels[:5], biases, norms, kc, vc, 0, mem.keys, mem.values, None, 0.25, eps,
                                       False)

@@ -112,6 +112,15 @@ def _native_add_norm(x: Tensor, y: Tensor, norm: nn.LayerNorm, dropout: Dropout)
             and len(norm.normalized_shape) == 1 and native.applies(x, y, norm.weight, norm.bias))
 
 
+def _hooked(modules) -> bool:
+    """Whether a forward hook (or pre-hook) would run on any of ``modules``, including global ones."""
+    from torch.nn.modules import module as torch_module
+
+    if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks for m in modules)
+
+
 _RESIDUAL = {"pre": _pre_norm, "post": _post_norm}
 
 
@@ -174,70 +183,79 @@ class DecoderBlock(_Block):
         """The next position ``x (b, 1, d)`` through this block in one compiled call
         (:func:`attnkit.native.decoder_layer_step`), growing ``cache`` by it as :meth:`forward` does; ``None``
         where that call does not apply, and then :meth:`forward` computes the same. It applies under
-        ``torch.inference_mode`` to a block packed by :func:`~attnkit.layers.pack_for_inference`, with a ReLU
-        feed-forward and scaled dot-product softmax attention, on float32 CPU tensors with the kernels built.
-        ``memory_mask``: ``(b, 1, s)`` or ``(b, s)``, True = may attend, or ``None``."""
-        parts = self._fused_parts()
-        if parts is None or not torch.is_inference_mode_enabled() or x.dim() != 3 or x.shape[1] != 1:
+        ``torch.inference_mode`` to a block packed by :func:`~attnkit.layers.pack_for_inference` (a
+        ``DecoderBlock`` itself, not a subclass, without hooks), with a ReLU feed-forward and scaled
+        dot-product softmax attention, on float32 CPU tensors with the kernels built.
+        ``memory_mask``: ``(b, 1, s)``, True = may attend, or ``None``."""
+        if not torch.is_inference_mode_enabled() or not isinstance(x, Tensor) or x.dim() != 3 or x.shape[1] != 1 \
+                or x.shape[2] != self.config.d_model or x.shape[0] == 0:
             return None
         if not isinstance(cache, DecoderCache) or not isinstance(cache.memory, StaticKVCache):
             return None
+        parts = self._fused_parts()
+        if parts is None:
+            return None
         memory, b = cache.memory, x.shape[0]
+        keys, values = memory.keys, memory.values
         heads, head_dim = self.self_attn.num_heads, self.self_attn.head_dim
-        if memory.batch_size != b or memory.keys.shape[1] != heads or memory.keys.shape[3] != head_dim \
-                or memory.values.shape[3] != head_dim:
+        if memory.batch_size != b or keys.shape[1] != heads or keys.shape[3] != head_dim \
+                or values.shape[3] != head_dim or keys.stride(3) != 1 or values.stride(3) != 1:
             return None
         if memory_mask is not None:
-            if memory_mask.dim() == 3 and memory_mask.shape[1] == 1:
-                memory_mask = memory_mask[:, 0]
-            if memory_mask.dtype != torch.bool or memory_mask.shape != (b, memory.keys.shape[2]):
+            if not (isinstance(memory_mask, Tensor) and memory_mask.dtype == torch.bool
+                    and memory_mask.shape == (b, 1, keys.shape[2]) and memory_mask.device.type == "cpu"):
                 return None
-        if not native.applies(x, memory.keys, memory.values):
+            memory_mask = memory_mask[:, 0]  # (b, s)
+        if not native.applies(x, keys, values):
             return None
         panels, biases, norms, eps = parts
         k_cache, v_cache, t = cache.self_attn.room_for(1, x.new_empty((b, heads, 0, head_dim)))
         y = native.decoder_layer_step(x.reshape(b, -1).contiguous(), panels, biases, norms, k_cache, v_cache, t,
-                                      memory.keys, memory.values, memory_mask, 1.0 / math.sqrt(head_dim), eps,
+                                      keys, values, memory_mask, 1.0 / math.sqrt(head_dim), eps,
                                       self.config.norm == "pre")
         cache.self_attn.advance(1)
         return y.view(b, 1, -1)
 
     def _fused_parts(self) -> tuple[list[Tensor], list[Tensor | None], list[Tensor], float] | None:
         """What :func:`attnkit.native.decoder_layer_step` takes from this block: the weights as panels, the
-        biases, the LayerNorms' weights and biases, and their eps; None when the block is not of that form.
-        Gathered once and kept while the same sublayers are in place (replacing one gathers them again)."""
-        sa, ca, ffn = self.self_attn, self.cross_attn, self.ffn
-        if self.training or self.dropout.training or sa.training or ca.training or ffn.training or ffn.dropout.training:
-            return None  # where dropout could be on
+        biases, the LayerNorms' weights and biases, and their eps (read afresh at every call, so that replaced
+        parameters are the ones used); None when the block is not of that form. Runs at every decoding step:
+        submodules and parameters are read from ``_modules``/``_parameters`` directly (nn.Module's
+        ``__getattr__`` would take ~0.6 µs for each of the ~30)."""
+        from .packed import PackedLinear
+
+        blocks = self._modules
+        sa, ca, ffn = blocks["self_attn"], blocks["cross_attn"], blocks["ffn"]
+        if type(self) is not DecoderBlock or type(sa) is not MultiHeadAttention or type(ca) is not MultiHeadAttention \
+                or type(ffn) is not FeedForward:
+            return None  # a subclass may compute something else
+        linears = (sa._modules.get("qkv_proj"), sa._modules["out_proj"], ca._modules["q_proj"], ca._modules["out_proj"],
+                   ffn._modules["linear1"], ffn._modules["linear2"])
+        for i, m in enumerate(linears):
+            if type(m) is not PackedLinear or m.relu != (i == 4):
+                return None
+        if not ffn.fused_activation:
+            return None
+        norms = (blocks["self_attn_norm"], blocks["cross_attn_norm"], blocks["ffn_norm"])
+        modules = (self, blocks["dropout"], sa, ca, ffn, ffn._modules["dropout"], *linears, *norms)
+        if any(m.training for m in modules) or _hooked(modules):  # dropout could be on; hooks must run
+            return None
         for attention in (sa, ca):
             if not (attention.score == "scaled_dot" and attention.normalize == "softmax" and not attention.score_params
                     and not attention.normalize_params and attention.backend in ("auto", "native")):
                 return None
-        modules = (sa.qkv_proj, sa.out_proj, ca.q_proj, ca.out_proj, ffn.linear1, ffn.linear2, self.self_attn_norm,
-                   self.cross_attn_norm, self.ffn_norm)
-        memo = self.__dict__.get("_fused_memo")
-        if memo is not None and len(memo[0]) == len(modules) and all(a is b for a, b in zip(memo[0], modules)):
-            return memo[1]
-        parts = self._gather_fused_parts(modules, ffn)
-        self.__dict__["_fused_memo"] = (modules, parts)
-        return parts
-
-    @staticmethod
-    def _gather_fused_parts(modules: tuple, ffn: FeedForward):
-        from .packed import PackedLinear
-
-        linears, norms = modules[:6], modules[6:]
-        if not all(type(m) is PackedLinear for m in linears) or not (ffn.fused_activation and ffn.linear1.relu):
-            return None
-        if any(m.relu for m in linears[:4] + linears[5:]):
-            return None
-        if not all(type(n) is nn.LayerNorm and n.weight is not None and n.bias is not None
-                   and len(n.normalized_shape) == 1 for n in norms) or len({n.eps for n in norms}) != 1:
-            return None
+        eps = norms[0].eps
+        params = []
+        for n in norms:
+            if type(n) is not nn.LayerNorm or len(n.normalized_shape) != 1 or n.eps != eps:
+                return None
+            weight, bias = n._parameters.get("weight"), n._parameters.get("bias")
+            if weight is None or bias is None:
+                return None
+            params += (weight, bias)
         if not native.available():
             return None
-        return ([m.panels() for m in linears], [m.bias for m in linears],
-                [p for n in norms for p in (n.weight, n.bias)], norms[0].eps)
+        return [m.panels() for m in linears], [m._parameters.get("bias") for m in linears], params, eps
 
     def forward(
         self,

@@ -516,17 +516,19 @@ at::Tensor decoder_layer_step(const at::Tensor& x, at::TensorList panels, const 
   TORCH_CHECK(t >= 0 && t < cap, "decoder_layer_step: position ", t, " is outside the caches' ", cap, " positions");
   for (const auto* c : {&memory_k, &memory_v}) {
     check_float_cpu(*c, "memory");
-    TORCH_CHECK(c->dim() == 4 && c->stride(3) == 1 && c->size(0) > 0 && n % c->size(0) == 0 && c->size(1) == h &&
-                    c->size(3) == dh && c->size(2) == memory_k.size(2),
-                "decoder_layer_step: memory keys/values must be (m, ", h, ", s, ", dh, ") with m dividing ", n,
-                ", got ", c->sizes());
+    TORCH_CHECK(c->dim() == 4 && c->stride(3) == 1 && c->size(0) > 0 && n % c->size(0) == 0 &&
+                    c->size(0) == memory_k.size(0) && c->size(1) == h && c->size(3) == dh &&
+                    c->size(2) == memory_k.size(2),
+                "decoder_layer_step: memory keys and values must both be (m, ", h, ", s, ", dh,
+                ") with m dividing ", n, " and their last axis contiguous, got keys ", memory_k.sizes(), " strides ",
+                memory_k.strides(), " and values ", memory_v.sizes(), " strides ", memory_v.strides());
   }
   const int64_t s = memory_k.size(2), g = n / memory_k.size(0);
   const bool* mp = nullptr;
   int64_t m0 = 0, m1 = 0;
   if (memory_mask.has_value() && memory_mask->defined()) {
     const at::Tensor& m = *memory_mask;
-    TORCH_CHECK(m.scalar_type() == at::kBool && m.dim() == 2 && m.size(0) == n && m.size(1) == s,
+    TORCH_CHECK(m.device().is_cpu() && m.scalar_type() == at::kBool && m.dim() == 2 && m.size(0) == n && m.size(1) == s,
                 "decoder_layer_step: memory_mask must be a bool (", n, ", ", s, ") tensor, got ", m.scalar_type(), " ",
                 m.sizes());
     mp = m.data_ptr<bool>();
@@ -537,6 +539,7 @@ at::Tensor decoder_layer_step(const at::Tensor& x, at::TensorList panels, const 
   const int64_t ff = panels[5].dim() == 3 ? panels[5].size(1) : 0;  // the feed-forward's width: ffn 2's inputs
   const int64_t outs[6] = {3 * dm, dm, dm, dm, ff, dm};
   const int64_t ins[6] = {dm, dm, dm, dm, dm, ff};
+  at::Tensor bias_c[6];
   for (int i = 0; i < 6; ++i) {
     check_float_cpu(panels[i], "panels");
     TORCH_CHECK(panels[i].dim() == 3 && panels[i].is_contiguous() && panels[i].size(1) == ins[i] &&
@@ -544,16 +547,18 @@ at::Tensor decoder_layer_step(const at::Tensor& x, at::TensorList panels, const 
                 "decoder_layer_step: weight ", i, " must be the panels of a (", outs[i], ", ", ins[i], ") weight, got ",
                 panels[i].sizes());
     const auto& b = biases.get(i);
-    TORCH_CHECK(!b.has_value() || !b->defined() || (b->dim() == 1 && b->size(0) == outs[i] && b->is_contiguous() &&
-                                                    b->scalar_type() == at::kFloat),
-                "decoder_layer_step: bias ", i, " must be a contiguous float32 (", outs[i], ") tensor");
+    if (b.has_value() && b->defined()) {
+      check_float_cpu(*b, "bias");
+      TORCH_CHECK(b->dim() == 1 && b->size(0) == outs[i], "decoder_layer_step: bias ", i, " must be (", outs[i],
+                  "), got ", b->sizes());
+      bias_c[i] = b->contiguous();
+    }
   }
   auto linear = [&](const at::Tensor& a, int i, bool relu) {
-    const auto& b = biases.get(i);
     auto y = at::empty({n, outs[i]}, x.options());
     const auto ac = a.contiguous();
     panel_linear(ac.data_ptr<float>(), n, ins[i], panels[i].data_ptr<float>(), outs[i],
-                 b.has_value() && b->defined() ? b->data_ptr<float>() : nullptr, relu, y.data_ptr<float>());
+                 bias_c[i].defined() ? bias_c[i].data_ptr<float>() : nullptr, relu, y.data_ptr<float>());
     return y;
   };
   auto sublayer_in = [&](const at::Tensor& a, int i) {
