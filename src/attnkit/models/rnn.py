@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from attnkit.attention import AttentionOutput, attend
-from attnkit.layers import AdditiveAttention, LuongAttention, PreparedMemory
+from attnkit.layers import AdditiveAttention, Dropout, LuongAttention, PreparedMemory
 
 from .base import Seq2SeqModel, check_tokens
 from .config import AttentionConfig, RNNConfig
@@ -108,7 +108,7 @@ class RNNSeq2Seq(Seq2SeqModel):
         self.attention = build_rnn_attention(c.attention, c.hidden, key_dim) if c.kind == "seq2seq-attention" else None
         readout = c.hidden + (0 if c.kind == "seq2seq-fixed" else c.embed_dim + key_dim)
         self.output = nn.Linear(readout, tgt_vocab_size)
-        self.dropout = nn.Dropout(c.dropout)
+        self.dropout = Dropout(c.dropout)  # attnkit's: cheaper draws (and the compiled kernel where it applies)
 
     @property
     def has_cross_attention(self) -> bool:
