@@ -13,20 +13,17 @@ if ! command -v python3 >/dev/null 2>&1; then
     echo "setup: python3 (3.10 or newer) is needed and is not on PATH" >&2
     exit 1
 fi
-# A .venv made by another Python cannot be re-created in place (venv stops in ensurepip): say so, keep it.
-base() { "$1" -c 'import os, sys; print(os.path.realpath(sys.base_prefix), "(Python %d.%d.%d)" % sys.version_info[:3])' 2>/dev/null; }
-if [[ -e .venv/pyvenv.cfg || -e .venv/bin/python ]]; then  # (an empty .venv, e.g. a mounted volume, is filled)
-    venv_base=$(base .venv/bin/python || true)
-    if [[ -z "${venv_base}" ]]; then
-        echo "setup: .venv exists but its python does not run; remove it (rm -rf .venv) and run setup.sh again" >&2
-        exit 1
-    elif [[ "${venv_base}" != "$(base python3)" ]]; then
-        echo "setup: .venv was made by the Python in ${venv_base}, not by $(command -v python3) in $(base python3);" \
-             "remove it (rm -rf .venv) or put that Python first on PATH, then run setup.sh again" >&2
+# A working .venv is reused, whichever Python made it. Otherwise one is created; venv cannot re-create in
+# place a .venv made by another Python (it stops in ensurepip), so say what to do instead of only its error.
+if ! .venv/bin/python -c 'import pip' >/dev/null 2>&1; then
+    made_by=$(sed -n 's/^home = //p' .venv/pyvenv.cfg 2>/dev/null | head -n 1 || true)
+    if ! python3 -m venv .venv; then
+        echo "setup: could not create .venv with $(command -v python3) ($(python3 -V 2>&1))" \
+             "${made_by:+over the one made by the Python in ${made_by}}; remove .venv (rm -rf .venv)" \
+             "and run setup.sh again" >&2
         exit 1
     fi
 fi
-python3 -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check -c constraints.txt -e ".[${extras}]"
 
 system_packages=()
