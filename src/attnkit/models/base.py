@@ -46,10 +46,10 @@ def check_tokens(name: str, tokens: Tensor, vocab_size: int, ndim: int) -> None:
     if tokens.dim() != ndim:
         shape = "(b, positions)" if ndim == 2 else "(b,)"
         raise ValueError(f"{name} must have shape {shape}, got {tuple(tokens.shape)}")
-    if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= vocab_size):
-        raise ValueError(
-            f"{name} holds ids outside the vocabulary [0, {vocab_size}): min {int(tokens.min())}, max {int(tokens.max())}"
-        )
+    if tokens.numel():
+        lo, hi = (int(v) for v in torch.aminmax(tokens))  # one pass (decoding checks its tokens every step)
+        if lo < 0 or hi >= vocab_size:
+            raise ValueError(f"{name} holds ids outside the vocabulary [0, {vocab_size}): min {lo}, max {hi}")
 
 
 class Seq2SeqModel(nn.Module):
