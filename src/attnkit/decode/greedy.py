@@ -71,7 +71,7 @@ def greedy_decode(
     state = model.encode(src, src_mask)
     reserve_steps(state, T)  # the caches allocated once for the longest output
     rows = torch.arange(b, device=src.device)  # the sentences still in the decoder state
-    everyone = True  # rows is still all of them: plain in-place updates instead of indexed ones
+    everyone = True  # rows is still all of them
     prev = torch.full((b,), cfg.bos_id, dtype=torch.long, device=src.device)
     for step in range(T):
         logits, state, attention = model.decode_step(state, prev, need_attention=need_attention)
@@ -79,23 +79,17 @@ def greedy_decode(
         # as transformers does.
         best_logp, best = (x[:, 0] for x in top_log_probs(logits, 1, cfg.eos_id if step < min_len else None))
         eos = best == cfg.eos_id
-        if everyone:
-            scores += best_logp
-            tokens[:, step] = best.masked_fill(eos, cfg.pad_id)
-            lengths += ~eos
-            ended.copy_(eos)
-            done = eos | (limit <= step + 1)
-        else:
-            scores[rows] += best_logp.double()
-            tokens[rows, step] = best.masked_fill(eos, cfg.pad_id)
-            lengths[rows] += (~eos).long()
-            ended[rows] = eos
-            done = eos | (limit[rows] <= step + 1)
+        at = slice(None) if everyone else rows  # a slice writes in place where an index would scatter
+        scores[at] += best_logp.double()
+        tokens[at, step] = best.masked_fill(eos, cfg.pad_id)
+        lengths[at] += (~eos).long()
+        ended[at] = eos
+        done = eos | (limit[at] <= step + 1)
         if need_attention:
             att = torch.stack([a[:, :, 0] for a in attention], 1)  # (rows, layers, heads, s)
             if maps is None:
                 maps = att.new_zeros(b, att.shape[1], att.shape[2], T, att.shape[3])
-            maps[rows, :, :, step] = att
+            maps[at, :, :, step] = att
         finished = int(done.sum())
         if finished == done.numel():
             break

@@ -142,14 +142,22 @@ class KVCache:
                 self.keys = torch.cat([self.keys, keys], dim=2)  # (b, h, t + n, d)
                 self.values = torch.cat([self.values, values], dim=2)
             return self.keys, self.values
-        t, n = len(self), keys.shape[2]
-        if not self._owns_views() or self._buffers[0].shape[2] < t + n:
-            self._grow(t + n, keys, values)
+        n = keys.shape[2]
+        t = self._make_room(n, keys, values)
         kb, vb = self._buffers
         kb[:, :, t : t + n] = keys
         vb[:, :, t : t + n] = values
-        self.keys, self.values = kb[:, :, : t + n], vb[:, :, : t + n]  # (b, h, t + n, d)
-        return self.keys, self.values
+        return self.advance(n)  # (b, h, t + n, d)
+
+    def _make_room(self, n: int, like_k: Tensor, like_v: Tensor) -> int:
+        """Grow the buffers (if they cannot take ``n`` more positions) keeping ``keys``/``values`` their views;
+        return the position ``t`` the next one goes to."""
+        t = len(self)
+        if not self._owns_views() or self._buffers[0].shape[2] < t + n:
+            self._grow(t + n, like_k, like_v)
+            if t:
+                self.keys, self.values = self._buffers[0][:, :, :t], self._buffers[1][:, :, :t]
+        return t
 
     def room_for(self, n: int, like: Tensor) -> tuple[Tensor, Tensor, int]:
         """The buffers ``(b, h, capacity, d)``, contiguous, with room for ``n`` more positions, and the
@@ -159,11 +167,7 @@ class KVCache:
         if _tracked(like, self.keys, self.values):
             raise RuntimeError("KVCache.room_for writes in place: not for tensors autograd records")
         self.check(like, like)
-        t = len(self)
-        if not self._owns_views() or self._buffers[0].shape[2] < t + n:
-            self._grow(t + n, like, like)
-            if t:
-                self.keys, self.values = self._buffers[0][:, :, :t], self._buffers[1][:, :, :t]
+        t = self._make_room(n, like, like)
         return self._buffers[0], self._buffers[1], t
 
     def advance(self, n: int) -> tuple[Tensor, Tensor]:

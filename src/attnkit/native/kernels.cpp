@@ -27,6 +27,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <string>
 #include <limits>
 #include <tuple>
 #include <vector>
@@ -444,23 +445,31 @@ void panel_linear(const float* x, int64_t m, int64_t k, const float* panels, int
   });
 }
 
+// Whether `panels` holds an (n, k) weight as pack_panels gives it.
+bool holds_panels(const at::Tensor& panels, int64_t n, int64_t k) {
+  check_float_cpu(panels, "panels");
+  return panels.dim() == 3 && panels.is_contiguous() && panels.size(1) == k && panels.size(2) == kPanel &&
+         panels.size(0) == (n + kPanel - 1) / kPanel;
+}
+
+// A product's bias (n,), checked and made contiguous into `keep`; nullptr without one. `what` names it in errors.
+const float* bias_data(const c10::optional<at::Tensor>& bias, int64_t n, const std::string& what, at::Tensor& keep) {
+  if (!bias.has_value() || !bias->defined()) return nullptr;
+  check_float_cpu(*bias, "bias");
+  TORCH_CHECK(bias->dim() == 1 && bias->size(0) == n, what, " must be (", n, "), got ", bias->sizes());
+  keep = bias->contiguous();
+  return keep.data_ptr<float>();
+}
+
 at::Tensor linear_panels(const at::Tensor& x, const at::Tensor& panels, const c10::optional<at::Tensor>& bias, int64_t n,
                          bool relu) {
   check_float_cpu(x, "x");
-  check_float_cpu(panels, "panels");
   TORCH_CHECK(x.dim() == 2, "linear_panels: x must be (m, k), got ", x.sizes());
   const int64_t m = x.size(0), k = x.size(1);
-  TORCH_CHECK(panels.dim() == 3 && panels.is_contiguous() && panels.size(1) == k && panels.size(2) == kPanel &&
-                  n > (panels.size(0) - 1) * kPanel && n <= panels.size(0) * kPanel,
-              "linear_panels: panels ", panels.sizes(), " do not hold a (", n, ", ", k, ") weight");
-  const float* bp = nullptr;
+  TORCH_CHECK(holds_panels(panels, n, k), "linear_panels: panels ", panels.sizes(), " do not hold a (", n, ", ", k,
+              ") weight");
   at::Tensor bc;
-  if (bias.has_value() && bias->defined()) {
-    check_float_cpu(*bias, "bias");
-    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == n, "linear_panels: bias must be (", n, "), got ", bias->sizes());
-    bc = bias->contiguous();
-    bp = bc.data_ptr<float>();
-  }
+  const float* bp = bias_data(bias, n, "linear_panels: bias", bc);
   const auto xc = x.contiguous();
   auto y = at::empty({m, n}, x.options());
   panel_linear(xc.data_ptr<float>(), m, k, panels.data_ptr<float>(), n, bp, relu, y.data_ptr<float>());
@@ -540,25 +549,17 @@ at::Tensor decoder_layer_step(const at::Tensor& x, at::TensorList panels, const 
   const int64_t outs[6] = {3 * dm, dm, dm, dm, ff, dm};
   const int64_t ins[6] = {dm, dm, dm, dm, dm, ff};
   at::Tensor bias_c[6];
+  const float* bias_p[6];
   for (int i = 0; i < 6; ++i) {
-    check_float_cpu(panels[i], "panels");
-    TORCH_CHECK(panels[i].dim() == 3 && panels[i].is_contiguous() && panels[i].size(1) == ins[i] &&
-                    panels[i].size(2) == kPanel && panels[i].size(0) == (outs[i] + kPanel - 1) / kPanel,
-                "decoder_layer_step: weight ", i, " must be the panels of a (", outs[i], ", ", ins[i], ") weight, got ",
-                panels[i].sizes());
-    const auto& b = biases.get(i);
-    if (b.has_value() && b->defined()) {
-      check_float_cpu(*b, "bias");
-      TORCH_CHECK(b->dim() == 1 && b->size(0) == outs[i], "decoder_layer_step: bias ", i, " must be (", outs[i],
-                  "), got ", b->sizes());
-      bias_c[i] = b->contiguous();
-    }
+    TORCH_CHECK(holds_panels(panels[i], outs[i], ins[i]), "decoder_layer_step: weight ", i,
+                " must be the panels of a (", outs[i], ", ", ins[i], ") weight, got ", panels[i].sizes());
+    bias_p[i] = bias_data(biases.get(i), outs[i], "decoder_layer_step: bias " + std::to_string(i), bias_c[i]);
   }
   auto linear = [&](const at::Tensor& a, int i, bool relu) {
     auto y = at::empty({n, outs[i]}, x.options());
     const auto ac = a.contiguous();
-    panel_linear(ac.data_ptr<float>(), n, ins[i], panels[i].data_ptr<float>(), outs[i],
-                 bias_c[i].defined() ? bias_c[i].data_ptr<float>() : nullptr, relu, y.data_ptr<float>());
+    panel_linear(ac.data_ptr<float>(), n, ins[i], panels[i].data_ptr<float>(), outs[i], bias_p[i], relu,
+                 y.data_ptr<float>());
     return y;
   };
   auto sublayer_in = [&](const at::Tensor& a, int i) {
