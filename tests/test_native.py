@@ -204,11 +204,12 @@ def _decoder_block(norm: str, bias: bool = True, activation: str = "relu", d: in
 @pytest.mark.parametrize("norm", ["pre", "post"])
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("d,heads,ff", [(64, 4, 96), (128, 2, 100)])  # head dims 16 and 64; 100 = 3 panels + 4
-def test_fused_decoder_step_equals_torch_decoder_layer_and_the_block_step(norm, bias, d, heads, ff):
+@pytest.mark.parametrize("batch", [3, 21])  # one block of rows, its products' panels shared out; 8 + 8 + 5 rows split
+def test_fused_decoder_step_equals_torch_decoder_layer_and_the_block_step(norm, bias, d, heads, ff, batch):
     ref, _, fast = _decoder_block(norm, bias, d=d, heads=heads, ff=ff)
     steps = 20  # past the cache's first 16 positions: its buffers grow
-    y, memory = torch.randn(3, steps, d), torch.randn(3, 7, d)
-    keep = torch.ones(3, 1, 7, dtype=torch.bool)
+    y, memory = torch.randn(batch, steps, d), torch.randn(batch, 7, d)
+    keep = torch.ones(batch, 1, 7, dtype=torch.bool)
     keep[1, 0, 4:] = False  # a padded source
     want = ref(y, memory, tgt_mask=~causal_mask(steps), memory_key_padding_mask=~keep[:, 0])
     with torch.inference_mode():
@@ -225,16 +226,21 @@ def test_fused_decoder_step_equals_torch_decoder_layer_and_the_block_step(norm, 
 
 
 @pytest.mark.parametrize("norm", ["pre", "post"])
-def test_fused_decoder_step_follows_beam_search_reorders_and_shared_memory_rows(norm):
+@pytest.mark.parametrize("extra", [0, 8])  # 6 rows, or 22 (their blocks split among the threads)
+def test_fused_decoder_step_follows_beam_search_reorders_and_shared_memory_rows(norm, extra):
     """Beam search's layout: two rows per sentence read one memory row; between steps rows are reordered
     (within their sentence, and a sentence leaves) as TransformerState.reorder does. The fused step gives
     what the block's own forward gives on the same caches."""
     _, _, fast = _decoder_block(norm, d=128, heads=2)
-    memory = torch.randn(3, 5, 128)
-    keep = torch.ones(3, 1, 5, dtype=torch.bool)
+    n = 3 + extra  # sentences
+    memory = torch.randn(n, 5, 128)
+    keep = torch.ones(n, 1, 5, dtype=torch.bool)
     keep[2, 0, 3:] = False
-    rows = torch.arange(3).repeat_interleave(2)  # (6,) sentence-major
-    orders = {3: torch.tensor([1, 1, 2, 3, 4, 5]), 6: torch.tensor([2, 2, 3, 3]), 9: torch.tensor([1, 0, 3, 2])}
+    rows = torch.arange(n).repeat_interleave(2)  # (2n,) sentence-major
+    tail = torch.arange(6, 2 * n)  # the extra sentences' rows stay in place
+    orders = {t: torch.cat([index, tail + shift]) for t, index, shift in
+              [(3, torch.tensor([1, 1, 2, 3, 4, 5]), 0), (6, torch.tensor([2, 2, 3, 3]), 0),
+               (9, torch.tensor([1, 0, 3, 2]), -2)]}  # after t = 6 the tail's rows start at 4
     g = torch.Generator().manual_seed(3)
     with torch.inference_mode():
         base = fast.new_cache(memory).memory

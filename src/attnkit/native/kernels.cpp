@@ -308,6 +308,33 @@ std::tuple<at::Tensor, at::Tensor> log_softmax_topk(const at::Tensor& logits, in
   return {values, indices};
 }
 
+// One row of LayerNorm(a + b) (b may be nullptr: LayerNorm(a)) over c values, into o (which may be a or b).
+inline void norm_row(const float* a, const float* b, const float* wp, const float* bp, float eps, float* o, int64_t c) {
+  vf sv{};
+  int64_t i = 0;
+  for (; i + kLanes <= c; i += kLanes) {
+    const vf x = b ? load(a + i) + load(b + i) : load(a + i);
+    store(o + i, x);
+    sv += x;
+  }
+  float s = hsum(sv);
+  for (; i < c; ++i) {
+    o[i] = b ? a[i] + b[i] : a[i];
+    s += o[i];
+  }
+  const float mean = s / static_cast<float>(c);
+  vf vv{};
+  for (i = 0; i + kLanes <= c; i += kLanes) {
+    const vf x = load(o + i) - mean;
+    vv += x * x;
+  }
+  float var = hsum(vv);
+  for (; i < c; ++i) var += (o[i] - mean) * (o[i] - mean);
+  const float rstd = 1.f / std::sqrt(var / static_cast<float>(c) + eps);
+  for (i = 0; i + kLanes <= c; i += kLanes) store(o + i, (load(o + i) - mean) * rstd * load(wp + i) + load(bp + i));
+  for (; i < c; ++i) o[i] = (o[i] - mean) * rstd * wp[i] + bp[i];
+}
+
 at::Tensor add_layer_norm(const at::Tensor& x, const at::Tensor& y, const at::Tensor& weight, const at::Tensor& bias,
                           double eps) {
   check_float_cpu(x, "x");
@@ -327,34 +354,7 @@ at::Tensor add_layer_norm(const at::Tensor& x, const at::Tensor& y, const at::Te
   float* op = out.data_ptr<float>();
   // a decoding step's few rows (under ~32k values) cost less on one thread than the fork/join of two
   at::parallel_for(0, rows, std::max<int64_t>(16, 32768 / std::max<int64_t>(c, 1)), [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const float* a = xp + r * c;
-      const float* b = yp + r * c;
-      float* o = op + r * c;
-      vf sv{};
-      int64_t i = 0;
-      for (; i + kLanes <= c; i += kLanes) {
-        const vf x = load(a + i) + load(b + i);
-        store(o + i, x);
-        sv += x;
-      }
-      float s = hsum(sv);
-      for (; i < c; ++i) {
-        o[i] = a[i] + b[i];
-        s += o[i];
-      }
-      const float mean = s / static_cast<float>(c);
-      vf vv{};
-      for (i = 0; i + kLanes <= c; i += kLanes) {
-        const vf x = load(o + i) - mean;
-        vv += x * x;
-      }
-      float var = hsum(vv);
-      for (; i < c; ++i) var += (o[i] - mean) * (o[i] - mean);
-      const float rstd = 1.f / std::sqrt(var / static_cast<float>(c) + static_cast<float>(eps));
-      for (i = 0; i + kLanes <= c; i += kLanes) store(o + i, (load(o + i) - mean) * rstd * load(wp + i) + load(bp + i));
-      for (; i < c; ++i) o[i] = (o[i] - mean) * rstd * wp[i] + bp[i];
-    }
+    for (int64_t r = begin; r < end; ++r) norm_row(xp + r * c, yp + r * c, wp, bp, static_cast<float>(eps), op + r * c, c);
   });
   return out;
 }
@@ -428,20 +428,26 @@ void panel_rows(const float* a, int64_t lda, const float* panel, int64_t k, cons
 
 constexpr int kRows = 8;  // rows per block: 16 accumulators (12 was slower for 1024 inputs and 256 rows)
 
-// y (m, n) = x (m, k) Wᵀ + b, W as pack_panels gave it; the panels are shared among the threads.
+// Rows [r0, r1) of y (m, n) = x (m, k) Wᵀ + b for the columns of panels [p0, p1), on the calling thread; W as
+// pack_panels gave it.
+void panel_part(const float* x, int64_t k, const float* panels, int64_t n, const float* bias, bool relu, float* y,
+                int64_t r0, int64_t r1, int64_t p0, int64_t p1) {
+  for (int64_t p = p0; p < p1; ++p) {
+    const float* panel = panels + p * k * kPanel;
+    const int64_t cols = std::min<int64_t>(kPanel, n - p * kPanel);
+    const float* bp = bias ? bias + p * kPanel : nullptr;
+    int64_t r = r0;
+    for (; r + kRows <= r1; r += kRows)
+      panel_block<kRows>(x + r * k, k, panel, k, bp, relu, y + r * n + p * kPanel, n, cols);
+    if (r < r1) panel_rows<kRows - 1>(x + r * k, k, panel, k, bp, relu, y + r * n + p * kPanel, n, cols, r1 - r);
+  }
+}
+
+// y (m, n) = x (m, k) Wᵀ + b, the threads sharing out the panels.
 void panel_linear(const float* x, int64_t m, int64_t k, const float* panels, int64_t n, const float* bias, bool relu,
                   float* y) {
-  const int64_t count = (n + kPanel - 1) / kPanel;
-  at::parallel_for(0, count, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t p = begin; p < end; ++p) {
-      const float* panel = panels + p * k * kPanel;
-      const int64_t cols = std::min<int64_t>(kPanel, n - p * kPanel);
-      const float* bp = bias ? bias + p * kPanel : nullptr;
-      int64_t r = 0;
-      for (; r + kRows <= m; r += kRows)
-        panel_block<kRows>(x + r * k, k, panel, k, bp, relu, y + r * n + p * kPanel, n, cols);
-      if (r < m) panel_rows<kRows - 1>(x + r * k, k, panel, k, bp, relu, y + r * n + p * kPanel, n, cols, m - r);
-    }
+  at::parallel_for(0, (n + kPanel - 1) / kPanel, 1, [&](int64_t begin, int64_t end) {
+    panel_part(x, k, panels, n, bias, relu, y, 0, m, begin, end);
   });
 }
 
@@ -479,18 +485,27 @@ at::Tensor linear_panels(const at::Tensor& x, const at::Tensor& panels, const c1
 // One query per row and head: row r's head hh reads q at qp + r qr + hh d, the keys/values of memory row r / g
 // (key j of head hh at kp + (r / g) k0 + hh k1 + j k2), t keys, mask row r (mp + r m0, key j at + j m1) or none;
 // the context goes to op + r h e + hh e, i.e. (n, h·e) with the heads merged.
-void attend_rows(const float* qp, int64_t qr, const float* kp, int64_t k0, int64_t k1, int64_t k2, const float* vp,
-                 int64_t v0, int64_t v1, int64_t v2, const bool* mp, int64_t m0, int64_t m1, int64_t n, int64_t g,
-                 int64_t h, int64_t d, int64_t e, int64_t t, float sc, float* op) {
-  at::parallel_for(0, n * h, 8, [&](int64_t begin, int64_t end) {
-    std::vector<float> w(t), qs(d), acc(e);
+struct RowAttention {
+  const float* qp;
+  int64_t qr;
+  const float* kp;
+  int64_t k0, k1, k2;
+  const float* vp;
+  int64_t v0, v1, v2;
+  const bool* mp;
+  int64_t m0, m1, g, h, d, e, t;
+  float sc;
+  float* op;
+
+  // (row, head) pairs [begin, end) on the calling thread; w (t), qs (d) and acc (e) are scratch.
+  void run(int64_t begin, int64_t end, float* w, float* qs, float* acc) const {
     for (int64_t rh = begin; rh < end; ++rh) {
       const int64_t r = rh / h, hh = rh % h, m = r / g;
       attend_any(qp + r * qr + hh * d, sc, kp + m * k0 + hh * k1, k2, vp + m * v0 + hh * v1, v2,
-                 mp ? mp + r * m0 : nullptr, m1, t, w.data(), qs.data(), acc.data(), op + (r * h + hh) * e, d, e);
+                 mp ? mp + r * m0 : nullptr, m1, t, w, qs, acc, op + (r * h + hh) * e, d, e);
     }
-  });
-}
+  }
+};
 
 // One decoding position through one Transformer decoder layer, as DecoderBlock computes it under inference
 // (the products summed in another order than oneDNN's):
@@ -555,46 +570,92 @@ at::Tensor decoder_layer_step(const at::Tensor& x, at::TensorList panels, const 
                 " must be the panels of a (", outs[i], ", ", ins[i], ") weight, got ", panels[i].sizes());
     bias_p[i] = bias_data(biases.get(i), outs[i], "decoder_layer_step: bias " + std::to_string(i), bias_c[i]);
   }
-  auto linear = [&](const at::Tensor& a, int i, bool relu) {
-    auto y = at::empty({n, outs[i]}, x.options());
-    const auto ac = a.contiguous();
-    panel_linear(ac.data_ptr<float>(), n, ins[i], panels[i].data_ptr<float>(), outs[i], bias_p[i], relu,
-                 y.data_ptr<float>());
-    return y;
-  };
-  auto sublayer_in = [&](const at::Tensor& a, int i) {
-    return pre_norm ? at::layer_norm(a, {dm}, norms[2 * i], norms[2 * i + 1], eps) : a;
-  };
-  auto residual = [&](const at::Tensor& a, const at::Tensor& y, int i) {
-    return pre_norm ? at::add(a, y) : add_layer_norm(a, y, norms[2 * i], norms[2 * i + 1], eps);
-  };
-
-  // self-attention: the new key and value into the caches at t, then one query over t + 1 keys
-  const at::Tensor qkv = linear(sublayer_in(x, 0), 0, false);  // (n, 3 dm)
-  const float* qkvp = qkv.data_ptr<float>();
+  const float* pp[6];
+  for (int i = 0; i < 6; ++i) pp[i] = panels[i].data_ptr<float>();
+  const float* np[6];
+  for (int i = 0; i < 6; ++i) {
+    check_float_cpu(norms[i], "norm");
+    TORCH_CHECK(norms[i].dim() == 1 && norms[i].size(0) == dm && norms[i].is_contiguous(), "decoder_layer_step: norm ",
+                i, " must be a contiguous (", dm, ") tensor, got ", norms[i].sizes());
+    np[i] = norms[i].data_ptr<float>();
+  }
+  auto qkv = at::empty({n, 3 * dm}, x.options()), ctx = at::empty({n, dm}, x.options()),
+       y = at::empty({n, dm}, x.options()), x1 = at::empty({n, dm}, x.options()), x2 = at::empty({n, dm}, x.options()),
+       hid = at::empty({n, ff}, x.options()), out = at::empty({n, dm}, x.options()),
+       normed = pre_norm ? at::empty({n, dm}, x.options()) : at::Tensor();
+  const float* xp = x.data_ptr<float>();
+  float *qkvp = qkv.data_ptr<float>(), *ctxp = ctx.data_ptr<float>(), *yp = y.data_ptr<float>(),
+        *x1p = x1.data_ptr<float>(), *x2p = x2.data_ptr<float>(), *hp = hid.data_ptr<float>(),
+        *outp = out.data_ptr<float>(), *lnp = pre_norm ? normed.data_ptr<float>() : nullptr;
   float* kc = k_cache.data_ptr<float>();
   float* vc = v_cache.data_ptr<float>();
   const int64_t c0 = h * cap * dh, c1 = cap * dh;
-  for (int64_t r = 0; r < n; ++r)
-    for (int64_t hh = 0; hh < h; ++hh) {
-      std::memcpy(kc + r * c0 + hh * c1 + t * dh, qkvp + r * 3 * dm + dm + hh * dh, dh * sizeof(float));
-      std::memcpy(vc + r * c0 + hh * c1 + t * dh, qkvp + r * 3 * dm + 2 * dm + hh * dh, dh * sizeof(float));
-    }
-  at::Tensor ctx = at::empty({n, dm}, x.options());
-  attend_rows(qkvp, 3 * dm, kc, c0, c1, dh, vc, c0, c1, dh, nullptr, 0, 0, n, 1, h, dh, dh, t + 1, sc,
-              ctx.data_ptr<float>());
-  const at::Tensor x1 = residual(x, linear(ctx, 1, false), 0);
+  const float fe = static_cast<float>(eps);
+  // self-attention reads the query from qkv and t + 1 keys of the caches; cross-attention the query from y
+  const RowAttention self_att{qkvp, 3 * dm, kc, c0, c1, dh, vc, c0, c1, dh, nullptr, 0, 0, 1, h, dh, dh, t + 1, sc, ctxp};
+  const RowAttention cross_att{yp, dm, memory_k.data_ptr<float>(), memory_k.stride(0), memory_k.stride(1),
+                               memory_k.stride(2), memory_v.data_ptr<float>(), memory_v.stride(0), memory_v.stride(1),
+                               memory_v.stride(2), mp, m0, m1, g, h, dh, dh, s, sc, ctxp};
 
-  // cross-attention over the memory
-  const at::Tensor q = linear(sublayer_in(x1, 1), 2, false);  // (n, dm)
-  attend_rows(q.data_ptr<float>(), dm, memory_k.data_ptr<float>(), memory_k.stride(0), memory_k.stride(1),
-              memory_k.stride(2), memory_v.data_ptr<float>(), memory_v.stride(0), memory_v.stride(1), memory_v.stride(2),
-              mp, m0, m1, n, g, h, dh, dh, s, sc, ctx.data_ptr<float>());
-  const at::Tensor x2 = residual(x1, linear(ctx, 3, false), 1);
+  // Rows [r0, r1) through the whole layer; the products' panels shared out among the threads if `share`.
+  auto rows = [&](int64_t r0, int64_t r1, bool share) {
+    std::vector<float> w(std::max(t + 1, s)), qs(dh), acc(dh);
+    // the input of sublayer i for rows [r0, r1): LayerNorm(a) under pre-norm, a itself under post-norm
+    auto sublayer_in = [&](const float* a, int i) -> const float* {
+      if (!pre_norm) return a;
+      for (int64_t r = r0; r < r1; ++r) norm_row(a + r * dm, nullptr, np[2 * i], np[2 * i + 1], fe, lnp + r * dm, dm);
+      return lnp;
+    };
+    // o = LayerNorm(a + y) (post-norm) or a + y (pre-norm) for rows [r0, r1)
+    auto residual = [&](const float* a, int i, float* o) {
+      for (int64_t r = r0; r < r1; ++r) {
+        if (pre_norm)
+          for (int64_t c = 0; c < dm; ++c) o[r * dm + c] = a[r * dm + c] + yp[r * dm + c];
+        else
+          norm_row(a + r * dm, yp + r * dm, np[2 * i], np[2 * i + 1], fe, o + r * dm, dm);
+      }
+    };
+    auto product = [&](const float* a, int i, bool relu, float* o) {
+      const int64_t count = (outs[i] + kPanel - 1) / kPanel;
+      if (share)
+        at::parallel_for(0, count, 1, [&](int64_t p0, int64_t p1) {
+          panel_part(a, ins[i], pp[i], outs[i], bias_p[i], relu, o, r0, r1, p0, p1);
+        });
+      else
+        panel_part(a, ins[i], pp[i], outs[i], bias_p[i], relu, o, r0, r1, 0, count);
+    };
 
-  // feed-forward
-  const at::Tensor f = linear(linear(sublayer_in(x2, 2), 4, true), 5, false);
-  return residual(x2, f, 2);
+    // self-attention: the new key and value into the caches at t, then one query over t + 1 keys
+    product(sublayer_in(xp, 0), 0, false, qkvp);
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t hh = 0; hh < h; ++hh) {
+        std::memcpy(kc + r * c0 + hh * c1 + t * dh, qkvp + r * 3 * dm + dm + hh * dh, dh * sizeof(float));
+        std::memcpy(vc + r * c0 + hh * c1 + t * dh, qkvp + r * 3 * dm + 2 * dm + hh * dh, dh * sizeof(float));
+      }
+    self_att.run(r0 * h, r1 * h, w.data(), qs.data(), acc.data());
+    product(ctxp, 1, false, yp);
+    residual(xp, 0, x1p);
+
+    // cross-attention over the memory
+    product(sublayer_in(x1p, 1), 2, false, yp);
+    cross_att.run(r0 * h, r1 * h, w.data(), qs.data(), acc.data());
+    product(ctxp, 3, false, yp);
+    residual(x1p, 1, x2p);
+
+    // feed-forward
+    product(sublayer_in(x2p, 2), 4, true, hp);
+    product(hp, 5, false, yp);
+    residual(x2p, 2, outp);
+  };
+  // Rows are independent through the whole layer. With a block of kRows rows or more for every thread, each
+  // thread takes its own blocks through every stage: the threads meet once, and no row's data moves between
+  // cores. Fewer rows run on the calling thread, each product's panels shared out among the threads.
+  const int64_t blocks = (n + kRows - 1) / kRows;
+  if (blocks >= at::get_num_threads())
+    at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) { rows(b0 * kRows, std::min(n, b1 * kRows), false); });
+  else
+    rows(0, n, true);
+  return out;
 }
 
 
