@@ -183,6 +183,47 @@ def test_linear_panels_keeps_nan_and_checks_its_arguments():
         native.linear_panels(x, native.pack_panels(w), torch.zeros(39), 40, False)
 
 
+@pytest.mark.parametrize("m,d,n", [(5, 16, 100), (64, 32, 512), (50, 8, 20000)])  # a tail panel; many chunks of rows
+@pytest.mark.parametrize("k", [1, 8])
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_log_softmax_topk_equals_log_softmax_of_the_product(m, d, n, k, bias):
+    g = torch.Generator().manual_seed(m + d + n + k)
+    x, w = torch.randn(m, d, generator=g, dtype=torch.float64), torch.randn(n, d, generator=g, dtype=torch.float64)
+    b = torch.randn(n, generator=g, dtype=torch.float64) if bias else None
+    for blocked in (None, 3, n - 1):
+        values, index = native.linear_log_softmax_topk(x.float(), native.pack_panels(w.float()),
+                                                       None if b is None else b.float(), n, k, blocked)
+        logp = torch.log_softmax(F.linear(x, w, b), -1)  # float64: the definition
+        if blocked is not None:
+            logp[:, blocked] = float("-inf")
+        want = logp.topk(k, -1)
+        assert torch.equal(index, want.indices)  # random values: no ties
+        torch.testing.assert_close(values.double(), want.values, atol=2e-5, rtol=0)
+        two = native.log_softmax_topk(native.linear_panels(x.float(), native.pack_panels(w.float()),
+                                                           None if b is None else b.float(), n), k, -1 if blocked is None else blocked)
+        assert torch.equal(index, two[1])
+        torch.testing.assert_close(values, two[0], atol=1e-5, rtol=0)  # the two calls, up to the sum's order
+
+
+def test_linear_log_softmax_topk_ties_nan_inf_and_arguments():
+    w = torch.zeros(100, 4)
+    w[:, 0] = 1.0
+    x = torch.tensor([[1.0, 0, 0, 0], [float("nan"), 0, 0, 0], [1.0, 0, 0, 0]])
+    bias = torch.zeros(100)
+    bias[[70, 20, 90]] = 2.0  # ties across the threads' halves of the columns: the lower index first
+    values, index = native.linear_log_softmax_topk(x[:1], native.pack_panels(w), bias, 100, 3)
+    assert index[0].tolist() == [20, 70, 90]
+    bias[:64] = float("-inf")  # every column of the first part -inf: it adds nothing to the sum
+    values, index = native.linear_log_softmax_topk(x, native.pack_panels(w), bias, 100, 2)
+    want = torch.log_softmax(x @ w.T + bias, -1)
+    assert index[0].tolist() == [70, 90] and torch.isnan(values[1]).all()
+    torch.testing.assert_close(values[0], want[0, [70, 90]], atol=1e-6, rtol=0)
+    with pytest.raises(RuntimeError, match=r"k must be in \[1, 99\]"):
+        native.linear_log_softmax_topk(x, native.pack_panels(w), None, 100, 100, 5)
+    with pytest.raises(RuntimeError, match="do not hold a"):
+        native.linear_log_softmax_topk(x, native.pack_panels(w), None, 90, 1)
+
+
 def _decoder_block(norm: str, bias: bool = True, activation: str = "relu", d: int = 64, heads: int = 4, ff: int = 96):
     """A decoder block with the weights of a torch.nn.TransformerDecoderLayer (the reference), and its packed
     copy. Without bias the reference's product biases are zero (torch's bias=False drops LayerNorm's too)."""
@@ -341,6 +382,51 @@ def test_model_decode_step_with_and_without_the_fused_step(norm_first, monkeypat
     monkeypatch.setattr(DecoderBlock, "fused_step", lambda self, *args, **kwargs: None)
     for a, b in zip(fused, run()):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("norm_first", [True, False])
+def test_step_top_fuses_the_output_layer_and_gives_what_decode_step_and_top_log_probs_give(norm_first, monkeypatch):
+    from attnkit.decode import beam_search, greedy_decode
+    from attnkit.decode.select import top_log_probs
+    from attnkit.models import TransformerConfig, build_model
+    from attnkit.models import transformer as transformer_module
+
+    torch.manual_seed(2)
+    model = build_model(TransformerConfig(d_model=64, heads=4, encoder_layers=2, decoder_layers=2, ffn_dim=96,
+                                          norm_first=norm_first), 50, 70).eval()
+    fast = pack_for_inference(model)
+    src = torch.randint(4, 50, (6, 8))
+    src[1, 5:] = 0
+    calls = []
+    original = native.linear_log_softmax_topk
+    monkeypatch.setattr(native, "linear_log_softmax_topk", lambda *a: calls.append(1) or original(*a))
+    with torch.inference_mode():
+        fused_state, plain_state = fast.encode(src), fast.encode(src)
+        prev = torch.full((6,), model.config.bos_id)
+        for step, blocked in enumerate([model.config.eos_id, None, 7]):
+            values, tokens, fused_state, att = fast.step_top(fused_state, prev, 5, blocked)
+            logits, plain_state, _ = fast.decode_step(plain_state, prev)
+            want = top_log_probs(logits, 5, blocked)
+            assert att is None and len(calls) == step + 1
+            assert torch.equal(tokens, want[1])
+            torch.testing.assert_close(values, want[0], atol=1e-5, rtol=0)
+            prev = tokens[:, 0]
+        with pytest.raises(ValueError, match=r"n must be in \[1, 69\]"):
+            fast.step_top(fused_state, prev, 70, 3)
+        with pytest.raises(ValueError, match="blocked must be a token id"):
+            fast.step_top(fused_state, prev, 1, 70)
+        # with the maps asked for, and on the unpacked model, the logits are computed: no fused call
+        count = len(calls)
+        fast.step_top(fast.encode(src), prev, 2, need_attention=True)
+        model.step_top(model.encode(src), prev, 2)
+        assert len(calls) == count
+    # the searches give the same with and without the fused call
+    greedy = [h.tokens for h in greedy_decode(fast, src, max_len=9)]
+    beams = [[h.tokens for h in hs] for hs in beam_search(fast, src, beam_size=3, n_best=2, max_len=9)]
+    assert len(calls) > count
+    monkeypatch.setattr(transformer_module, "_FUSED_OUTPUT_ROWS", 0)
+    assert greedy == [h.tokens for h in greedy_decode(fast, src, max_len=9)]
+    assert beams == [[h.tokens for h in hs] for hs in beam_search(fast, src, beam_size=3, n_best=2, max_len=9)]
 
 
 def test_decoder_layer_step_rejects_what_it_cannot_do():

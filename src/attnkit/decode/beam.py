@@ -49,7 +49,6 @@ from attnkit.models.base import Seq2SeqModel, reserve_steps
 
 from .greedy import Hypothesis, check_min_len
 from .lengths import gnmt_length_penalty, max_lengths
-from .select import top_log_probs
 
 __all__ = ["beam_search"]
 
@@ -167,13 +166,6 @@ def _expand(scores: Tensor, part: Tensor, token: Tensor) -> _Top:
     return _Top(best, flat // part.shape[1], token.view(b, -1).gather(1, flat))
 
 
-def _row_best(logits: Tensor, n: int, eos_id: int, block_eos: bool) -> tuple[Tensor, Tensor]:
-    """The ``n`` best log-probs of every row of ``logits (r, V)`` and their tokens, best first.
-    ``block_eos`` gives EOS -inf after normalising (the other log-probs are not renormalised, as in
-    transformers)."""
-    return top_log_probs(logits, min(n, logits.shape[-1] - block_eos), eos_id if block_eos else None)  # (r, n)
-
-
 def _prune(top: _Top, k: int, eos_id: int) -> Tensor:
     """``(b, k)`` positions in ``top`` of the ``k`` best candidates not ending in EOS, best first."""
     ends = (top.token == eos_id).to(torch.uint8)  # (b, c)
@@ -269,8 +261,10 @@ def beam_search(
     alive, done = _start(B, k, device), _Finished.empty(B, n_best, T, device)
     for t in range(T):
         prev = alive.tokens[:, -1] if t else torch.full((B,), cfg.bos_id, device=device)
-        logits, state, attention = model.decode_step(state, prev, need_attention=need_attention)
-        part, token = _row_best(logits, 2 * k, cfg.eos_id, t < min_len)  # (rows, c')
+        block_eos = t < min_len  # EOS gets -inf after normalising (the others are not renormalised, as in transformers)
+        part, token, state, attention = model.step_top(state, prev, min(2 * k, model.tgt_vocab_size - block_eos),
+                                                       cfg.eos_id if block_eos else None,
+                                                       need_attention=need_attention)  # (rows, c') best first
         if t == 0:  # rows of the k slots of a sentence, as the later steps have them (only slot 0 is live)
             part, token = part.repeat_interleave(k, 0), token.repeat_interleave(k, 0)
             attention = None if attention is None else [a.repeat_interleave(k, 0) for a in attention]

@@ -10,7 +10,6 @@ from torch import Tensor
 from attnkit.models.base import Seq2SeqModel, reserve_steps
 
 from .lengths import max_lengths
-from .select import top_log_probs
 
 __all__ = ["Hypothesis", "greedy_decode"]
 
@@ -74,10 +73,11 @@ def greedy_decode(
     everyone = True  # rows is still all of them
     prev = torch.full((b,), cfg.bos_id, dtype=torch.long, device=src.device)
     for step in range(T):
-        logits, state, attention = model.decode_step(state, prev, need_attention=need_attention)
         # The most likely token and its log-prob (rows,); EOS gets -inf after normalising before min_len,
         # as transformers does.
-        best_logp, best = (x[:, 0] for x in top_log_probs(logits, 1, cfg.eos_id if step < min_len else None))
+        best_logp, best, state, attention = model.step_top(state, prev, 1, cfg.eos_id if step < min_len else None,
+                                                           need_attention=need_attention)
+        best_logp, best = best_logp[:, 0], best[:, 0]
         eos = best == cfg.eos_id
         at = slice(None) if everyone else rows  # a slice writes in place where an index would scatter
         scores[at] += best_logp.double()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["row_argmax", "row_topk", "top_log_probs"]
+__all__ = ["check_top", "row_argmax", "row_topk", "top_log_probs"]
 
 # Rows narrower than this go straight to torch (the blocks would not pay for themselves).
 _MIN_WIDTH = 1024
@@ -70,6 +70,15 @@ def row_topk(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
     return values, index
 
 
+def check_top(width: int, n: int, blocked: int | None) -> None:
+    """That ``n`` best of ``width`` entries, ``blocked`` (a token id or None) left out, can be given."""
+    if blocked is not None and not 0 <= blocked < width:
+        raise ValueError(f"blocked must be a token id in [0, {width}), got {blocked}")
+    usable = width - (blocked is not None)
+    if not 1 <= n <= usable:
+        raise ValueError(f"n must be in [1, {usable}], got {n}")
+
+
 def top_log_probs(logits: Tensor, n: int, blocked: int | None = None) -> tuple[Tensor, Tensor]:
     """``logits (r, V)`` → ``(values (r, n), tokens (r, n))``: the ``n`` best entries of each row's
     ``log_softmax``, best first; token ``blocked`` is given -inf after normalising (the others are not
@@ -81,12 +90,7 @@ def top_log_probs(logits: Tensor, n: int, blocked: int | None = None) -> tuple[T
 
     if logits.dim() != 2:
         raise ValueError(f"top_log_probs expects (rows, vocabulary), got shape {tuple(logits.shape)}")
-    width = logits.shape[1]
-    if blocked is not None and not 0 <= blocked < width:
-        raise ValueError(f"blocked must be a token id in [0, {width}), got {blocked}")
-    usable = width - (blocked is not None)
-    if not 1 <= n <= usable:
-        raise ValueError(f"n must be in [1, {usable}], got {n}")
+    check_top(logits.shape[1], n, blocked)
     if torch.is_inference_mode_enabled() and native.applies(logits):
         return native.log_softmax_topk(logits, n, -1 if blocked is None else blocked)
     logp = torch.log_softmax(logits.float(), -1)  # one fused kernel (torch.logsumexp takes several passes)

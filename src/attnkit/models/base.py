@@ -4,6 +4,10 @@
     logits, state, attention = model.decode_step(state, prev)  # prev (b,) -> logits (b, V)
     logits, attention = model(src, tgt_in)                     # teacher forcing: logits (b, t, V)
 
+The searches call ``values, tokens, state, attention = model.step_top(state, prev, n, blocked)``: the ``n``
+best log-probs of each row, which is ``decode_step`` then ``top_log_probs`` unless a model computes it
+without the logits (the Transformer does, once packed for inference).
+
 ``attention`` is ``None`` unless asked for (``need_attention=True``); then it is a list with one
 tensor per decoder layer of cross-attention weights ``(b, h, i, s)`` over the source positions
 (an RNN decoder has one layer and one head; ``i`` is 1 in ``decode_step``).
@@ -69,6 +73,18 @@ class Seq2SeqModel(nn.Module):
 
     def decode_step(self, state: DecoderState, prev_tokens: Tensor, *, need_attention: bool = False):
         raise NotImplementedError
+
+    def step_top(self, state: DecoderState, prev_tokens: Tensor, n: int, blocked: int | None = None, *,
+                 need_attention: bool = False):
+        """One decoding step and the ``n`` best entries of each row's log-softmax, best first:
+        ``(values (b, n), tokens (b, n), state, attention)``, token ``blocked`` left out after normalising
+        (see :func:`attnkit.decode.select.top_log_probs`). This is ``decode_step`` then ``top_log_probs``;
+        a model may compute it without the ``(b, V)`` logits."""
+        from attnkit.decode.select import top_log_probs
+
+        logits, state, attention = self.decode_step(state, prev_tokens, need_attention=need_attention)
+        values, tokens = top_log_probs(logits, n, blocked)
+        return values, tokens, state, attention
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         """Number of distinct parameters (tied weights counted once)."""

@@ -13,7 +13,10 @@ For decoding (used under ``torch.inference_mode``):
 - :func:`add_layer_norm`: ``LayerNorm(x + y)``, a post-norm Transformer's residual step;
 - :func:`decoder_layer_step`: a whole Transformer decoder layer for one position — its six products, both
   attentions and the three residual steps in one call, instead of some forty Python-level operations; the
-  products are :func:`linear_panels`, with the weights stored once as :func:`pack_panels` gives them.
+  products are :func:`linear_panels`, with the weights stored once as :func:`pack_panels` gives them; each
+  thread takes its own rows through the whole layer;
+- :func:`linear_log_softmax_topk`: a decoding step's output layer and the top-k of its log-softmax in one
+  call, the logits never leaving each thread's cache.
 
 For training (inside autograd functions, see ``models/loss.py`` and ``layers/dropout.py``):
 
@@ -52,7 +55,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["NativeBuildError", "available", "applies", "build", "draw_seed", "decode_attention", "log_softmax_topk",
-           "add_layer_norm", "pack_panels", "linear_panels", "decoder_layer_step", "smoothed_nll_forward", "smoothed_nll_backward", "dropout_mask",
+           "add_layer_norm", "pack_panels", "linear_panels", "linear_log_softmax_topk", "decoder_layer_step", "smoothed_nll_forward", "smoothed_nll_backward", "dropout_mask",
            "dropout_apply", "attention_train_forward", "attention_train_backward", "attention_dropout_factors",
            "SOURCE"]
 
@@ -190,6 +193,14 @@ def linear_panels(x: Tensor, panels: Tensor, bias: Tensor | None, n: int, relu: 
     """``x (m, k) Wᵀ + bias`` (then ReLU) with ``W (n, k)`` given as ``pack_panels(W)``: the product for a
     decoding step's few rows, without a library call's fixed cost."""
     return torch.ops.attnkit.linear_panels(x, panels, bias, int(n), bool(relu))
+
+
+def linear_log_softmax_topk(x: Tensor, panels: Tensor, bias: Tensor | None, n: int, k: int,
+                            blocked: int | None = None) -> tuple[Tensor, Tensor]:
+    """``log_softmax_topk(linear_panels(x, panels, bias, n), k, blocked)`` in one call, without the ``(m, n)``
+    logits leaving each thread's cache: ``(values (m, k), indices (m, k))``; the values may differ from the
+    two calls' in the last bits (the sum of exponentials is added up in parts)."""
+    return torch.ops.attnkit.linear_log_softmax_topk(x, panels, bias, int(n), int(k), -1 if blocked is None else int(blocked))
 
 
 def decoder_layer_step(x: Tensor, panels: list[Tensor], biases: list[Tensor | None], norms: list[Tensor],

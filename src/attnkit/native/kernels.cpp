@@ -8,6 +8,9 @@
 //       the k largest log-softmax entries of every row, best first (the lower index first on ties);
 //       the token `blocked` (if >= 0) is left out after normalising, as if its log-prob were -inf.
 //   add_layer_norm(x (r, c), y (r, c), weight (c), bias (c), eps) -> LayerNorm(x + y) over the last axis.
+//   pack_panels(w (n, k)) -> the weight as panels of 32 columns; linear_panels(x, panels, bias, n, relu) -> x Wᵀ + b;
+//   linear_log_softmax_topk(x, panels, bias, n, k, blocked) -> log_softmax_topk of x Wᵀ + b, the logits kept in cache;
+//   decoder_layer_step(...) -> one position through a Transformer decoder layer (see there).
 //
 // and for training:
 //   smoothed_nll_forward(logits (n, V), target (n,), eps) -> (loss (n,), lse (n,)):
@@ -240,69 +243,85 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k, const at::
   return out;
 }
 
+// The k largest of the values offered, largest first; NaN ranks above every number (as torch.topk ranks it)
+// and among equal values the one offered first stays first (offered in index order: the lower index first).
+struct TopK {
+  int64_t k, filled = 0;
+  float* top;
+  int64_t* idx;
+
+  static bool above(float a, float b) { return a > b || (a != a && b == b); }
+  // whether a value v could enter: the list is not full or v is above its last
+  bool wants(float v) const { return filled < k || above(v, top[k - 1]); }
+  void offer(float value, int64_t i) {
+    if (!wants(value)) return;  // ties keep the earlier (lower) index
+    int64_t pos = std::min(filled, k - 1);
+    while (pos > 0 && above(value, top[pos - 1])) {
+      top[pos] = top[pos - 1];
+      idx[pos] = idx[pos - 1];
+      --pos;
+    }
+    top[pos] = value;
+    idx[pos] = i;
+    filled = std::min(filled + 1, k);
+  }
+};
+
+// The maximum of row[0, width) (NaN if any is) and its k largest entries into `top` as indices first + j,
+// leaving out index `blocked` (the maximum counts every entry: normalising comes before blocking); a block
+// of 16 is looked inside only when its maximum could enter.
+inline float scan_row(const float* row, int64_t width, int64_t first, int64_t blocked, TopK& top) {
+  vf maxes = splat(-std::numeric_limits<float>::infinity());
+  int64_t j = 0;
+  for (; j + kLanes <= width; j += kLanes) {
+    const vf x = load(row + j);
+    maxes = vmax(maxes, x);
+    if (top.wants(hmax(x)))
+      for (int l = 0; l < kLanes; ++l)
+        if (first + j + l != blocked) top.offer(row[j + l], first + j + l);
+  }
+  float mx = hmax(maxes);
+  for (; j < width; ++j) {
+    mx = nanmax(mx, row[j]);
+    if (first + j != blocked) top.offer(row[j], first + j);
+  }
+  return mx;
+}
+
+// The sum of exp(row[j] - mx) over row[0, width).
+inline float sum_exp(const float* row, int64_t width, float mx) {
+  vf sums{};
+  int64_t j = 0;
+  for (; j + kLanes <= width; j += kLanes) sums += exp_nonpositive(load(row + j) - mx);
+  float sum = hsum(sums);
+  for (; j < width; ++j) sum += exp_nonpositive(row[j] - mx);
+  return sum;
+}
+
+int64_t check_topk(int64_t k, int64_t blocked, int64_t vocab, const char* what) {
+  const int64_t usable = vocab - (blocked >= 0 && blocked < vocab ? 1 : 0);
+  TORCH_CHECK(k >= 1 && k <= usable, what, ": k must be in [1, ", usable, "], got ", k);
+  return usable;
+}
+
 std::tuple<at::Tensor, at::Tensor> log_softmax_topk(const at::Tensor& logits, int64_t k, int64_t blocked) {
   check_float_cpu(logits, "logits");
   TORCH_CHECK(logits.dim() == 2, "log_softmax_topk: logits must be (rows, vocabulary), got ", logits.sizes());
   const int64_t rows = logits.size(0), vocab = logits.size(1);
-  const int64_t usable = vocab - (blocked >= 0 && blocked < vocab ? 1 : 0);
-  TORCH_CHECK(k >= 1 && k <= usable, "log_softmax_topk: k must be in [1, ", usable, "], got ", k);
+  check_topk(k, blocked, vocab, "log_softmax_topk");
   auto x = logits.contiguous();
   auto values = at::empty({rows, k}, logits.options());
   auto indices = at::empty({rows, k}, logits.options().dtype(at::kLong));
   const float* xp = x.data_ptr<float>();
   float* vp = values.data_ptr<float>();
   int64_t* ip = indices.data_ptr<int64_t>();
-  const float ninf = -std::numeric_limits<float>::infinity();
   at::parallel_for(0, rows, 4, [&](int64_t begin, int64_t end) {
-    std::vector<float> top(k);
-    std::vector<int64_t> idx(k);
     for (int64_t r = begin; r < end; ++r) {
       const float* row = xp + r * vocab;
-      std::fill(top.begin(), top.end(), ninf);
-      std::fill(idx.begin(), idx.end(), -1);
-      int64_t filled = 0;
-      // a before b: larger, and NaN above every number (as torch.topk ranks NaN)
-      auto above = [](float a, float b) { return a > b || (a != a && b == b); };
-      auto offer = [&](float value, int64_t i) {
-        if (i == blocked) return;
-        if (filled == k && !above(value, top[k - 1])) return;  // ties keep the earlier (lower) index
-        int64_t pos = std::min(filled, k - 1);
-        while (pos > 0 && above(value, top[pos - 1])) {
-          top[pos] = top[pos - 1];
-          idx[pos] = idx[pos - 1];
-          --pos;
-        }
-        top[pos] = value;
-        idx[pos] = i;
-        filled = std::min(filled + 1, k);
-      };
-      // 1. the row's maximum (of every entry: normalising comes before blocking) and its k largest
-      //    entries, looking inside a block of 16 only when its maximum beats the current k-th
-      vf maxes = splat(ninf);
-      int64_t j = 0;
-      for (; j + kLanes <= vocab; j += kLanes) {
-        const vf x = load(row + j);
-        maxes = vmax(maxes, x);
-        const float bm = hmax(x);
-        if (filled < k || above(bm, top[k - 1]))
-          for (int l = 0; l < kLanes; ++l) offer(row[j + l], j + l);
-      }
-      float mx = hmax(maxes);
-      for (; j < vocab; ++j) {
-        mx = nanmax(mx, row[j]);
-        offer(row[j], j);
-      }
-      // 2. log of the sum of exp(x - max)
-      vf sums{};
-      j = 0;
-      for (; j + kLanes <= vocab; j += kLanes) sums += exp_nonpositive(load(row + j) - mx);
-      float sum = hsum(sums);
-      for (; j < vocab; ++j) sum += exp_nonpositive(row[j] - mx);
-      const float lse = std::log(sum);
-      for (int64_t c = 0; c < k; ++c) {
-        vp[r * k + c] = top[c] - mx - lse;  // as log_softmax writes it: x - max - log(sum)
-        ip[r * k + c] = idx[c];
-      }
+      TopK top{k, 0, vp + r * k, ip + r * k};
+      const float mx = scan_row(row, vocab, 0, blocked, top);
+      const float lse = std::log(sum_exp(row, vocab, mx));
+      for (int64_t c = 0; c < k; ++c) top.top[c] = top.top[c] - mx - lse;  // as log_softmax writes it: x - max - log(sum)
     }
   });
   return {values, indices};
@@ -428,18 +447,18 @@ void panel_rows(const float* a, int64_t lda, const float* panel, int64_t k, cons
 
 constexpr int kRows = 8;  // rows per block: 16 accumulators (12 was slower for 1024 inputs and 256 rows)
 
-// Rows [r0, r1) of y (m, n) = x (m, k) Wᵀ + b for the columns of panels [p0, p1), on the calling thread; W as
-// pack_panels gave it.
+// Rows [r0, r1) of x (·, k) Wᵀ + b (W (n, k) as pack_panels gave it) for the columns of panels [p0, p1), on the
+// calling thread: row r's column c goes to y + r ldy + c - c0 (y may hold only the columns from c0 on).
 void panel_part(const float* x, int64_t k, const float* panels, int64_t n, const float* bias, bool relu, float* y,
-                int64_t r0, int64_t r1, int64_t p0, int64_t p1) {
+                int64_t ldy, int64_t c0, int64_t r0, int64_t r1, int64_t p0, int64_t p1) {
   for (int64_t p = p0; p < p1; ++p) {
     const float* panel = panels + p * k * kPanel;
     const int64_t cols = std::min<int64_t>(kPanel, n - p * kPanel);
     const float* bp = bias ? bias + p * kPanel : nullptr;
+    float* yp = y + p * kPanel - c0;
     int64_t r = r0;
-    for (; r + kRows <= r1; r += kRows)
-      panel_block<kRows>(x + r * k, k, panel, k, bp, relu, y + r * n + p * kPanel, n, cols);
-    if (r < r1) panel_rows<kRows - 1>(x + r * k, k, panel, k, bp, relu, y + r * n + p * kPanel, n, cols, r1 - r);
+    for (; r + kRows <= r1; r += kRows) panel_block<kRows>(x + r * k, k, panel, k, bp, relu, yp + r * ldy, ldy, cols);
+    if (r < r1) panel_rows<kRows - 1>(x + r * k, k, panel, k, bp, relu, yp + r * ldy, ldy, cols, r1 - r);
   }
 }
 
@@ -447,7 +466,7 @@ void panel_part(const float* x, int64_t k, const float* panels, int64_t n, const
 void panel_linear(const float* x, int64_t m, int64_t k, const float* panels, int64_t n, const float* bias, bool relu,
                   float* y) {
   at::parallel_for(0, (n + kPanel - 1) / kPanel, 1, [&](int64_t begin, int64_t end) {
-    panel_part(x, k, panels, n, bias, relu, y, 0, m, begin, end);
+    panel_part(x, k, panels, n, bias, relu, y, n, 0, 0, m, begin, end);
   });
 }
 
@@ -480,6 +499,78 @@ at::Tensor linear_panels(const at::Tensor& x, const at::Tensor& panels, const c1
   auto y = at::empty({m, n}, x.options());
   panel_linear(xc.data_ptr<float>(), m, k, panels.data_ptr<float>(), n, bp, relu, y.data_ptr<float>());
   return y;
+}
+
+// The k best log-softmax entries of every row of x (m, d) Wᵀ + b, as log_softmax_topk(linear_panels(...)) gives
+// them, without the (m, n) logits ever leaving a thread's cache: the threads share out the panels, each computes
+// its columns for a chunk of rows at a time into its own buffer (~1 MB) and keeps, per row, its columns'
+// maximum, their sum of exp(x - maximum) and their k best; the parts are then merged (sum_p s_p exp(max_p - max)).
+std::tuple<at::Tensor, at::Tensor> linear_log_softmax_topk(const at::Tensor& x, const at::Tensor& panels,
+                                                           const c10::optional<at::Tensor>& bias, int64_t n, int64_t k,
+                                                           int64_t blocked) {
+  check_float_cpu(x, "x");
+  TORCH_CHECK(x.dim() == 2, "linear_log_softmax_topk: x must be (m, d), got ", x.sizes());
+  const int64_t m = x.size(0), d = x.size(1);
+  TORCH_CHECK(holds_panels(panels, n, d), "linear_log_softmax_topk: panels ", panels.sizes(), " do not hold a (", n,
+              ", ", d, ") weight");
+  check_topk(k, blocked, n, "linear_log_softmax_topk");
+  at::Tensor bc;
+  const float* bp = bias_data(bias, n, "linear_log_softmax_topk: bias", bc);
+  const auto xc = x.contiguous();
+  const float* xp = xc.data_ptr<float>();
+  const float* wp = panels.data_ptr<float>();
+  const int64_t count = (n + kPanel - 1) / kPanel;
+  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), count));
+  auto part_top = at::empty({parts, m, k}, x.options());
+  auto part_idx = at::empty({parts, m, k}, x.options().dtype(at::kLong));
+  auto part_max = at::empty({parts, m}, x.options()), part_sum = at::empty({parts, m}, x.options());
+  auto part_filled = std::vector<int64_t>(parts * m, 0);
+  float *tp = part_top.data_ptr<float>(), *mp = part_max.data_ptr<float>(), *sp = part_sum.data_ptr<float>();
+  int64_t* ip = part_idx.data_ptr<int64_t>();
+  at::parallel_for(0, parts, 1, [&](int64_t q0, int64_t q1) {
+    for (int64_t q = q0; q < q1; ++q) {
+      const int64_t p0 = q * count / parts, p1 = (q + 1) * count / parts;
+      const int64_t c0 = p0 * kPanel, width = std::min(n, p1 * kPanel) - c0;
+      // rows per chunk: the chunk's logits in ~1 MB, a multiple of kRows
+      const int64_t chunk = std::max<int64_t>(kRows, (262144 / std::max<int64_t>(width, 1)) / kRows * kRows);
+      std::vector<float> buffer(std::min(chunk, m) * width);
+      for (int64_t r0 = 0; r0 < m; r0 += chunk) {
+        const int64_t r1 = std::min(m, r0 + chunk);
+        panel_part(xp + r0 * d, d, wp, n, bp, false, buffer.data(), width, c0, 0, r1 - r0, p0, p1);
+        for (int64_t r = r0; r < r1; ++r) {
+          const float* row = buffer.data() + (r - r0) * width;
+          const int64_t at = q * m + r;
+          TopK top{k, 0, tp + at * k, ip + at * k};
+          mp[at] = scan_row(row, width, c0, blocked, top);
+          sp[at] = sum_exp(row, width, mp[at]);
+          part_filled[at] = top.filled;
+        }
+      }
+    }
+  });
+  auto values = at::empty({m, k}, x.options());
+  auto indices = at::empty({m, k}, x.options().dtype(at::kLong));
+  float* vp = values.data_ptr<float>();
+  int64_t* op = indices.data_ptr<int64_t>();
+  at::parallel_for(0, m, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      float mx = mp[r];
+      for (int64_t q = 1; q < parts; ++q) mx = nanmax(mx, mp[q * m + r]);
+      float sum = 0.f;
+      TopK top{k, 0, vp + r * k, op + r * k};
+      for (int64_t q = 0; q < parts; ++q) {  // in column order: equal values keep the lower index first
+        const int64_t at = q * m + r;
+        if (mp[at] == mx)
+          sum += sp[at];
+        else if (mp[at] != -std::numeric_limits<float>::infinity())  // a part of -inf alone adds nothing
+          sum += sp[at] * exp_nonpositive(mp[at] - mx);
+        for (int64_t c = 0; c < part_filled[at]; ++c) top.offer(tp[at * k + c], ip[at * k + c]);
+      }
+      const float lse = std::log(sum);
+      for (int64_t c = 0; c < k; ++c) top.top[c] = top.top[c] - mx - lse;
+    }
+  });
+  return {values, indices};
 }
 
 // One query per row and head: row r's head hh reads q at qp + r qr + hh d, the keys/values of memory row r / g
@@ -619,10 +710,10 @@ at::Tensor decoder_layer_step(const at::Tensor& x, at::TensorList panels, const 
       const int64_t count = (outs[i] + kPanel - 1) / kPanel;
       if (share)
         at::parallel_for(0, count, 1, [&](int64_t p0, int64_t p1) {
-          panel_part(a, ins[i], pp[i], outs[i], bias_p[i], relu, o, r0, r1, p0, p1);
+          panel_part(a, ins[i], pp[i], outs[i], bias_p[i], relu, o, outs[i], 0, r0, r1, p0, p1);
         });
       else
-        panel_part(a, ins[i], pp[i], outs[i], bias_p[i], relu, o, r0, r1, 0, count);
+        panel_part(a, ins[i], pp[i], outs[i], bias_p[i], relu, o, outs[i], 0, r0, r1, 0, count);
     };
 
     // self-attention: the new key and value into the caches at t, then one query over t + 1 keys
@@ -1116,6 +1207,7 @@ TORCH_LIBRARY(attnkit, m) {
   m.def("add_layer_norm(Tensor x, Tensor y, Tensor weight, Tensor bias, float eps) -> Tensor");
   m.def("pack_panels(Tensor weight) -> Tensor");
   m.def("linear_panels(Tensor x, Tensor panels, Tensor? bias, int n, bool relu) -> Tensor");
+  m.def("linear_log_softmax_topk(Tensor x, Tensor panels, Tensor? bias, int n, int k, int blocked) -> (Tensor, Tensor)");
   m.def("decoder_layer_step(Tensor x, Tensor[] panels, Tensor?[] biases, Tensor[] norms, Tensor(a!) k_cache, "
         "Tensor(b!) v_cache, int t, Tensor memory_k, Tensor memory_v, Tensor? memory_mask, float scale, float eps, "
         "bool pre_norm) -> Tensor");
@@ -1135,6 +1227,7 @@ TORCH_LIBRARY_IMPL(attnkit, CPU, m) {
   m.impl("add_layer_norm", &add_layer_norm);
   m.impl("pack_panels", &pack_panels);
   m.impl("linear_panels", &linear_panels);
+  m.impl("linear_log_softmax_topk", &linear_log_softmax_topk);
   m.impl("decoder_layer_step", &decoder_layer_step);
   m.impl("smoothed_nll_forward", &smoothed_nll_forward);
   m.impl("smoothed_nll_backward", &smoothed_nll_backward);
