@@ -138,10 +138,9 @@ class MultiHeadAttention(nn.Module):
         value = key if value is None else value
         check_features("key", key, self.kdim, "kdim")
         check_features("value", value, self.vdim, "vdim")
-        # Contiguous (b, h, j, d) once here, so that no decoding step copies the head-split views again.
-        keys = self._split_heads(self.k_proj(key)).contiguous()
-        values = self._split_heads(self.v_proj(value)).contiguous()
-        return StaticKVCache(keys, values)
+        # Head-split views (b, h, j, d) of the projections, not copied: the compiled decoding kernels read
+        # them with their strides (PyTorch's matmul copies them at each step where those kernels do not run).
+        return StaticKVCache(self._split_heads(self.k_proj(key)), self._split_heads(self.v_proj(value)))
 
     def forward(
         self,

@@ -158,7 +158,7 @@ class TransformerSeq2Seq(Seq2SeqModel):
         """Whether ``output`` is a packed layer that the fused output-and-top-n call computes the same as."""
         return (torch.is_inference_mode_enabled() and type(output) is PackedLinear and not output.relu
                 and output.out_features == self.tgt_vocab_size and not output.training and not _hooked([output])
-                and native.available())
+                and native.applies(output.weight))
 
     def _decode_position(self, state: TransformerState, prev_tokens: Tensor, need_attention: bool):
         """The decoder's output ``(b, 1, d)`` (after the final norm) at the next position, and the cross-attention
