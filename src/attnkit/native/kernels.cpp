@@ -23,6 +23,9 @@
 //       backward pass of dropout is dropout_apply(grad, p, seed): the mask is drawn again, never stored.
 
 #include <ATen/ATen.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -267,6 +270,21 @@ struct TopK {
   }
 };
 
+// Whether any lane of x could enter `top` (what top.wants(hmax(x)) tells, without the horizontal maximum).
+inline bool any_above(vf x, const TopK& top) {
+  if (top.filled < top.k) return true;
+  const float last = top.top[top.k - 1];
+  if (last != last) return false;  // nothing ranks above NaN
+#if defined(__AVX512F__)
+  __m512 v;
+  std::memcpy(&v, &x, sizeof v);
+  const __m512 t = _mm512_set1_ps(last);
+  return (_mm512_cmp_ps_mask(v, t, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q)) != 0;
+#else
+  return top.wants(hmax(x));
+#endif
+}
+
 // The maximum of row[0, width) (NaN if any is) and its k largest entries into `top` as indices first + j,
 // leaving out index `blocked` (the maximum counts every entry: normalising comes before blocking); a block
 // of 16 is looked inside only when its maximum could enter.
@@ -276,7 +294,7 @@ inline float scan_row(const float* row, int64_t width, int64_t first, int64_t bl
   for (; j + kLanes <= width; j += kLanes) {
     const vf x = load(row + j);
     maxes = vmax(maxes, x);
-    if (top.wants(hmax(x)))
+    if (any_above(x, top))
       for (int l = 0; l < kLanes; ++l)
         if (first + j + l != blocked) top.offer(row[j + l], first + j + l);
   }
