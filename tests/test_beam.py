@@ -227,7 +227,7 @@ def test_attention_is_the_teacher_forced_cross_attention(setup):
 
 
 class Counting:
-    """Wraps a model and records the batch size of every decoding step (``step_top``, which the searches call)."""
+    """Wraps a model and records the batch size of every decode_step."""
 
     def __init__(self, model):
         self.model, self.rows = model, []
@@ -235,9 +235,9 @@ class Counting:
     def __getattr__(self, name):
         return getattr(self.model, name)
 
-    def step_top(self, state, prev, *args, **kw):
+    def decode_step(self, state, prev, **kw):
         self.rows.append(len(prev))
-        return self.model.step_top(state, prev, *args, **kw)
+        return self.model.decode_step(state, prev, **kw)
 
 
 @kinds(["transformer-trained", "rnn-attention-trained"])

@@ -340,7 +340,7 @@ def test_fused_decoder_step_uses_parameters_replaced_after_a_first_call():
     memory, x = torch.randn(2, 5, 64), torch.randn(2, 1, 64)
     with torch.inference_mode():
         assert fast.fused_step(x, fast.new_cache(memory)) is not None
-    fast.ffn_norm.weight = nn.Parameter(torch.rand(64) + 0.5, requires_grad=False)
+    fast.ffn_norm.weight = nn.Parameter((torch.rand(128) + 0.5)[::2], requires_grad=False)  # not contiguous
     fast.ffn.linear2.bias = nn.Parameter(torch.randn(64), requires_grad=False)
     fast.cross_attn_norm.eps = 0.5
     fast.self_attn_norm.eps = fast.ffn_norm.eps = 0.5
@@ -387,7 +387,7 @@ def test_model_decode_step_with_and_without_the_fused_step(norm_first, monkeypat
 @pytest.mark.parametrize("norm_first", [True, False])
 def test_step_top_fuses_the_output_layer_and_gives_what_decode_step_and_top_log_probs_give(norm_first, monkeypatch):
     from attnkit.decode import beam_search, greedy_decode
-    from attnkit.decode.select import top_log_probs
+    from attnkit.decode.select import step_top, top_log_probs
     from attnkit.models import TransformerConfig, build_model
     from attnkit.models import transformer as transformer_module
 
@@ -404,21 +404,24 @@ def test_step_top_fuses_the_output_layer_and_gives_what_decode_step_and_top_log_
         fused_state, plain_state = fast.encode(src), fast.encode(src)
         prev = torch.full((6,), model.config.bos_id)
         for step, blocked in enumerate([model.config.eos_id, None, 7]):
-            values, tokens, fused_state, att = fast.step_top(fused_state, prev, 5, blocked)
+            values, tokens, fused_state, att = step_top(fast, fused_state, prev, 5, blocked)
             logits, plain_state, _ = fast.decode_step(plain_state, prev)
             want = top_log_probs(logits, 5, blocked)
             assert att is None and len(calls) == step + 1
             assert torch.equal(tokens, want[1])
             torch.testing.assert_close(values, want[0], atol=1e-5, rtol=0)
             prev = tokens[:, 0]
+        position = fused_state.position
         with pytest.raises(ValueError, match=r"n must be in \[1, 69\]"):
-            fast.step_top(fused_state, prev, 70, 3)
+            step_top(fast, fused_state, prev, 70, 3)
         with pytest.raises(ValueError, match="blocked must be a token id"):
-            fast.step_top(fused_state, prev, 1, 70)
+            step_top(fast, fused_state, prev, 1, 70)
+        assert fused_state.position == position  # bad arguments are refused before the step
         # with the maps asked for, and on the unpacked model, the logits are computed: no fused call
         count = len(calls)
-        fast.step_top(fast.encode(src), prev, 2, need_attention=True)
-        model.step_top(model.encode(src), prev, 2)
+        step_top(fast, fast.encode(src), prev, 2, need_attention=True)
+        step_top(model, model.encode(src), prev, 2)
+        assert model.decode_step_top(model.encode(src), prev, 2) is None
         assert len(calls) == count
     # the searches give the same with and without the fused call
     greedy = [h.tokens for h in greedy_decode(fast, src, max_len=9)]
@@ -427,6 +430,26 @@ def test_step_top_fuses_the_output_layer_and_gives_what_decode_step_and_top_log_
     monkeypatch.setattr(transformer_module, "_FUSED_OUTPUT_ROWS", 0)
     assert greedy == [h.tokens for h in greedy_decode(fast, src, max_len=9)]
     assert beams == [[h.tokens for h in hs] for hs in beam_search(fast, src, beam_size=3, n_best=2, max_len=9)]
+
+
+def test_a_subclass_decode_step_is_not_bypassed_by_the_fused_output():
+    """A subclass that changes the logits in decode_step gets them used, packed or not."""
+    from attnkit.decode import greedy_decode
+    from attnkit.models import TransformerConfig
+    from attnkit.models.transformer import TransformerSeq2Seq
+
+    class Banning(TransformerSeq2Seq):
+        def decode_step(self, state, prev_tokens, *, need_attention=False):
+            logits, state, maps = super().decode_step(state, prev_tokens, need_attention=need_attention)
+            logits = logits.clone()
+            logits[:, 10] += 100.0  # token 10 always wins
+            return logits, state, maps
+
+    torch.manual_seed(3)
+    model = Banning(TransformerConfig(d_model=32, heads=2, encoder_layers=1, decoder_layers=1, ffn_dim=48), 30, 40).eval()
+    src = torch.randint(4, 30, (3, 5))
+    for m in (model, pack_for_inference(model)):
+        assert [h.tokens for h in greedy_decode(m, src, max_len=4)] == [[10] * 4] * 3
 
 
 def test_decoder_layer_step_rejects_what_it_cannot_do():

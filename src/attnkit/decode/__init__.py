@@ -1,4 +1,5 @@
-"""Decoding strategies over the models' one interface (``encode`` + ``decode_step``)."""
+"""Decoding strategies over the models' one interface (``encode`` + ``decode_step``, and a model's
+``decode_step_top`` where it offers one: see :func:`attnkit.decode.select.step_top`)."""
 
 from .beam import beam_search
 from .greedy import Hypothesis, greedy_decode

@@ -1,4 +1,5 @@
-"""Batched beam search over the models' one interface (``encode`` + ``decode_step``).
+"""Batched beam search over the models' one interface (``encode`` + ``decode_step``; see
+:func:`attnkit.decode.select.step_top`).
 
 Axes: ``B`` sentences in the batch, ``b`` sentences still being decoded (the active batch), ``k`` beam
 size, ``V`` target vocabulary, ``c`` candidates examined per sentence and step (``min(2k, kV)``),
@@ -49,6 +50,7 @@ from attnkit.models.base import Seq2SeqModel, reserve_steps
 
 from .greedy import Hypothesis, check_min_len
 from .lengths import gnmt_length_penalty, max_lengths
+from .select import step_top
 
 __all__ = ["beam_search"]
 
@@ -262,9 +264,9 @@ def beam_search(
     for t in range(T):
         prev = alive.tokens[:, -1] if t else torch.full((B,), cfg.bos_id, device=device)
         block_eos = t < min_len  # EOS gets -inf after normalising (the others are not renormalised, as in transformers)
-        part, token, state, attention = model.step_top(state, prev, min(2 * k, model.tgt_vocab_size - block_eos),
-                                                       cfg.eos_id if block_eos else None,
-                                                       need_attention=need_attention)  # (rows, c') best first
+        part, token, state, attention = step_top(model, state, prev, min(2 * k, model.tgt_vocab_size - block_eos),
+                                                 cfg.eos_id if block_eos else None,
+                                                 need_attention=need_attention)  # (rows, c') best first
         if t == 0:  # rows of the k slots of a sentence, as the later steps have them (only slot 0 is live)
             part, token = part.repeat_interleave(k, 0), token.repeat_interleave(k, 0)
             attention = None if attention is None else [a.repeat_interleave(k, 0) for a in attention]

@@ -10,6 +10,7 @@ from torch import Tensor
 from attnkit.models.base import Seq2SeqModel, reserve_steps
 
 from .lengths import max_lengths
+from .select import step_top
 
 __all__ = ["Hypothesis", "greedy_decode"]
 
@@ -75,8 +76,8 @@ def greedy_decode(
     for step in range(T):
         # The most likely token and its log-prob (rows,); EOS gets -inf after normalising before min_len,
         # as transformers does.
-        best_logp, best, state, attention = model.step_top(state, prev, 1, cfg.eos_id if step < min_len else None,
-                                                           need_attention=need_attention)
+        best_logp, best, state, attention = step_top(model, state, prev, 1, cfg.eos_id if step < min_len else None,
+                                                     need_attention=need_attention)
         best_logp, best = best_logp[:, 0], best[:, 0]
         eos = best == cfg.eos_id
         at = slice(None) if everyone else rows  # a slice writes in place where an index would scatter

@@ -14,7 +14,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["check_top", "row_argmax", "row_topk", "top_log_probs"]
+from attnkit.models.base import Seq2SeqModel, check_top
+
+__all__ = ["row_argmax", "row_topk", "step_top", "top_log_probs"]
 
 # Rows narrower than this go straight to torch (the blocks would not pay for themselves).
 _MIN_WIDTH = 1024
@@ -70,15 +72,6 @@ def row_topk(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
     return values, index
 
 
-def check_top(width: int, n: int, blocked: int | None) -> None:
-    """That ``n`` best of ``width`` entries, ``blocked`` (a token id or None) left out, can be given."""
-    if blocked is not None and not 0 <= blocked < width:
-        raise ValueError(f"blocked must be a token id in [0, {width}), got {blocked}")
-    usable = width - (blocked is not None)
-    if not 1 <= n <= usable:
-        raise ValueError(f"n must be in [1, {usable}], got {n}")
-
-
 def top_log_probs(logits: Tensor, n: int, blocked: int | None = None) -> tuple[Tensor, Tensor]:
     """``logits (r, V)`` → ``(values (r, n), tokens (r, n))``: the ``n`` best entries of each row's
     ``log_softmax``, best first; token ``blocked`` is given -inf after normalising (the others are not
@@ -100,3 +93,19 @@ def top_log_probs(logits: Tensor, n: int, blocked: int | None = None) -> tuple[T
         value, index = row_argmax(logp)
         return value[:, None], index[:, None]
     return row_topk(logp, n)
+
+
+def step_top(model, state, prev: Tensor, n: int, blocked: int | None = None, *, need_attention: bool = False):
+    """One decoding step and the ``n`` best entries of each row's log-softmax, best first, token ``blocked``
+    left out after normalising: ``(values (b, n), tokens (b, n), state, attention)``. A model's own
+    ``decode_step_top`` (one call without the ``(b, V)`` logits) is taken when the model offers one that
+    applies and no attention is asked for; otherwise ``decode_step`` then :func:`top_log_probs`. Objects
+    that only act as models (wrappers, duck-typed models) are called through ``decode_step``."""
+    check_top(model.tgt_vocab_size, n, blocked)
+    if not need_attention and isinstance(model, Seq2SeqModel):
+        fused = model.decode_step_top(state, prev, n, blocked)
+        if fused is not None:
+            return (*fused, None)
+    logits, state, attention = model.decode_step(state, prev, need_attention=need_attention)
+    values, tokens = top_log_probs(logits, n, blocked)
+    return values, tokens, state, attention

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnkit import native
 from attnkit.attention import AttentionOutput, attend, causal_mask, combine_masks
 
 from .cache import KVCache, StaticKVCache
@@ -138,9 +139,12 @@ class MultiHeadAttention(nn.Module):
         value = key if value is None else value
         check_features("key", key, self.kdim, "kdim")
         check_features("value", value, self.vdim, "vdim")
-        # Head-split views (b, h, j, d) of the projections, not copied: the compiled decoding kernels read
-        # them with their strides (PyTorch's matmul copies them at each step where those kernels do not run).
-        return StaticKVCache(self._split_heads(self.k_proj(key)), self._split_heads(self.v_proj(value)))
+        keys, values = self._split_heads(self.k_proj(key)), self._split_heads(self.v_proj(value))  # (b, h, j, d)
+        if not (torch.is_inference_mode_enabled() and native.applies(keys, values)):
+            # made contiguous once here: PyTorch's matmul would copy the head-split views at every step. Where
+            # the compiled decoding kernels run, they read the views with their strides: no copy at all.
+            keys, values = keys.contiguous(), values.contiguous()
+        return StaticKVCache(keys, values)
 
     def forward(
         self,

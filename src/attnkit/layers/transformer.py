@@ -112,7 +112,7 @@ def _native_add_norm(x: Tensor, y: Tensor, norm: nn.LayerNorm, dropout: Dropout)
             and len(norm.normalized_shape) == 1 and native.applies(x, y, norm.weight, norm.bias))
 
 
-def _hooked(modules) -> bool:
+def runs_hooks(modules) -> bool:
     """Whether a forward hook (or pre-hook) would run on any of ``modules``, including global ones."""
     from torch.nn.modules import module as torch_module
 
@@ -238,7 +238,7 @@ class DecoderBlock(_Block):
             return None
         norms = (blocks["self_attn_norm"], blocks["cross_attn_norm"], blocks["ffn_norm"])
         modules = (self, blocks["dropout"], sa, ca, ffn, ffn._modules["dropout"], *linears, *norms)
-        if any(m.training for m in modules) or _hooked(modules):  # dropout could be on; hooks must run
+        if any(m.training for m in modules) or runs_hooks(modules):  # dropout could be on; hooks must run
             return None
         for attention in (sa, ca):
             if not (attention.score == "scaled_dot" and attention.normalize == "softmax" and not attention.score_params

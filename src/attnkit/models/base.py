@@ -4,9 +4,9 @@
     logits, state, attention = model.decode_step(state, prev)  # prev (b,) -> logits (b, V)
     logits, attention = model(src, tgt_in)                     # teacher forcing: logits (b, t, V)
 
-The searches call ``values, tokens, state, attention = model.step_top(state, prev, n, blocked)``: the ``n``
-best log-probs of each row, which is ``decode_step`` then ``top_log_probs`` unless a model computes it
-without the logits (the Transformer does, once packed for inference).
+A model may also offer ``model.decode_step_top(state, prev, n, blocked)``: a step's ``n`` best log-probs of
+each row without the logits (the Transformer does, once packed for inference), or ``None`` where it cannot;
+the searches try it first (:func:`attnkit.decode.select.step_top`).
 
 ``attention`` is ``None`` unless asked for (``need_attention=True``); then it is a list with one
 tensor per decoder layer of cross-attention weights ``(b, h, i, s)`` over the source positions
@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Seq2SeqModel", "DecoderState", "reserve_steps", "source_mask"]
+__all__ = ["Seq2SeqModel", "DecoderState", "check_top", "reserve_steps", "source_mask"]
 
 
 class DecoderState(Protocol):
@@ -56,6 +56,15 @@ def check_tokens(name: str, tokens: Tensor, vocab_size: int, ndim: int) -> None:
             raise ValueError(f"{name} holds ids outside the vocabulary [0, {vocab_size}): min {lo}, max {hi}")
 
 
+def check_top(width: int, n: int, blocked: int | None) -> None:
+    """That the ``n`` best of ``width`` entries, ``blocked`` (a token id or None) left out, can be given."""
+    if blocked is not None and not 0 <= blocked < width:
+        raise ValueError(f"blocked must be a token id in [0, {width}), got {blocked}")
+    usable = width - (blocked is not None)
+    if not 1 <= n <= usable:
+        raise ValueError(f"n must be in [1, {usable}], got {n}")
+
+
 class Seq2SeqModel(nn.Module):
     """Base class: subclasses implement ``encode``, ``decode_step`` and ``forward``."""
 
@@ -74,17 +83,13 @@ class Seq2SeqModel(nn.Module):
     def decode_step(self, state: DecoderState, prev_tokens: Tensor, *, need_attention: bool = False):
         raise NotImplementedError
 
-    def step_top(self, state: DecoderState, prev_tokens: Tensor, n: int, blocked: int | None = None, *,
-                 need_attention: bool = False):
-        """One decoding step and the ``n`` best entries of each row's log-softmax, best first:
-        ``(values (b, n), tokens (b, n), state, attention)``, token ``blocked`` left out after normalising
-        (see :func:`attnkit.decode.select.top_log_probs`). This is ``decode_step`` then ``top_log_probs``;
-        a model may compute it without the ``(b, V)`` logits."""
-        from attnkit.decode.select import top_log_probs
-
-        logits, state, attention = self.decode_step(state, prev_tokens, need_attention=need_attention)
-        values, tokens = top_log_probs(logits, n, blocked)
-        return values, tokens, state, attention
+    def decode_step_top(self, state: DecoderState, prev_tokens: Tensor, n: int, blocked: int | None = None):
+        """One decoding step's ``n`` best log-probs of each row without the ``(b, V)`` logits:
+        ``(values (b, n), tokens (b, n), state)``, as ``decode_step`` then
+        :func:`~attnkit.decode.select.top_log_probs` give them, token ``blocked`` left out after normalising;
+        or ``None``, with ``state`` untouched, where the model has no such way (the searches then take
+        ``decode_step``). ``n`` and ``blocked`` are checked by the caller (:func:`check_top`)."""
+        return None
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         """Number of distinct parameters (tied weights counted once)."""

@@ -17,7 +17,6 @@ import torch
 from torch import Tensor, nn
 
 from attnkit import native
-from attnkit.decode.select import check_top
 from attnkit.layers import (
     BlockConfig,
     DecoderBlock,
@@ -27,7 +26,7 @@ from attnkit.layers import (
     PackedLinear,
     SinusoidalPositionalEncoding,
 )
-from attnkit.layers.transformer import _hooked
+from attnkit.layers.transformer import runs_hooks
 
 from .base import Seq2SeqModel, check_tokens
 from .config import ConfigError, TransformerConfig
@@ -138,26 +137,24 @@ class TransformerSeq2Seq(Seq2SeqModel):
         x, maps = self._decode_position(state, prev_tokens, need_attention)
         return self.output(x)[:, 0], state, maps  # (b, V)
 
-    def step_top(self, state: TransformerState, prev_tokens: Tensor, n: int, blocked: int | None = None, *,
-                 need_attention: bool = False):
-        """:meth:`Seq2SeqModel.step_top`. On a model packed by :func:`~attnkit.layers.pack_for_inference`, under
-        ``torch.inference_mode`` and without attention maps, the output layer and the top-``n`` log-softmax are one
-        compiled call (:func:`attnkit.native.linear_log_softmax_topk`) for up to 128 rows: the ``(b, V)`` logits
-        never reach memory."""
+    def decode_step_top(self, state: TransformerState, prev_tokens: Tensor, n: int, blocked: int | None = None):
+        """:meth:`Seq2SeqModel.decode_step_top`: on a model packed by :func:`~attnkit.layers.pack_for_inference`,
+        under ``torch.inference_mode``, for up to 128 rows, the output layer and the top-``n`` log-softmax are one
+        compiled call (:func:`attnkit.native.linear_log_softmax_topk`), the ``(b, V)`` logits never reaching
+        memory; ``None`` otherwise (and where a subclass computes its own ``decode_step``)."""
         output = self._modules["output"]
-        if need_attention or prev_tokens.shape[0] > _FUSED_OUTPUT_ROWS or not self._fused_output(output):
-            return super().step_top(state, prev_tokens, n, blocked, need_attention=need_attention)
-        check_top(self.tgt_vocab_size, n, blocked)
+        if not (isinstance(prev_tokens, Tensor) and prev_tokens.dim() == 1 and prev_tokens.shape[0] <= _FUSED_OUTPUT_ROWS
+                and type(self).decode_step is TransformerSeq2Seq.decode_step and self._fused_output(output)):
+            return None
         x, _ = self._decode_position(state, prev_tokens, False)
-        x = x.reshape(x.shape[0], -1)  # (b, d)
-        values, tokens = native.linear_log_softmax_topk(x, output.panels(), output._parameters.get("bias"),
-                                                        self.tgt_vocab_size, n, blocked)
-        return values, tokens, state, None
+        values, tokens = native.linear_log_softmax_topk(x.reshape(x.shape[0], -1), output.panels(),
+                                                        output._parameters.get("bias"), self.tgt_vocab_size, n, blocked)
+        return values, tokens, state
 
     def _fused_output(self, output: nn.Module) -> bool:
         """Whether ``output`` is a packed layer that the fused output-and-top-n call computes the same as."""
         return (torch.is_inference_mode_enabled() and type(output) is PackedLinear and not output.relu
-                and output.out_features == self.tgt_vocab_size and not output.training and not _hooked([output])
+                and output.out_features == self.tgt_vocab_size and not output.training and not runs_hooks([output])
                 and native.applies(output.weight))
 
     def _decode_position(self, state: TransformerState, prev_tokens: Tensor, need_attention: bool):

@@ -247,7 +247,8 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k, const at::
 }
 
 // The k largest of the values offered, largest first; NaN ranks above every number (as torch.topk ranks it)
-// and among equal values the one offered first stays first (offered in index order: the lower index first).
+// and among equal values the one offered first stays first: offered in index order (or, merging parts, part by
+// part in column order, each in its own order), the lower index comes first.
 struct TopK {
   int64_t k, filled = 0;
   float* top;
@@ -316,10 +317,9 @@ inline float sum_exp(const float* row, int64_t width, float mx) {
   return sum;
 }
 
-int64_t check_topk(int64_t k, int64_t blocked, int64_t vocab, const char* what) {
+void check_topk(int64_t k, int64_t blocked, int64_t vocab, const char* what) {
   const int64_t usable = vocab - (blocked >= 0 && blocked < vocab ? 1 : 0);
   TORCH_CHECK(k >= 1 && k <= usable, what, ": k must be in [1, ", usable, "], got ", k);
-  return usable;
 }
 
 std::tuple<at::Tensor, at::Tensor> log_softmax_topk(const at::Tensor& logits, int64_t k, int64_t blocked) {
@@ -681,12 +681,14 @@ at::Tensor decoder_layer_step(const at::Tensor& x, at::TensorList panels, const 
   }
   const float* pp[6];
   for (int i = 0; i < 6; ++i) pp[i] = panels[i].data_ptr<float>();
+  at::Tensor norm_c[6];
   const float* np[6];
   for (int i = 0; i < 6; ++i) {
     check_float_cpu(norms[i], "norm");
-    TORCH_CHECK(norms[i].dim() == 1 && norms[i].size(0) == dm && norms[i].is_contiguous(), "decoder_layer_step: norm ",
-                i, " must be a contiguous (", dm, ") tensor, got ", norms[i].sizes());
-    np[i] = norms[i].data_ptr<float>();
+    TORCH_CHECK(norms[i].dim() == 1 && norms[i].size(0) == dm, "decoder_layer_step: norm ", i, " must be (", dm,
+                "), got ", norms[i].sizes());
+    norm_c[i] = norms[i].contiguous();
+    np[i] = norm_c[i].data_ptr<float>();
   }
   auto qkv = at::empty({n, 3 * dm}, x.options()), ctx = at::empty({n, dm}, x.options()),
        y = at::empty({n, dm}, x.options()), x1 = at::empty({n, dm}, x.options()), x2 = at::empty({n, dm}, x.options()),
@@ -698,17 +700,28 @@ at::Tensor decoder_layer_step(const at::Tensor& x, at::TensorList panels, const 
         *outp = out.data_ptr<float>(), *lnp = pre_norm ? normed.data_ptr<float>() : nullptr;
   float* kc = k_cache.data_ptr<float>();
   float* vc = v_cache.data_ptr<float>();
-  const int64_t c0 = h * cap * dh, c1 = cap * dh;
+  const int64_t cs0 = h * cap * dh, cs1 = cap * dh;  // the caches' row and head strides
   const float fe = static_cast<float>(eps);
   // self-attention reads the query from qkv and t + 1 keys of the caches; cross-attention the query from y
-  const RowAttention self_att{qkvp, 3 * dm, kc, c0, c1, dh, vc, c0, c1, dh, nullptr, 0, 0, 1, h, dh, dh, t + 1, sc, ctxp};
+  const RowAttention self_att{qkvp, 3 * dm, kc, cs0, cs1, dh, vc, cs0, cs1, dh, nullptr, 0, 0, 1, h, dh, dh, t + 1, sc, ctxp};
   const RowAttention cross_att{yp, dm, memory_k.data_ptr<float>(), memory_k.stride(0), memory_k.stride(1),
                                memory_k.stride(2), memory_v.data_ptr<float>(), memory_v.stride(0), memory_v.stride(1),
                                memory_v.stride(2), mp, m0, m1, g, h, dh, dh, s, sc, ctxp};
 
-  // Rows [r0, r1) through the whole layer; the products' panels shared out among the threads if `share`.
+  // Rows [r0, r1) through the whole layer; the products' panels and the attentions' (row, head) pairs shared
+  // out among the threads if `share`.
   auto rows = [&](int64_t r0, int64_t r1, bool share) {
-    std::vector<float> w(std::max(t + 1, s)), qs(dh), acc(dh);
+    const int64_t keys = std::max(t + 1, s);
+    auto attend = [&](const RowAttention& att) {
+      auto part = [&](int64_t begin, int64_t end) {
+        std::vector<float> w(keys), qs(dh), acc(dh);
+        att.run(begin, end, w.data(), qs.data(), acc.data());
+      };
+      if (share)
+        at::parallel_for(r0 * h, r1 * h, 8, part);
+      else
+        part(r0 * h, r1 * h);
+    };
     // the input of sublayer i for rows [r0, r1): LayerNorm(a) under pre-norm, a itself under post-norm
     auto sublayer_in = [&](const float* a, int i) -> const float* {
       if (!pre_norm) return a;
@@ -738,16 +751,16 @@ at::Tensor decoder_layer_step(const at::Tensor& x, at::TensorList panels, const 
     product(sublayer_in(xp, 0), 0, false, qkvp);
     for (int64_t r = r0; r < r1; ++r)
       for (int64_t hh = 0; hh < h; ++hh) {
-        std::memcpy(kc + r * c0 + hh * c1 + t * dh, qkvp + r * 3 * dm + dm + hh * dh, dh * sizeof(float));
-        std::memcpy(vc + r * c0 + hh * c1 + t * dh, qkvp + r * 3 * dm + 2 * dm + hh * dh, dh * sizeof(float));
+        std::memcpy(kc + r * cs0 + hh * cs1 + t * dh, qkvp + r * 3 * dm + dm + hh * dh, dh * sizeof(float));
+        std::memcpy(vc + r * cs0 + hh * cs1 + t * dh, qkvp + r * 3 * dm + 2 * dm + hh * dh, dh * sizeof(float));
       }
-    self_att.run(r0 * h, r1 * h, w.data(), qs.data(), acc.data());
+    attend(self_att);
     product(ctxp, 1, false, yp);
     residual(xp, 0, x1p);
 
     // cross-attention over the memory
     product(sublayer_in(x1p, 1), 2, false, yp);
-    cross_att.run(r0 * h, r1 * h, w.data(), qs.data(), acc.data());
+    attend(cross_att);
     product(ctxp, 3, false, yp);
     residual(x1p, 1, x2p);
 
@@ -756,12 +769,14 @@ at::Tensor decoder_layer_step(const at::Tensor& x, at::TensorList panels, const 
     product(hp, 5, false, yp);
     residual(x2p, 2, outp);
   };
-  // Rows are independent through the whole layer. With a block of kRows rows or more for every thread, each
-  // thread takes its own blocks through every stage: the threads meet once, and no row's data moves between
-  // cores. Fewer rows run on the calling thread, each product's panels shared out among the threads.
-  const int64_t blocks = (n + kRows - 1) / kRows;
-  if (blocks >= at::get_num_threads())
-    at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) { rows(b0 * kRows, std::min(n, b1 * kRows), false); });
+  // Rows are independent through the whole layer. With kRows rows or more for every thread, each thread takes
+  // an equal share of the rows through every stage: the threads meet once, and no row's data moves between
+  // cores. Fewer rows run on the calling thread, the products' panels and the attentions shared out.
+  const int64_t threads = at::get_num_threads();
+  if (n >= kRows * threads && threads > 1)
+    at::parallel_for(0, threads, 1, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) rows(n * i / threads, n * (i + 1) / threads, false);
+    });
   else
     rows(0, n, true);
   return out;
