@@ -351,17 +351,23 @@ def test_fused_decoder_step_uses_parameters_replaced_after_a_first_call():
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
 
+def _small_transformer(norm_first: bool, seed: int, tgt_vocab: int, sentences: int):
+    """A small Transformer (source vocabulary 50), its packed copy, and ``sentences`` sources of 8 tokens, the
+    second one padded after 5."""
+    from attnkit.models import TransformerConfig, build_model
+
+    torch.manual_seed(seed)
+    model = build_model(TransformerConfig(d_model=64, heads=4, encoder_layers=2, decoder_layers=2, ffn_dim=96,
+                                          norm_first=norm_first), 50, tgt_vocab).eval()
+    src = torch.randint(4, 50, (sentences, 8))
+    src[1, 5:] = 0  # padding
+    return model, pack_for_inference(model), src
+
+
 @pytest.mark.parametrize("norm_first", [True, False])
 def test_model_decode_step_with_and_without_the_fused_step(norm_first, monkeypatch):
     """A whole packed model: the fused step is taken, and the logits are those of the blocks' own forward."""
-    from attnkit.models import TransformerConfig, build_model
-
-    torch.manual_seed(1)
-    model = build_model(TransformerConfig(d_model=64, heads=4, encoder_layers=2, decoder_layers=2, ffn_dim=96,
-                                          norm_first=norm_first), 50, 60).eval()
-    fast = pack_for_inference(model)
-    src = torch.randint(4, 50, (5, 8))
-    src[1, 5:] = 0  # padding
+    _, fast, src = _small_transformer(norm_first, seed=1, tgt_vocab=60, sentences=5)
     prev = torch.randint(4, 60, (6, 5))
     taken = []
     original = DecoderBlock.fused_step
@@ -388,15 +394,9 @@ def test_model_decode_step_with_and_without_the_fused_step(norm_first, monkeypat
 def test_step_top_fuses_the_output_layer_and_gives_what_decode_step_and_top_log_probs_give(norm_first, monkeypatch):
     from attnkit.decode import beam_search, greedy_decode
     from attnkit.decode.select import step_top, top_log_probs
-    from attnkit.models import TransformerConfig, build_model
     from attnkit.models import transformer as transformer_module
 
-    torch.manual_seed(2)
-    model = build_model(TransformerConfig(d_model=64, heads=4, encoder_layers=2, decoder_layers=2, ffn_dim=96,
-                                          norm_first=norm_first), 50, 70).eval()
-    fast = pack_for_inference(model)
-    src = torch.randint(4, 50, (6, 8))
-    src[1, 5:] = 0
+    model, fast, src = _small_transformer(norm_first, seed=2, tgt_vocab=70, sentences=6)
     calls = []
     original = native.linear_log_softmax_topk
     monkeypatch.setattr(native, "linear_log_softmax_topk", lambda *a: calls.append(1) or original(*a))

@@ -673,14 +673,13 @@ at::Tensor decoder_layer_step(const at::Tensor& x, at::TensorList panels, const 
   const int64_t outs[6] = {3 * dm, dm, dm, dm, ff, dm};
   const int64_t ins[6] = {dm, dm, dm, dm, dm, ff};
   at::Tensor bias_c[6];
-  const float* bias_p[6];
+  const float *bias_p[6], *pp[6];
   for (int i = 0; i < 6; ++i) {
     TORCH_CHECK(holds_panels(panels[i], outs[i], ins[i]), "decoder_layer_step: weight ", i,
                 " must be the panels of a (", outs[i], ", ", ins[i], ") weight, got ", panels[i].sizes());
+    pp[i] = panels[i].data_ptr<float>();
     bias_p[i] = bias_data(biases.get(i), outs[i], "decoder_layer_step: bias " + std::to_string(i), bias_c[i]);
   }
-  const float* pp[6];
-  for (int i = 0; i < 6; ++i) pp[i] = panels[i].data_ptr<float>();
   at::Tensor norm_c[6];
   const float* np[6];
   for (int i = 0; i < 6; ++i) {
@@ -738,13 +737,10 @@ at::Tensor decoder_layer_step(const at::Tensor& x, at::TensorList panels, const 
       }
     };
     auto product = [&](const float* a, int i, bool relu, float* o) {
-      const int64_t count = (outs[i] + kPanel - 1) / kPanel;
       if (share)
-        at::parallel_for(0, count, 1, [&](int64_t p0, int64_t p1) {
-          panel_part(a, ins[i], pp[i], outs[i], bias_p[i], relu, o, outs[i], 0, r0, r1, p0, p1);
-        });
+        panel_linear(a + r0 * ins[i], r1 - r0, ins[i], pp[i], outs[i], bias_p[i], relu, o + r0 * outs[i]);
       else
-        panel_part(a, ins[i], pp[i], outs[i], bias_p[i], relu, o, outs[i], 0, r0, r1, 0, count);
+        panel_part(a, ins[i], pp[i], outs[i], bias_p[i], relu, o, outs[i], 0, r0, r1, 0, (outs[i] + kPanel - 1) / kPanel);
     };
 
     // self-attention: the new key and value into the caches at t, then one query over t + 1 keys
