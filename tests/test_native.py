@@ -190,17 +190,16 @@ def test_linear_log_softmax_topk_equals_log_softmax_of_the_product(m, d, n, k, b
     g = torch.Generator().manual_seed(m + d + n + k)
     x, w = torch.randn(m, d, generator=g, dtype=torch.float64), torch.randn(n, d, generator=g, dtype=torch.float64)
     b = torch.randn(n, generator=g, dtype=torch.float64) if bias else None
+    x32, panels, b32 = x.float(), native.pack_panels(w.float()), None if b is None else b.float()
     for blocked in (None, 3, n - 1):
-        values, index = native.linear_log_softmax_topk(x.float(), native.pack_panels(w.float()),
-                                                       None if b is None else b.float(), n, k, blocked)
+        values, index = native.linear_log_softmax_topk(x32, panels, b32, n, k, blocked)
         logp = torch.log_softmax(F.linear(x, w, b), -1)  # float64: the definition
         if blocked is not None:
             logp[:, blocked] = float("-inf")
         want = logp.topk(k, -1)
         assert torch.equal(index, want.indices)  # random values: no ties
         torch.testing.assert_close(values.double(), want.values, atol=2e-5, rtol=0)
-        two = native.log_softmax_topk(native.linear_panels(x.float(), native.pack_panels(w.float()),
-                                                           None if b is None else b.float(), n), k, -1 if blocked is None else blocked)
+        two = native.log_softmax_topk(native.linear_panels(x32, panels, b32, n), k, -1 if blocked is None else blocked)
         assert torch.equal(index, two[1])
         torch.testing.assert_close(values, two[0], atol=1e-5, rtol=0)  # the two calls, up to the sum's order
 
