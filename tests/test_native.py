@@ -365,27 +365,61 @@ def _small_transformer(norm_first: bool, seed: int, tgt_vocab: int, sentences: i
 
 @pytest.mark.parametrize("norm_first", [True, False])
 def test_model_decode_step_with_and_without_the_fused_step(norm_first, monkeypatch):
-    """A whole packed model: the fused step is taken, and the logits are those of the blocks' own forward."""
+    """A whole packed model: its blocks' step is one compiled call for the stack, and the logits are those of
+    each block's own fused step and of the blocks' own forward."""
+    from attnkit.models.transformer import TransformerSeq2Seq
+
     _, fast, src = _small_transformer(norm_first, seed=1, tgt_vocab=60, sentences=5)
     prev = torch.randint(4, 60, (6, 5))
-    taken = []
-    original = DecoderBlock.fused_step
+    stacks, blocks = [], []
+    original_stack, original_step = native.decoder_stack_step, DecoderBlock.fused_step
+    monkeypatch.setattr(native, "decoder_stack_step", lambda *a: stacks.append(1) or original_stack(*a))
 
     def spy(self, *args, **kwargs):
-        out = original(self, *args, **kwargs)
-        taken.append(out is not None)
+        out = original_step(self, *args, **kwargs)
+        blocks.append(out is not None)
         return out
+
+    monkeypatch.setattr(DecoderBlock, "fused_step", spy)
 
     def run():
         with torch.inference_mode():
             state = fast.encode(src)
             return [fast.decode_step(state, p)[0] for p in prev]
 
-    monkeypatch.setattr(DecoderBlock, "fused_step", spy)
-    fused = run()
-    assert taken and all(taken)
+    stacked = run()
+    assert len(stacks) == len(prev) and not blocks  # one call per step, no block stepped on its own
+    monkeypatch.setattr(TransformerSeq2Seq, "_fused_stack", lambda *a: None)
+    each = run()
+    assert len(blocks) == 2 * len(prev) and all(blocks)
     monkeypatch.setattr(DecoderBlock, "fused_step", lambda self, *args, **kwargs: None)
-    for a, b in zip(fused, run()):
+    plain = run()
+    for a, b, c in zip(stacked, each, plain):
+        assert torch.equal(a, b)  # the same kernels on the same rows
+        torch.testing.assert_close(a, c, atol=1e-5, rtol=0)
+
+
+def test_the_stack_call_steps_aside_where_a_block_cannot_take_it(monkeypatch):
+    """A hook on one block: the stack call is not taken, the hook runs, the other block still takes its own
+    fused step, and the logits are those of the stack call on the same model without the hook."""
+    _, fast, src = _small_transformer(False, seed=4, tgt_vocab=60, sentences=5)
+    prev = torch.randint(4, 60, (4, 5))
+    stacks, hooked = [], []
+    original_stack = native.decoder_stack_step
+    monkeypatch.setattr(native, "decoder_stack_step", lambda *a: stacks.append(1) or original_stack(*a))
+
+    def run():
+        with torch.inference_mode():
+            state = fast.encode(src)
+            return [fast.decode_step(state, p)[0] for p in prev]
+
+    want = run()
+    assert len(stacks) == len(prev)
+    handle = fast.decoder[1].register_forward_hook(lambda *args: hooked.append(1))
+    got = run()
+    handle.remove()
+    assert len(stacks) == len(prev) and len(hooked) == len(prev)
+    for a, b in zip(got, want):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
 
 
@@ -449,6 +483,83 @@ def test_a_subclass_decode_step_is_not_bypassed_by_the_fused_output():
     src = torch.randint(4, 30, (3, 5))
     for m in (model, pack_for_inference(model)):
         assert [h.tokens for h in greedy_decode(m, src, max_len=4)] == [[10] * 4] * 3
+
+
+def _stack(norm: str, layers: int, n: int, sentences: int, seed: int):
+    """``layers`` packed decoder blocks with different weights, each with a cache over its own memory of
+    ``sentences`` rows (``n / sentences`` query rows per memory row, as beam search shares them)."""
+    torch.manual_seed(seed)
+    blocks = [pack_for_inference(DecoderBlock(BlockConfig(d_model=64, num_heads=4, d_ff=100, norm=norm)).eval())
+              for _ in range(layers)]
+    rows = torch.arange(sentences).repeat_interleave(n // sentences)
+    with torch.inference_mode():
+        caches = [DecoderCache(b.new_cache(torch.randn(sentences, 6, 64)).memory.reorder(rows)) for b in blocks]
+    return blocks, caches
+
+
+@pytest.mark.parametrize("norm", ["pre", "post"])
+@pytest.mark.parametrize("n,sentences", [(3, 3), (22, 11)])  # one block of rows shared out; 11 + 11 rows split
+def test_decoder_stack_step_is_the_layer_steps_in_turn(norm, n, sentences):
+    """One call for three layers gives, bit for bit, what three decoder_layer_step calls give, the caches
+    included, over a padded memory shared by pairs of rows, past the caches' first 16 positions."""
+    blocks, caches = _stack(norm, 3, n, sentences, seed=11)
+    _, twins = _stack(norm, 3, n, sentences, seed=11)
+    mask = torch.ones(n, 6, dtype=torch.bool)
+    mask[1, 4:] = False
+    g = torch.Generator().manual_seed(5)
+    with torch.inference_mode():
+        parts = [b._fused_parts() for b in blocks]
+        eps = parts[0][3]
+        for t in range(20):
+            x = torch.randn(n, 64, generator=g)
+            rooms = [c.self_attn.room_for(1, x.new_empty((n, 4, 0, 16))) for c in caches]
+            got = native.decoder_stack_step(x, [p for q in parts for p in q[0]], [p for q in parts for p in q[1]],
+                                            [p for q in parts for p in q[2]], [r[0] for r in rooms],
+                                            [r[1] for r in rooms], t, [c.memory.keys for c in caches],
+                                            [c.memory.values for c in caches], mask, 0.25, eps, norm == "pre")
+            want = x
+            for p, c in zip(parts, twins):
+                kc, vc, pos = c.self_attn.room_for(1, x.new_empty((n, 4, 0, 16)))
+                assert pos == t
+                want = native.decoder_layer_step(want, p[0], p[1], p[2], kc, vc, pos, c.memory.keys, c.memory.values,
+                                                 mask, 0.25, eps, norm == "pre")
+                c.self_attn.advance(1)
+            for c in caches:
+                c.self_attn.advance(1)
+            assert torch.equal(got, want)
+        for a, b in zip(caches, twins):
+            assert torch.equal(a.self_attn.keys, b.self_attn.keys) and torch.equal(a.self_attn.values, b.self_attn.values)
+
+
+def test_decoder_stack_step_rejects_what_it_cannot_do():
+    blocks, caches = _stack("post", 2, 2, 2, seed=12)
+    x = torch.randn(2, 64)
+    with torch.inference_mode():
+        parts = [b._fused_parts() for b in blocks]
+        panels, biases, norms = ([p for q in parts for p in q[i]] for i in range(3))
+        eps = parts[0][3]
+        rooms = [c.self_attn.room_for(1, x.new_empty((2, 4, 0, 16))) for c in caches]
+        kcs, vcs = [r[0] for r in rooms], [r[1] for r in rooms]
+        keys, values = [c.memory.keys for c in caches], [c.memory.values for c in caches]
+        with pytest.raises(RuntimeError, match="for L layers, 6·L weights"):
+            native.decoder_stack_step(x, panels[:6], biases, norms, kcs, vcs, 0, keys, values, None, 0.25, eps, False)
+        with pytest.raises(RuntimeError, match="for L layers"):
+            native.decoder_stack_step(x, panels, biases, norms, kcs, vcs[:1], 0, keys, values, None, 0.25, eps, False)
+        with pytest.raises(RuntimeError, match="for L layers"):
+            native.decoder_stack_step(x, [], [], [], [], [], 0, [], [], None, 0.25, eps, False)
+        with pytest.raises(RuntimeError, match="decoder_stack_step: layer 1: memory keys and values must both be"):
+            native.decoder_stack_step(x, panels, biases, norms, kcs, vcs, 0, keys, [values[0], values[1][:, :2]], None,
+                                      0.25, eps, False)
+        with pytest.raises(RuntimeError, match="decoder_stack_step: layer 1: weight 0 must be the panels of a"):
+            native.decoder_stack_step(x, [*panels[:6], panels[1], *panels[7:]], biases, norms, kcs, vcs, 0, keys, values,
+                                      None, 0.25, eps, False)
+        wide = pack_for_inference(DecoderBlock(BlockConfig(d_model=64, num_heads=4, d_ff=128)).eval())._fused_parts()
+        with pytest.raises(RuntimeError, match="layer 1: every layer's feed-forward must have 100 units, got 128"):
+            native.decoder_stack_step(x, [*panels[:6], *wide[0]], [*biases[:6], *wide[1]], norms, kcs, vcs, 0, keys,
+                                      values, None, 0.25, eps, False)
+        with pytest.raises(RuntimeError, match="decoder_stack_step: x must be a contiguous"):
+            native.decoder_stack_step(x.t(), panels, biases, norms, kcs, vcs, 0, keys, values, None, 0.25, eps, False)
+        assert all(len(c) == 0 for c in caches)  # nothing was written
 
 
 def test_decoder_layer_step_rejects_what_it_cannot_do():

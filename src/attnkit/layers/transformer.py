@@ -187,6 +187,24 @@ class DecoderBlock(_Block):
         ``DecoderBlock`` itself, not a subclass, without hooks), with a ReLU feed-forward and scaled
         dot-product softmax attention, on float32 CPU tensors with the kernels built.
         ``memory_mask``: ``(b, 1, s)``, True = may attend, or ``None``."""
+        step = self.fused_inputs(x, cache, memory_mask)
+        if step is None:
+            return None
+        b = x.shape[0]
+        (panels, biases, norms, eps), (keys, values, memory_mask) = step
+        heads, head_dim = keys.shape[1], keys.shape[3]
+        k_cache, v_cache, t = cache.self_attn.room_for(1, x.new_empty((b, heads, 0, head_dim)))
+        y = native.decoder_layer_step(x.reshape(b, -1).contiguous(), panels, biases, norms, k_cache, v_cache, t,
+                                      keys, values, memory_mask, 1.0 / math.sqrt(head_dim), eps,
+                                      self.config.norm == "pre")
+        cache.self_attn.advance(1)
+        return y.view(b, 1, -1)
+
+    def fused_inputs(self, x: Tensor, cache: DecoderCache, memory_mask: Tensor | None = None):
+        """What the compiled step (:func:`attnkit.native.decoder_layer_step`, or
+        :func:`~attnkit.native.decoder_stack_step` for a stack) takes from this block for ``x (b, 1, d)``,
+        ``cache`` and ``memory_mask (b, 1, s)``, as ``((panels, biases, norms, eps), (memory keys, memory
+        values, memory mask (b, s) or None))``; ``None`` where :meth:`fused_step` does not apply."""
         if not torch.is_inference_mode_enabled() or not isinstance(x, Tensor) or x.dim() != 3 or x.shape[1] != 1 \
                 or x.shape[2] != self.config.d_model or x.shape[0] == 0:
             return None
@@ -208,13 +226,7 @@ class DecoderBlock(_Block):
             memory_mask = memory_mask[:, 0]  # (b, s)
         if not native.applies(x, keys, values):
             return None
-        panels, biases, norms, eps = parts
-        k_cache, v_cache, t = cache.self_attn.room_for(1, x.new_empty((b, heads, 0, head_dim)))
-        y = native.decoder_layer_step(x.reshape(b, -1).contiguous(), panels, biases, norms, k_cache, v_cache, t,
-                                      keys, values, memory_mask, 1.0 / math.sqrt(head_dim), eps,
-                                      self.config.norm == "pre")
-        cache.self_attn.advance(1)
-        return y.view(b, 1, -1)
+        return parts, (keys, values, memory_mask)
 
     def _fused_parts(self) -> tuple[list[Tensor], list[Tensor | None], list[Tensor], float] | None:
         """What :func:`attnkit.native.decoder_layer_step` takes from this block: the weights as panels, the

@@ -165,6 +165,10 @@ class TransformerSeq2Seq(Seq2SeqModel):
             raise ValueError(f"prev_tokens has {prev_tokens.shape[0]} rows but the state {state.src_mask.shape[0]}")
         x = self.tgt_pos(self.tgt_embed(prev_tokens[:, None]) * self.scale, offset=state.position)  # (b, 1, d)
         memory_mask = state.src_mask.unsqueeze(1) if state.padded else None  # (b, 1, s)
+        if not need_attention:
+            y = self._fused_stack(x, state, memory_mask)  # every block in one compiled call
+            if y is not None:
+                return self.decoder_norm(y), None
         maps = []
         for block, cache in zip(self.decoder, state.caches):
             fused = None if need_attention else block.fused_step(x, cache, memory_mask)  # one compiled call
@@ -176,6 +180,38 @@ class TransformerSeq2Seq(Seq2SeqModel):
             if need_attention:
                 maps.append(out.cross_weights)  # (b, h, 1, s)
         return self.decoder_norm(x), (maps if need_attention else None)
+
+    def _fused_stack(self, x: Tensor, state: TransformerState, memory_mask: Tensor | None) -> Tensor | None:
+        """``x (b, 1, d)`` through every decoder block in one compiled call
+        (:func:`attnkit.native.decoder_stack_step`), the caches grown by it as the blocks' own steps grow them:
+        ``(b, 1, d)``, or ``None`` where some block's :meth:`~attnkit.layers.DecoderBlock.fused_step` does not
+        apply or the blocks differ in what the call shares (LayerNorm placement and eps, head size, feed-forward
+        width, cache length); then each block takes its own step."""
+        blocks, caches = list(self.decoder), state.caches
+        if not blocks or len(caches) != len(blocks):
+            return None
+        steps = []
+        for block, cache in zip(blocks, caches):
+            step = block.fused_inputs(x, cache, memory_mask)
+            if step is None:
+                return None
+            steps.append(step)
+        (first_panels, _, _, eps), (keys, _, mask) = steps[0]
+        norm, head_dim, width, length = blocks[0].config.norm, keys.shape[3], first_panels[5].shape[1], len(caches[0])
+        for block, cache, ((panels, _, _, e), (k, _, _)) in zip(blocks, caches, steps):
+            if (block.config.norm, e, k.shape[3], panels[5].shape[1], len(cache)) != (norm, eps, head_dim, width, length):
+                return None
+        b = x.shape[0]
+        rooms = [c.self_attn.room_for(1, x.new_empty((b, k.shape[1], 0, head_dim)))
+                 for c, (_, (k, _, _)) in zip(caches, steps)]
+        y = native.decoder_stack_step(
+            x.reshape(b, -1).contiguous(), [p for (parts, _) in steps for p in parts[0]],
+            [p for (parts, _) in steps for p in parts[1]], [p for (parts, _) in steps for p in parts[2]],
+            [r[0] for r in rooms], [r[1] for r in rooms], rooms[0][2], [m[0] for (_, m) in steps],
+            [m[1] for (_, m) in steps], mask, 1.0 / math.sqrt(head_dim), eps, norm == "pre")
+        for c in caches:
+            c.self_attn.advance(1)
+        return y.view(b, 1, -1)
 
     def forward(self, src: Tensor, tgt_in: Tensor, *, src_mask: Tensor | None = None, need_attention: bool = False):
         """Teacher forcing: ``tgt_in (b, t)`` starts with BOS; returns ``logits (b, t, V)`` and, when asked,

@@ -55,7 +55,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["NativeBuildError", "available", "applies", "build", "draw_seed", "decode_attention", "log_softmax_topk",
-           "add_layer_norm", "pack_panels", "linear_panels", "linear_log_softmax_topk", "decoder_layer_step", "smoothed_nll_forward", "smoothed_nll_backward", "dropout_mask",
+           "add_layer_norm", "pack_panels", "linear_panels", "linear_log_softmax_topk", "decoder_layer_step", "decoder_stack_step", "smoothed_nll_forward", "smoothed_nll_backward", "dropout_mask",
            "dropout_apply", "attention_train_forward", "attention_train_backward", "attention_dropout_factors",
            "SOURCE"]
 
@@ -213,6 +213,18 @@ def decoder_layer_step(x: Tensor, panels: list[Tensor], biases: list[Tensor | No
     reads memory row ``r // (n // m)`` of ``memory_k``/``memory_v (m, h, s, d / h)`` under ``memory_mask (n, s)``."""
     return torch.ops.attnkit.decoder_layer_step(x, panels, biases, norms, k_cache, v_cache, int(t), memory_k, memory_v,
                                                 memory_mask, float(scale), float(eps), bool(pre_norm))
+
+
+def decoder_stack_step(x: Tensor, panels: list[Tensor], biases: list[Tensor | None], norms: list[Tensor],
+                       k_caches: list[Tensor], v_caches: list[Tensor], t: int, memory_k: list[Tensor],
+                       memory_v: list[Tensor], memory_mask: Tensor | None, scale: float, eps: float,
+                       pre_norm: bool) -> Tensor:
+    """:func:`decoder_layer_step` through ``L`` layers in one call: ``panels``, ``biases`` and ``norms`` six per
+    layer, in layer order; a key cache, a value cache, memory keys and memory values per layer, every cache at
+    position ``t``. Each layer's output is the next one's input; returns the last one's ``(n, d)``. With enough
+    rows each thread takes its share of them through every layer, the threads meeting once for the stack."""
+    return torch.ops.attnkit.decoder_stack_step(x, panels, biases, norms, k_caches, v_caches, int(t), memory_k,
+                                                memory_v, memory_mask, float(scale), float(eps), bool(pre_norm))
 
 
 def smoothed_nll_forward(logits: Tensor, target: Tensor, smoothing: float) -> tuple[Tensor, Tensor]:

@@ -616,6 +616,16 @@ struct RowAttention {
   }
 };
 
+// Scratch for a decoding position's rows through a decoder layer: the layers of a stack share it, since a thread
+// takes its rows through one layer before the next.
+struct StepScratch {
+  at::Tensor qkv, ctx, y, x1, x2, hid, normed;
+  StepScratch(int64_t n, int64_t dm, int64_t ff, bool pre_norm, const at::TensorOptions& o)
+      : qkv(at::empty({n, 3 * dm}, o)), ctx(at::empty({n, dm}, o)), y(at::empty({n, dm}, o)),
+        x1(at::empty({n, dm}, o)), x2(at::empty({n, dm}, o)), hid(at::empty({n, ff}, o)),
+        normed(pre_norm ? at::empty({n, dm}, o) : at::Tensor()) {}
+};
+
 // One decoding position through one Transformer decoder layer, as DecoderBlock computes it under inference
 // (the products summed in another order than oneDNN's):
 // self-attention over the cache (the new key/value written at position t), cross-attention over the memory,
@@ -626,90 +636,96 @@ struct RowAttention {
 //   biases: theirs (or None); norms: [self w, b, cross w, b, ffn w, b];
 //   k_cache, v_cache (n, h, capacity, dh) contiguous, positions < t filled; memory_k, memory_v (m, h, s, dh)
 //   with row r reading memory row r / (n / m); memory_mask (n, s) bool (True = may attend) or None.
-at::Tensor decoder_layer_step(const at::Tensor& x, at::TensorList panels, const c10::List<c10::optional<at::Tensor>>& biases,
-                              at::TensorList norms, const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t t,
-                              const at::Tensor& memory_k, const at::Tensor& memory_v,
-                              const c10::optional<at::Tensor>& memory_mask, double scale, double eps, bool pre_norm) {
-  check_float_cpu(x, "x");
-  TORCH_CHECK(x.dim() == 2 && x.is_contiguous(), "decoder_layer_step: x must be a contiguous (n, d_model) tensor, got ",
-              x.sizes());
-  TORCH_CHECK(panels.size() == 6 && biases.size() == 6 && norms.size() == 6,
-              "decoder_layer_step: 6 weights (as panels), 6 biases and 6 norm tensors expected, got ", panels.size(), ", ",
-              biases.size(), ", ", norms.size());
-  const int64_t n = x.size(0), dm = x.size(1);
-  for (const auto* c : {&k_cache, &v_cache}) {
-    check_float_cpu(*c, "cache");
-    TORCH_CHECK(c->dim() == 4 && c->is_contiguous() && c->size(0) == n && c->size(1) * c->size(3) == dm,
-                "decoder_layer_step: caches must be contiguous (n, h, capacity, d_model / h), got ", c->sizes(),
-                " for x ", x.sizes());
-  }
-  const int64_t h = k_cache.size(1), dh = k_cache.size(3), cap = k_cache.size(2);
-  TORCH_CHECK(v_cache.sizes() == k_cache.sizes(), "decoder_layer_step: key cache ", k_cache.sizes(), " and value cache ",
-              v_cache.sizes(), " differ");
-  TORCH_CHECK(t >= 0 && t < cap, "decoder_layer_step: position ", t, " is outside the caches' ", cap, " positions");
-  for (const auto* c : {&memory_k, &memory_v}) {
-    check_float_cpu(*c, "memory");
-    TORCH_CHECK(c->dim() == 4 && c->stride(3) == 1 && c->size(0) > 0 && n % c->size(0) == 0 &&
-                    c->size(0) == memory_k.size(0) && c->size(1) == h && c->size(3) == dh &&
-                    c->size(2) == memory_k.size(2),
-                "decoder_layer_step: memory keys and values must both be (m, ", h, ", s, ", dh,
-                ") with m dividing ", n, " and their last axis contiguous, got keys ", memory_k.sizes(), " strides ",
-                memory_k.strides(), " and values ", memory_v.sizes(), " strides ", memory_v.strides());
-  }
-  const int64_t s = memory_k.size(2), g = n / memory_k.size(0);
-  const bool* mp = nullptr;
-  int64_t m0 = 0, m1 = 0;
-  if (memory_mask.has_value() && memory_mask->defined()) {
-    const at::Tensor& m = *memory_mask;
-    TORCH_CHECK(m.device().is_cpu() && m.scalar_type() == at::kBool && m.dim() == 2 && m.size(0) == n && m.size(1) == s,
-                "decoder_layer_step: memory_mask must be a bool (", n, ", ", s, ") tensor, got ", m.scalar_type(), " ",
-                m.sizes());
-    mp = m.data_ptr<bool>();
-    m0 = m.stride(0);
-    m1 = m.stride(1);
-  }
-  const float sc = static_cast<float>(scale);
-  const int64_t ff = panels[5].dim() == 3 ? panels[5].size(1) : 0;  // the feed-forward's width: ffn 2's inputs
-  const int64_t outs[6] = {3 * dm, dm, dm, dm, ff, dm};
-  const int64_t ins[6] = {dm, dm, dm, dm, dm, ff};
-  at::Tensor bias_c[6];
-  const float *bias_p[6], *pp[6];
-  for (int i = 0; i < 6; ++i) {
-    TORCH_CHECK(holds_panels(panels[i], outs[i], ins[i]), "decoder_layer_step: weight ", i,
-                " must be the panels of a (", outs[i], ", ", ins[i], ") weight, got ", panels[i].sizes());
-    pp[i] = panels[i].data_ptr<float>();
-    bias_p[i] = bias_data(biases.get(i), outs[i], "decoder_layer_step: bias " + std::to_string(i), bias_c[i]);
-  }
-  at::Tensor norm_c[6];
-  const float* np[6];
-  for (int i = 0; i < 6; ++i) {
-    check_float_cpu(norms[i], "norm");
-    TORCH_CHECK(norms[i].dim() == 1 && norms[i].size(0) == dm, "decoder_layer_step: norm ", i, " must be (", dm,
-                "), got ", norms[i].sizes());
-    norm_c[i] = norms[i].contiguous();
-    np[i] = norm_c[i].data_ptr<float>();
-  }
-  auto qkv = at::empty({n, 3 * dm}, x.options()), ctx = at::empty({n, dm}, x.options()),
-       y = at::empty({n, dm}, x.options()), x1 = at::empty({n, dm}, x.options()), x2 = at::empty({n, dm}, x.options()),
-       hid = at::empty({n, ff}, x.options()), out = at::empty({n, dm}, x.options()),
-       normed = pre_norm ? at::empty({n, dm}, x.options()) : at::Tensor();
-  const float* xp = x.data_ptr<float>();
-  float *qkvp = qkv.data_ptr<float>(), *ctxp = ctx.data_ptr<float>(), *yp = y.data_ptr<float>(),
-        *x1p = x1.data_ptr<float>(), *x2p = x2.data_ptr<float>(), *hp = hid.data_ptr<float>(),
-        *outp = out.data_ptr<float>(), *lnp = pre_norm ? normed.data_ptr<float>() : nullptr;
-  float* kc = k_cache.data_ptr<float>();
-  float* vc = v_cache.data_ptr<float>();
-  const int64_t cs0 = h * cap * dh, cs1 = cap * dh;  // the caches' row and head strides
-  const float fe = static_cast<float>(eps);
-  // self-attention reads the query from qkv and t + 1 keys of the caches; cross-attention the query from y
-  const RowAttention self_att{qkvp, 3 * dm, kc, cs0, cs1, dh, vc, cs0, cs1, dh, nullptr, 0, 0, 1, h, dh, dh, t + 1, sc, ctxp};
-  const RowAttention cross_att{yp, dm, memory_k.data_ptr<float>(), memory_k.stride(0), memory_k.stride(1),
-                               memory_k.stride(2), memory_v.data_ptr<float>(), memory_v.stride(0), memory_v.stride(1),
-                               memory_v.stride(2), mp, m0, m1, g, h, dh, dh, s, sc, ctxp};
+// LayerStep holds one layer's checked arguments; rows() takes rows [r0, r1) of xp through it into outp.
+struct LayerStep {
+  int64_t dm = 0, h = 0, dh = 0, t = 0, s = 0, ff = 0, cs0 = 0, cs1 = 0;
+  int64_t outs[6] = {}, ins[6] = {};
+  const float *pp[6] = {}, *bias_p[6] = {}, *np[6] = {};
+  at::Tensor bias_c[6], norm_c[6];
+  float *kc = nullptr, *vc = nullptr;
+  float *qkvp = nullptr, *ctxp = nullptr, *yp = nullptr, *x1p = nullptr, *x2p = nullptr, *hp = nullptr,
+        *lnp = nullptr;
+  RowAttention self_att{}, cross_att{};
+  float fe = 0.f;
+  bool pre_norm = false;
 
-  // Rows [r0, r1) through the whole layer; the products' panels and the attentions' (row, head) pairs shared
-  // out among the threads if `share`.
-  auto rows = [&](int64_t r0, int64_t r1, bool share) {
+  // `what` names the call (and the layer) in error messages.
+  LayerStep(const std::string& what, int64_t n, int64_t dm_, at::TensorList panels,
+            const c10::List<c10::optional<at::Tensor>>& biases, int64_t first, at::TensorList norms,
+            const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t t_, const at::Tensor& memory_k,
+            const at::Tensor& memory_v, const c10::optional<at::Tensor>& memory_mask, double scale, double eps,
+            bool pre_norm_, StepScratch& scratch)
+      : dm(dm_), t(t_), pre_norm(pre_norm_) {
+    for (const auto* c : {&k_cache, &v_cache}) {
+      check_float_cpu(*c, "cache");
+      TORCH_CHECK(c->dim() == 4 && c->is_contiguous() && c->size(0) == n && c->size(1) * c->size(3) == dm,
+                  what, ": caches must be contiguous (n, h, capacity, d_model / h), got ", c->sizes(), " for x (", n,
+                  ", ", dm, ")");
+    }
+    h = k_cache.size(1), dh = k_cache.size(3);
+    const int64_t cap = k_cache.size(2);
+    TORCH_CHECK(v_cache.sizes() == k_cache.sizes(), what, ": key cache ", k_cache.sizes(), " and value cache ",
+                v_cache.sizes(), " differ");
+    TORCH_CHECK(t >= 0 && t < cap, what, ": position ", t, " is outside the caches' ", cap, " positions");
+    for (const auto* c : {&memory_k, &memory_v}) {
+      check_float_cpu(*c, "memory");
+      TORCH_CHECK(c->dim() == 4 && c->stride(3) == 1 && c->size(0) > 0 && n % c->size(0) == 0 &&
+                      c->size(0) == memory_k.size(0) && c->size(1) == h && c->size(3) == dh &&
+                      c->size(2) == memory_k.size(2),
+                  what, ": memory keys and values must both be (m, ", h, ", s, ", dh, ") with m dividing ", n,
+                  " and their last axis contiguous, got keys ", memory_k.sizes(), " strides ", memory_k.strides(),
+                  " and values ", memory_v.sizes(), " strides ", memory_v.strides());
+    }
+    s = memory_k.size(2);
+    const int64_t g = n / memory_k.size(0);
+    const bool* mp = nullptr;
+    int64_t m0 = 0, m1 = 0;
+    if (memory_mask.has_value() && memory_mask->defined()) {
+      const at::Tensor& m = *memory_mask;
+      TORCH_CHECK(m.device().is_cpu() && m.scalar_type() == at::kBool && m.dim() == 2 && m.size(0) == n &&
+                      m.size(1) == s,
+                  what, ": memory_mask must be a bool (", n, ", ", s, ") tensor, got ", m.scalar_type(), " ", m.sizes());
+      mp = m.data_ptr<bool>();
+      m0 = m.stride(0);
+      m1 = m.stride(1);
+    }
+    ff = panels[first + 5].dim() == 3 ? panels[first + 5].size(1) : 0;  // the feed-forward's width: ffn 2's inputs
+    const int64_t o[6] = {3 * dm, dm, dm, dm, ff, dm}, in[6] = {dm, dm, dm, dm, dm, ff};
+    for (int i = 0; i < 6; ++i) {
+      outs[i] = o[i];
+      ins[i] = in[i];
+      TORCH_CHECK(holds_panels(panels[first + i], outs[i], ins[i]), what, ": weight ", i, " must be the panels of a (",
+                  outs[i], ", ", ins[i], ") weight, got ", panels[first + i].sizes());
+      pp[i] = panels[first + i].data_ptr<float>();
+      bias_p[i] = bias_data(biases.get(first + i), outs[i], what + ": bias " + std::to_string(i), bias_c[i]);
+    }
+    for (int i = 0; i < 6; ++i) {
+      const at::Tensor& w = norms[first + i];
+      check_float_cpu(w, "norm");
+      TORCH_CHECK(w.dim() == 1 && w.size(0) == dm, what, ": norm ", i, " must be (", dm, "), got ", w.sizes());
+      norm_c[i] = w.contiguous();
+      np[i] = norm_c[i].data_ptr<float>();
+    }
+    TORCH_CHECK(scratch.hid.size(1) == ff, what, ": every layer's feed-forward must have ", scratch.hid.size(1),
+                " units, got ", ff);
+    qkvp = scratch.qkv.data_ptr<float>(), ctxp = scratch.ctx.data_ptr<float>(), yp = scratch.y.data_ptr<float>();
+    x1p = scratch.x1.data_ptr<float>(), x2p = scratch.x2.data_ptr<float>(), hp = scratch.hid.data_ptr<float>();
+    lnp = pre_norm ? scratch.normed.data_ptr<float>() : nullptr;
+    kc = k_cache.data_ptr<float>();
+    vc = v_cache.data_ptr<float>();
+    cs0 = h * cap * dh, cs1 = cap * dh;  // the caches' row and head strides
+    fe = static_cast<float>(eps);
+    const float sc = static_cast<float>(scale);
+    // self-attention reads the query from qkv and t + 1 keys of the caches; cross-attention the query from y
+    self_att = RowAttention{qkvp, 3 * dm, kc, cs0, cs1, dh, vc, cs0, cs1, dh, nullptr, 0, 0, 1, h, dh, dh, t + 1, sc, ctxp};
+    cross_att = RowAttention{yp, dm, memory_k.data_ptr<float>(), memory_k.stride(0), memory_k.stride(1),
+                             memory_k.stride(2), memory_v.data_ptr<float>(), memory_v.stride(0), memory_v.stride(1),
+                             memory_v.stride(2), mp, m0, m1, g, h, dh, dh, s, sc, ctxp};
+  }
+
+  // Rows [r0, r1) of xp through the whole layer into outp; the products' panels and the attentions' (row, head)
+  // pairs shared out among the threads if `share`.
+  void rows(const float* xp, float* outp, int64_t r0, int64_t r1, bool share) const {
     const int64_t keys = std::max(t + 1, s);
     auto attend = [&](const RowAttention& att) {
       auto part = [&](int64_t begin, int64_t end) {
@@ -764,20 +780,86 @@ at::Tensor decoder_layer_step(const at::Tensor& x, at::TensorList panels, const 
     product(sublayer_in(x2p, 2), 4, true, hp);
     product(hp, 5, false, yp);
     residual(x2p, 2, outp);
+  }
+};
+
+// x (n, dm) through the layers in turn. Rows are independent through every layer. With kRows rows or more for
+// every thread, each thread takes an equal share of the rows through every stage of every layer: the threads
+// meet once, and no row's data moves between cores. Fewer rows run on the calling thread, layer by layer, the
+// products' panels and the attentions shared out.
+at::Tensor run_layers(const at::Tensor& x, const std::vector<LayerStep>& layers) {
+  const int64_t n = x.size(0), dm = x.size(1), count = static_cast<int64_t>(layers.size());
+  // the layers' outputs in turn: out[l] is layer l's (the last one returned)
+  std::vector<at::Tensor> out;
+  for (int64_t l = 0; l < count; ++l) out.push_back(at::empty({n, dm}, x.options()));
+  auto through = [&](int64_t r0, int64_t r1, bool share) {
+    const float* in = x.data_ptr<float>();
+    for (int64_t l = 0; l < count; ++l) {
+      float* o = out[l].data_ptr<float>();
+      layers[l].rows(in, o, r0, r1, share);
+      in = o;
+    }
   };
-  // Rows are independent through the whole layer. With kRows rows or more for every thread, each thread takes
-  // an equal share of the rows through every stage: the threads meet once, and no row's data moves between
-  // cores. Fewer rows run on the calling thread, the products' panels and the attentions shared out.
   const int64_t threads = at::get_num_threads();
   if (n >= kRows * threads && threads > 1)
     at::parallel_for(0, threads, 1, [&](int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; ++i) rows(n * i / threads, n * (i + 1) / threads, false);
+      for (int64_t i = i0; i < i1; ++i) through(n * i / threads, n * (i + 1) / threads, false);
     });
   else
-    rows(0, n, true);
-  return out;
+    through(0, n, true);
+  return out.back();
 }
 
+void check_step_input(const at::Tensor& x, const char* what) {
+  check_float_cpu(x, "x");
+  TORCH_CHECK(x.dim() == 2 && x.is_contiguous(), what, ": x must be a contiguous (n, d_model) tensor, got ", x.sizes());
+}
+
+at::Tensor decoder_layer_step(const at::Tensor& x, at::TensorList panels, const c10::List<c10::optional<at::Tensor>>& biases,
+                              at::TensorList norms, const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t t,
+                              const at::Tensor& memory_k, const at::Tensor& memory_v,
+                              const c10::optional<at::Tensor>& memory_mask, double scale, double eps, bool pre_norm) {
+  check_step_input(x, "decoder_layer_step");
+  TORCH_CHECK(panels.size() == 6 && biases.size() == 6 && norms.size() == 6,
+              "decoder_layer_step: 6 weights (as panels), 6 biases and 6 norm tensors expected, got ", panels.size(), ", ",
+              biases.size(), ", ", norms.size());
+  const int64_t n = x.size(0), dm = x.size(1);
+  const int64_t ff = panels[5].dim() == 3 ? panels[5].size(1) : 0;
+  StepScratch scratch(n, dm, ff, pre_norm, x.options());
+  std::vector<LayerStep> layers;
+  layers.emplace_back("decoder_layer_step", n, dm, panels, biases, 0, norms, k_cache, v_cache, t, memory_k, memory_v,
+                      memory_mask, scale, eps, pre_norm, scratch);
+  return run_layers(x, layers);
+}
+
+// decoder_layer_step for a stack of L layers in one call: panels, biases and norms 6 per layer, in layer order;
+// one pair of caches and one memory per layer, all at position t, under one memory_mask. Each layer's output is
+// the next one's input; the last one's is returned.
+at::Tensor decoder_stack_step(const at::Tensor& x, at::TensorList panels, const c10::List<c10::optional<at::Tensor>>& biases,
+                              at::TensorList norms, at::TensorList k_caches, at::TensorList v_caches, int64_t t,
+                              at::TensorList memory_k, at::TensorList memory_v,
+                              const c10::optional<at::Tensor>& memory_mask, double scale, double eps, bool pre_norm) {
+  check_step_input(x, "decoder_stack_step");
+  const int64_t count = static_cast<int64_t>(k_caches.size());
+  TORCH_CHECK(count > 0 && static_cast<int64_t>(panels.size()) == 6 * count &&
+                  static_cast<int64_t>(biases.size()) == 6 * count && static_cast<int64_t>(norms.size()) == 6 * count &&
+                  static_cast<int64_t>(v_caches.size()) == count && static_cast<int64_t>(memory_k.size()) == count &&
+                  static_cast<int64_t>(memory_v.size()) == count,
+              "decoder_stack_step: for L layers, 6·L weights (as panels), biases and norm tensors and L key caches, value "
+              "caches, memory keys and memory values expected, got ", panels.size(), ", ", biases.size(), ", ",
+              norms.size(), " and ", k_caches.size(), ", ", v_caches.size(), ", ", memory_k.size(), ", ",
+              memory_v.size());
+  const int64_t n = x.size(0), dm = x.size(1);
+  const int64_t ff = panels[5].dim() == 3 ? panels[5].size(1) : 0;
+  StepScratch scratch(n, dm, ff, pre_norm, x.options());
+  std::vector<LayerStep> layers;
+  layers.reserve(count);
+  for (int64_t l = 0; l < count; ++l)
+    layers.emplace_back("decoder_stack_step: layer " + std::to_string(l), n, dm, panels, biases, 6 * l, norms,
+                        k_caches[l], v_caches[l], t, memory_k[l], memory_v[l], memory_mask, scale, eps, pre_norm,
+                        scratch);
+  return run_layers(x, layers);
+}
 
 // ------------------------------------------------------------------------------------------- training
 
@@ -1240,6 +1322,9 @@ TORCH_LIBRARY(attnkit, m) {
   m.def("decoder_layer_step(Tensor x, Tensor[] panels, Tensor?[] biases, Tensor[] norms, Tensor(a!) k_cache, "
         "Tensor(b!) v_cache, int t, Tensor memory_k, Tensor memory_v, Tensor? memory_mask, float scale, float eps, "
         "bool pre_norm) -> Tensor");
+  m.def("decoder_stack_step(Tensor x, Tensor[] panels, Tensor?[] biases, Tensor[] norms, Tensor(a!)[] k_caches, "
+        "Tensor(b!)[] v_caches, int t, Tensor[] memory_k, Tensor[] memory_v, Tensor? memory_mask, float scale, "
+        "float eps, bool pre_norm) -> Tensor");
   m.def("smoothed_nll_forward(Tensor logits, Tensor target, float eps) -> (Tensor, Tensor)");
   m.def("smoothed_nll_backward(Tensor logits, Tensor lse, Tensor target, Tensor weight, float eps) -> Tensor");
   m.def("dropout_mask(Tensor like, float p, int seed) -> Tensor");
@@ -1258,6 +1343,7 @@ TORCH_LIBRARY_IMPL(attnkit, CPU, m) {
   m.impl("linear_panels", &linear_panels);
   m.impl("linear_log_softmax_topk", &linear_log_softmax_topk);
   m.impl("decoder_layer_step", &decoder_layer_step);
+  m.impl("decoder_stack_step", &decoder_stack_step);
   m.impl("smoothed_nll_forward", &smoothed_nll_forward);
   m.impl("smoothed_nll_backward", &smoothed_nll_backward);
   m.impl("dropout_mask", &dropout_mask);
