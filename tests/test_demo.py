@@ -46,12 +46,20 @@ def test_focus_is_refused_for_files_and_phrases_without_chinese(tmp_path, capsys
     assert not (tmp_path / "c").exists()
 
 
+@pytest.mark.parametrize("option,value", [("--steps", "0"), ("--minutes", "-1")])
+def test_a_demo_budget_that_is_not_positive_is_refused_before_anything_is_written(option, value, tmp_path, capsys):
+    assert main(["demo", option, value, "--cache", str(tmp_path / "c"), "你好"]) == 2
+    assert f"{option} must be > 0, got {value}" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+
+
 def test_a_short_demo_trains_translates_writes_a_heatmap_and_then_uses_its_cache(tmp_path, capsys):
     cache, png = tmp_path / "cache", tmp_path / "heat.png"
-    args = ["demo", "--minutes", "0.05", "--cache", str(cache), "--heatmap", str(png), "--beam", "2", "你好", "谢谢"]
+    args = ["demo", "--steps", "2", "--cache", str(cache), "--heatmap", str(png), "--beam", "2", "你好", "谢谢"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "on the CC-CEDICT entries that share a character with 你好 谢谢" in out
+    assert "for 2 updates (at most 12 minutes) on the CC-CEDICT entries that share a character with 你好 谢谢" in out
+    assert "stopped at step 2: reached max_steps=2" in out
     lines = [line for line in out.splitlines() if line.startswith("  ") and "  →  " in line]
     assert [line.split("→")[0].strip().rstrip("\u3000") for line in lines] == ["你好", "谢谢"]
     assert (cache / "best" / "model.safetensors").is_file()
