@@ -16,6 +16,7 @@ from torch import nn
 from attnkit import native
 from attnkit.attention import AttentionCall, attend, causal_mask, choose_backend
 from attnkit.layers import BlockConfig, DecoderBlock, DecoderCache, KVCache, StaticKVCache, pack_for_inference
+from attnkit.layers import transformer as transformer_layers
 
 pytestmark = pytest.mark.skipif(
     not native.available(),
@@ -415,11 +416,50 @@ def test_the_stack_call_steps_aside_where_a_block_cannot_take_it(monkeypatch):
 
     want = run()
     assert len(stacks) == len(prev)
+    taken = []
+    original_step = DecoderBlock.fused_step
+    monkeypatch.setattr(DecoderBlock, "fused_step",
+                        lambda self, *a, **k: taken.append((self, original_step(self, *a, **k))) or taken[-1][1])
     handle = fast.decoder[1].register_forward_hook(lambda *args: hooked.append(1))
     got = run()
     handle.remove()
     assert len(stacks) == len(prev) and len(hooked) == len(prev)
+    assert [(block is fast.decoder[0], out is not None) for block, out in taken] == [(True, True), (False, False)] * len(prev)
     for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("change", ["eps", "norm"])
+def test_blocks_that_differ_in_what_the_stack_call_shares_each_take_their_own_step(change, monkeypatch):
+    """One block with another LayerNorm eps, or pre-norm in a post-norm model: the stack call (one eps, one
+    placement) is not taken, each block takes its own fused step, and the logits are those of the blocks' own
+    forward."""
+    import dataclasses
+
+    _, fast, src = _small_transformer(False, seed=6, tgt_vocab=60, sentences=5)
+    block = fast.decoder[1]
+    if change == "eps":
+        for norm in (block.self_attn_norm, block.cross_attn_norm, block.ffn_norm):
+            norm.eps = 0.5
+    else:
+        block.config = dataclasses.replace(block.config, norm="pre")
+        block._residual = transformer_layers._RESIDUAL["pre"]
+    prev = torch.randint(4, 60, (4, 5))
+    stacks, steps = [], []
+    original_stack, original_step = native.decoder_stack_step, DecoderBlock.fused_step
+    monkeypatch.setattr(native, "decoder_stack_step", lambda *a: stacks.append(1) or original_stack(*a))
+    monkeypatch.setattr(DecoderBlock, "fused_step",
+                        lambda self, *a, **k: steps.append(1) or original_step(self, *a, **k))
+
+    def run():
+        with torch.inference_mode():
+            state = fast.encode(src)
+            return [fast.decode_step(state, p)[0] for p in prev]
+
+    got = run()
+    assert not stacks and len(steps) == 2 * len(prev)
+    monkeypatch.setattr(DecoderBlock, "fused_step", lambda self, *args, **kwargs: None)
+    for a, b in zip(got, run()):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
 
 
@@ -497,11 +537,21 @@ def _stack(norm: str, layers: int, n: int, sentences: int, seed: int):
     return blocks, caches
 
 
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.usefixtures("two_threads")
 @pytest.mark.parametrize("norm", ["pre", "post"])
-@pytest.mark.parametrize("n,sentences", [(3, 3), (22, 11)])  # one block of rows shared out; 11 + 11 rows split
+@pytest.mark.parametrize("n,sentences", [(3, 3), (22, 11)])  # under 8 rows a thread: shared out; 11 + 11 rows split
 def test_decoder_stack_step_is_the_layer_steps_in_turn(norm, n, sentences):
     """One call for three layers gives, bit for bit, what three decoder_layer_step calls give, the caches
-    included, over a padded memory shared by pairs of rows, past the caches' first 16 positions."""
+    included, over a padded memory shared by pairs of rows, past the caches' first 16 positions (two threads:
+    with 22 rows each takes its 11 through every layer)."""
     blocks, caches = _stack(norm, 3, n, sentences, seed=11)
     _, twins = _stack(norm, 3, n, sentences, seed=11)
     mask = torch.ones(n, 6, dtype=torch.bool)
@@ -557,6 +607,28 @@ def test_decoder_stack_step_rejects_what_it_cannot_do():
         with pytest.raises(RuntimeError, match="layer 1: every layer's feed-forward must have 100 units, got 128"):
             native.decoder_stack_step(x, [*panels[:6], *wide[0]], [*biases[:6], *wide[1]], norms, kcs, vcs, 0, keys,
                                       values, None, 0.25, eps, False)
+        eight = pack_for_inference(DecoderBlock(BlockConfig(d_model=64, num_heads=8, d_ff=100)).eval())
+        wide_heads = DecoderCache(eight.new_cache(torch.randn(2, 6, 64)).memory)
+        k8, v8, _ = wide_heads.self_attn.room_for(1, x.new_empty((2, 8, 0, 8)))
+        with pytest.raises(RuntimeError, match="layer 1: every layer's heads must have 16 dimensions .* got 8"):
+            native.decoder_stack_step(x, [*panels[:6], *eight._fused_parts()[0]], biases, norms, [kcs[0], k8],
+                                      [vcs[0], v8], 0, [keys[0], wide_heads.memory.keys],
+                                      [values[0], wide_heads.memory.values], None, 0.25, eps, False)
+        with pytest.raises(RuntimeError, match="decoder_stack_step: layer 1: value cache must be a float32 CPU"):
+            native.decoder_stack_step(x, panels, biases, norms, kcs, [vcs[0], vcs[1].double()], 0, keys, values, None,
+                                      0.25, eps, False)
+        with pytest.raises(RuntimeError, match="decoder_stack_step: layer 0: memory keys must be a float32 CPU"):
+            native.decoder_stack_step(x, panels, biases, norms, kcs, vcs, 0, [keys[0].double(), keys[1]], values, None,
+                                      0.25, eps, False)
+        with pytest.raises(RuntimeError, match="decoder_stack_step: layer 1: norm 3 must be a float32 CPU"):
+            native.decoder_stack_step(x, panels, biases, [*norms[:9], norms[9].double(), *norms[10:]], kcs, vcs, 0,
+                                      keys, values, None, 0.25, eps, False)
+        with pytest.raises(RuntimeError, match="decoder_stack_step: layer 1: weight 4 must be a float32 CPU"):
+            native.decoder_stack_step(x, [*panels[:10], panels[10].double(), panels[11]], biases, norms, kcs, vcs, 0,
+                                      keys, values, None, 0.25, eps, False)
+        with pytest.raises(RuntimeError, match="decoder_stack_step: layer 0: bias 5 must be a float32 CPU"):
+            native.decoder_stack_step(x, panels, [*biases[:5], biases[5].double(), *biases[6:]], norms, kcs, vcs, 0,
+                                      keys, values, None, 0.25, eps, False)
         with pytest.raises(RuntimeError, match="decoder_stack_step: x must be a contiguous"):
             native.decoder_stack_step(x.t(), panels, biases, norms, kcs, vcs, 0, keys, values, None, 0.25, eps, False)
         assert all(len(c) == 0 for c in caches)  # nothing was written

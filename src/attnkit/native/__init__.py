@@ -221,7 +221,8 @@ def decoder_stack_step(x: Tensor, panels: list[Tensor], biases: list[Tensor | No
                        pre_norm: bool) -> Tensor:
     """:func:`decoder_layer_step` through ``L`` layers in one call: ``panels``, ``biases`` and ``norms`` six per
     layer, in layer order; a key cache, a value cache, memory keys and memory values per layer, every cache at
-    position ``t``. Each layer's output is the next one's input; returns the last one's ``(n, d)``. With enough
+    position ``t``. The layers share the head size (``scale`` serves them all), the feed-forward width, the
+    LayerNorms' placement and ``eps``; other heads or widths are refused. Each layer's output is the next one's input; returns the last one's ``(n, d)``. With enough
     rows each thread takes its share of them through every layer, the threads meeting once for the stack."""
     return torch.ops.attnkit.decoder_stack_step(x, panels, biases, norms, k_caches, v_caches, int(t), memory_k,
                                                 memory_v, memory_mask, float(scale), float(eps), bool(pre_norm))

@@ -187,7 +187,7 @@ inline uint64_t splitmix64(uint64_t x) {
   return x ^ (x >> 31);
 }
 
-void check_float_cpu(const at::Tensor& t, const char* name) {
+void check_float_cpu(const at::Tensor& t, const std::string& name) {
   TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat, name, " must be a float32 CPU tensor, got ",
               t.scalar_type(), " on ", t.device());
 }
@@ -489,8 +489,8 @@ void panel_linear(const float* x, int64_t m, int64_t k, const float* panels, int
 }
 
 // Whether `panels` holds an (n, k) weight as pack_panels gives it.
-bool holds_panels(const at::Tensor& panels, int64_t n, int64_t k) {
-  check_float_cpu(panels, "panels");
+bool holds_panels(const at::Tensor& panels, int64_t n, int64_t k, const std::string& name = "panels") {
+  check_float_cpu(panels, name);
   return panels.dim() == 3 && panels.is_contiguous() && panels.size(1) == k && panels.size(2) == kPanel &&
          panels.size(0) == (n + kPanel - 1) / kPanel;
 }
@@ -498,7 +498,7 @@ bool holds_panels(const at::Tensor& panels, int64_t n, int64_t k) {
 // A product's bias (n,), checked and made contiguous into `keep`; nullptr without one. `what` names it in errors.
 const float* bias_data(const c10::optional<at::Tensor>& bias, int64_t n, const std::string& what, at::Tensor& keep) {
   if (!bias.has_value() || !bias->defined()) return nullptr;
-  check_float_cpu(*bias, "bias");
+  check_float_cpu(*bias, what);
   TORCH_CHECK(bias->dim() == 1 && bias->size(0) == n, what, " must be (", n, "), got ", bias->sizes());
   keep = bias->contiguous();
   return keep.data_ptr<float>();
@@ -657,7 +657,7 @@ struct LayerStep {
             bool pre_norm_, StepScratch& scratch)
       : dm(dm_), t(t_), pre_norm(pre_norm_) {
     for (const auto* c : {&k_cache, &v_cache}) {
-      check_float_cpu(*c, "cache");
+      check_float_cpu(*c, what + (c == &k_cache ? ": key cache" : ": value cache"));
       TORCH_CHECK(c->dim() == 4 && c->is_contiguous() && c->size(0) == n && c->size(1) * c->size(3) == dm,
                   what, ": caches must be contiguous (n, h, capacity, d_model / h), got ", c->sizes(), " for x (", n,
                   ", ", dm, ")");
@@ -668,7 +668,7 @@ struct LayerStep {
                 v_cache.sizes(), " differ");
     TORCH_CHECK(t >= 0 && t < cap, what, ": position ", t, " is outside the caches' ", cap, " positions");
     for (const auto* c : {&memory_k, &memory_v}) {
-      check_float_cpu(*c, "memory");
+      check_float_cpu(*c, what + (c == &memory_k ? ": memory keys" : ": memory values"));
       TORCH_CHECK(c->dim() == 4 && c->stride(3) == 1 && c->size(0) > 0 && n % c->size(0) == 0 &&
                       c->size(0) == memory_k.size(0) && c->size(1) == h && c->size(3) == dh &&
                       c->size(2) == memory_k.size(2),
@@ -694,14 +694,15 @@ struct LayerStep {
     for (int i = 0; i < 6; ++i) {
       outs[i] = o[i];
       ins[i] = in[i];
-      TORCH_CHECK(holds_panels(panels[first + i], outs[i], ins[i]), what, ": weight ", i, " must be the panels of a (",
+      TORCH_CHECK(holds_panels(panels[first + i], outs[i], ins[i], what + ": weight " + std::to_string(i)), what,
+                  ": weight ", i, " must be the panels of a (",
                   outs[i], ", ", ins[i], ") weight, got ", panels[first + i].sizes());
       pp[i] = panels[first + i].data_ptr<float>();
       bias_p[i] = bias_data(biases.get(first + i), outs[i], what + ": bias " + std::to_string(i), bias_c[i]);
     }
     for (int i = 0; i < 6; ++i) {
       const at::Tensor& w = norms[first + i];
-      check_float_cpu(w, "norm");
+      check_float_cpu(w, what + ": norm " + std::to_string(i));
       TORCH_CHECK(w.dim() == 1 && w.size(0) == dm, what, ": norm ", i, " must be (", dm, "), got ", w.sizes());
       norm_c[i] = w.contiguous();
       np[i] = norm_c[i].data_ptr<float>();
@@ -811,7 +812,7 @@ at::Tensor run_layers(const at::Tensor& x, const std::vector<LayerStep>& layers)
 }
 
 void check_step_input(const at::Tensor& x, const char* what) {
-  check_float_cpu(x, "x");
+  check_float_cpu(x, std::string(what) + ": x");
   TORCH_CHECK(x.dim() == 2 && x.is_contiguous(), what, ": x must be a contiguous (n, d_model) tensor, got ", x.sizes());
 }
 
@@ -833,7 +834,8 @@ at::Tensor decoder_layer_step(const at::Tensor& x, at::TensorList panels, const 
 }
 
 // decoder_layer_step for a stack of L layers in one call: panels, biases and norms 6 per layer, in layer order;
-// one pair of caches and one memory per layer, all at position t, under one memory_mask. Each layer's output is
+// one pair of caches and one memory per layer, all at position t, under one memory_mask; the layers share the
+// head size (and so the scale), the feed-forward width, LayerNorm placement and eps. Each layer's output is
 // the next one's input; the last one's is returned.
 at::Tensor decoder_stack_step(const at::Tensor& x, at::TensorList panels, const c10::List<c10::optional<at::Tensor>>& biases,
                               at::TensorList norms, at::TensorList k_caches, at::TensorList v_caches, int64_t t,
@@ -854,10 +856,13 @@ at::Tensor decoder_stack_step(const at::Tensor& x, at::TensorList panels, const 
   StepScratch scratch(n, dm, ff, pre_norm, x.options());
   std::vector<LayerStep> layers;
   layers.reserve(count);
-  for (int64_t l = 0; l < count; ++l)
-    layers.emplace_back("decoder_stack_step: layer " + std::to_string(l), n, dm, panels, biases, 6 * l, norms,
-                        k_caches[l], v_caches[l], t, memory_k[l], memory_v[l], memory_mask, scale, eps, pre_norm,
-                        scratch);
+  for (int64_t l = 0; l < count; ++l) {
+    const std::string what = "decoder_stack_step: layer " + std::to_string(l);
+    layers.emplace_back(what, n, dm, panels, biases, 6 * l, norms, k_caches[l], v_caches[l], t, memory_k[l],
+                        memory_v[l], memory_mask, scale, eps, pre_norm, scratch);
+    TORCH_CHECK(layers[l].dh == layers[0].dh, what, ": every layer's heads must have ", layers[0].dh,
+                " dimensions (one scale serves them all), got ", layers[l].dh);
+  }
   return run_layers(x, layers);
 }
 
