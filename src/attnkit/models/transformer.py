@@ -196,19 +196,21 @@ class TransformerSeq2Seq(Seq2SeqModel):
             if step is None:
                 return None
             steps.append(step)
-        (first_panels, _, _, eps), (keys, _, mask) = steps[0]
-        norm, head_dim, width, length = blocks[0].config.norm, keys.shape[3], first_panels[5].shape[1], len(caches[0])
-        for block, cache, ((panels, _, _, e), (k, _, _)) in zip(blocks, caches, steps):
-            if (block.config.norm, e, k.shape[3], panels[5].shape[1], len(cache)) != (norm, eps, head_dim, width, length):
-                return None
+        parts, memories = zip(*steps)  # per block: (panels, biases, norms, eps), (keys, values, mask)
+        shared = [(block.config.norm, eps, keys.shape[3], panels[5].shape[1], len(cache))
+                  for block, cache, (panels, _, _, eps), (keys, _, _) in zip(blocks, caches, parts, memories)]
+        if any(s != shared[0] for s in shared):
+            return None
+        norm, eps, head_dim, _, _ = shared[0]
         b = x.shape[0]
-        rooms = [c.self_attn.room_for(1, x.new_empty((b, k.shape[1], 0, head_dim)))
-                 for c, (_, (k, _, _)) in zip(caches, steps)]
+        rooms = [c.self_attn.room_for(1, x.new_empty((b, keys.shape[1], 0, head_dim)))
+                 for c, (keys, _, _) in zip(caches, memories)]
+        k_caches, v_caches, positions = zip(*rooms)
         y = native.decoder_stack_step(
-            x.reshape(b, -1).contiguous(), [p for (parts, _) in steps for p in parts[0]],
-            [p for (parts, _) in steps for p in parts[1]], [p for (parts, _) in steps for p in parts[2]],
-            [r[0] for r in rooms], [r[1] for r in rooms], rooms[0][2], [m[0] for (_, m) in steps],
-            [m[1] for (_, m) in steps], mask, 1.0 / math.sqrt(head_dim), eps, norm == "pre")
+            x.reshape(b, -1).contiguous(), [w for p in parts for w in p[0]], [w for p in parts for w in p[1]],
+            [w for p in parts for w in p[2]], list(k_caches), list(v_caches), positions[0],
+            [m[0] for m in memories], [m[1] for m in memories], memories[0][2], 1.0 / math.sqrt(head_dim), eps,
+            norm == "pre")
         for c in caches:
             c.self_attn.advance(1)
         return y.view(b, 1, -1)

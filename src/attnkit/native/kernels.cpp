@@ -811,37 +811,49 @@ at::Tensor run_layers(const at::Tensor& x, const std::vector<LayerStep>& layers)
   return out.back();
 }
 
-void check_step_input(const at::Tensor& x, const char* what) {
-  check_float_cpu(x, std::string(what) + ": x");
-  TORCH_CHECK(x.dim() == 2 && x.is_contiguous(), what, ": x must be a contiguous (n, d_model) tensor, got ", x.sizes());
+// x (n, dm) through L layers: panels, biases and norms 6 per layer, in layer order; one pair of caches and one
+// memory per layer, all at position t, under one memory_mask. `op` names the call in errors, and each layer's
+// index too when `name_layers`.
+at::Tensor step_layers(const std::string& op, bool name_layers, const at::Tensor& x, at::TensorList panels,
+                       const c10::List<c10::optional<at::Tensor>>& biases, at::TensorList norms, at::TensorList k_caches,
+                       at::TensorList v_caches, int64_t t, at::TensorList memory_k, at::TensorList memory_v,
+                       const c10::optional<at::Tensor>& memory_mask, double scale, double eps, bool pre_norm) {
+  check_float_cpu(x, op + ": x");
+  TORCH_CHECK(x.dim() == 2 && x.is_contiguous(), op, ": x must be a contiguous (n, d_model) tensor, got ", x.sizes());
+  const int64_t count = static_cast<int64_t>(k_caches.size());
+  const int64_t n = x.size(0), dm = x.size(1);
+  const int64_t ff = panels[5].dim() == 3 ? panels[5].size(1) : 0;
+  StepScratch scratch(n, dm, ff, pre_norm, x.options());
+  std::vector<LayerStep> layers;
+  layers.reserve(count);
+  for (int64_t l = 0; l < count; ++l) {
+    const std::string what = name_layers ? op + ": layer " + std::to_string(l) : op;
+    layers.emplace_back(what, n, dm, panels, biases, 6 * l, norms, k_caches[l], v_caches[l], t, memory_k[l],
+                        memory_v[l], memory_mask, scale, eps, pre_norm, scratch);
+    TORCH_CHECK(layers[l].dh == layers[0].dh, what, ": every layer's heads must have ", layers[0].dh,
+                " dimensions (one scale serves them all), got ", layers[l].dh);
+  }
+  return run_layers(x, layers);
 }
 
 at::Tensor decoder_layer_step(const at::Tensor& x, at::TensorList panels, const c10::List<c10::optional<at::Tensor>>& biases,
                               at::TensorList norms, const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t t,
                               const at::Tensor& memory_k, const at::Tensor& memory_v,
                               const c10::optional<at::Tensor>& memory_mask, double scale, double eps, bool pre_norm) {
-  check_step_input(x, "decoder_layer_step");
   TORCH_CHECK(panels.size() == 6 && biases.size() == 6 && norms.size() == 6,
               "decoder_layer_step: 6 weights (as panels), 6 biases and 6 norm tensors expected, got ", panels.size(), ", ",
               biases.size(), ", ", norms.size());
-  const int64_t n = x.size(0), dm = x.size(1);
-  const int64_t ff = panels[5].dim() == 3 ? panels[5].size(1) : 0;
-  StepScratch scratch(n, dm, ff, pre_norm, x.options());
-  std::vector<LayerStep> layers;
-  layers.emplace_back("decoder_layer_step", n, dm, panels, biases, 0, norms, k_cache, v_cache, t, memory_k, memory_v,
-                      memory_mask, scale, eps, pre_norm, scratch);
-  return run_layers(x, layers);
+  return step_layers("decoder_layer_step", false, x, panels, biases, norms, k_cache, v_cache, t, memory_k, memory_v,
+                     memory_mask, scale, eps, pre_norm);
 }
 
-// decoder_layer_step for a stack of L layers in one call: panels, biases and norms 6 per layer, in layer order;
-// one pair of caches and one memory per layer, all at position t, under one memory_mask; the layers share the
-// head size (and so the scale), the feed-forward width, LayerNorm placement and eps. Each layer's output is
-// the next one's input; the last one's is returned.
+// decoder_layer_step for a stack of L layers in one call (see step_layers); the layers share the head size (and so
+// the scale), the feed-forward width, LayerNorm placement and eps. Each layer's output is the next one's input;
+// the last one's is returned.
 at::Tensor decoder_stack_step(const at::Tensor& x, at::TensorList panels, const c10::List<c10::optional<at::Tensor>>& biases,
                               at::TensorList norms, at::TensorList k_caches, at::TensorList v_caches, int64_t t,
                               at::TensorList memory_k, at::TensorList memory_v,
                               const c10::optional<at::Tensor>& memory_mask, double scale, double eps, bool pre_norm) {
-  check_step_input(x, "decoder_stack_step");
   const int64_t count = static_cast<int64_t>(k_caches.size());
   TORCH_CHECK(count > 0 && static_cast<int64_t>(panels.size()) == 6 * count &&
                   static_cast<int64_t>(biases.size()) == 6 * count && static_cast<int64_t>(norms.size()) == 6 * count &&
@@ -851,19 +863,8 @@ at::Tensor decoder_stack_step(const at::Tensor& x, at::TensorList panels, const 
               "caches, memory keys and memory values expected, got ", panels.size(), ", ", biases.size(), ", ",
               norms.size(), " and ", k_caches.size(), ", ", v_caches.size(), ", ", memory_k.size(), ", ",
               memory_v.size());
-  const int64_t n = x.size(0), dm = x.size(1);
-  const int64_t ff = panels[5].dim() == 3 ? panels[5].size(1) : 0;
-  StepScratch scratch(n, dm, ff, pre_norm, x.options());
-  std::vector<LayerStep> layers;
-  layers.reserve(count);
-  for (int64_t l = 0; l < count; ++l) {
-    const std::string what = "decoder_stack_step: layer " + std::to_string(l);
-    layers.emplace_back(what, n, dm, panels, biases, 6 * l, norms, k_caches[l], v_caches[l], t, memory_k[l],
-                        memory_v[l], memory_mask, scale, eps, pre_norm, scratch);
-    TORCH_CHECK(layers[l].dh == layers[0].dh, what, ": every layer's heads must have ", layers[0].dh,
-                " dimensions (one scale serves them all), got ", layers[l].dh);
-  }
-  return run_layers(x, layers);
+  return step_layers("decoder_stack_step", true, x, panels, biases, norms, k_caches, v_caches, t, memory_k, memory_v,
+                     memory_mask, scale, eps, pre_norm);
 }
 
 // ------------------------------------------------------------------------------------------- training
