@@ -329,3 +329,80 @@ def test_mask_helpers():
         combine_masks(torch.ones(2, 2))
     with pytest.raises(ValueError, match=r"\(2, 1, 1, 5\).*\(3, 4\)"):
         combine_masks(padding_mask([5, 3]), causal_mask(3, 4))
+
+
+def test_padding_mask_refuses_two_dimensions():
+    """A (b, j) mask is read as the shared (i, j) one: with b == i it would mask the wrong keys silently."""
+    for ndim in (2, 1, 3.0):
+        with pytest.raises(ValueError, match="ndim must be an integer >= 3"):
+            padding_mask([5, 4, 3, 2, 1], ndim=ndim)
+
+
+def test_a_custom_score_is_never_written_over():
+    q, k, v = torch.randn(2, 4, 8), torch.randn(2, 4, 8), torch.randn(2, 4, 8)
+    bias = torch.randn(4, 4)
+    before = bias.clone()
+    out = attend(q, k, v, score=lambda a, b: bias.expand(2, 4, 4), need_weights=True)
+    assert torch.equal(bias, before)
+    torch.testing.assert_close(out.weights, torch.softmax(before, -1).expand(2, 4, 4))
+    torch.testing.assert_close(out.context, torch.softmax(before, -1) @ v)
+    scores = torch.randn(2, 4, 4)
+    kept = scores.clone()
+    attend(q, k, v, score=lambda a, b: scores, need_weights=True)
+    assert torch.equal(scores, kept)
+    with pytest.raises(ValueError, match=r"score callable returned scores of shape \(4, 6\).*\(2, 4, 4\)"):
+        attend(q, k, v, score=lambda a, b: torch.randn(4, 6), need_weights=True)
+
+
+@pytest.mark.parametrize("backend", ["auto", "eager", "sdpa", "chunked"])
+def test_score_and_normalize_params_are_checked_on_every_backend(backend):
+    q, k, v = torch.randn(2, 5, 8), torch.randn(2, 7, 8), torch.randn(2, 7, 4)
+    cases = [
+        (dict(score="dot", score_params={"scale": 0.01}), ValueError, "score 'dot' takes no parameters; unknown score_params ['scale']"),
+        (dict(score="cosine", score_params={"temprature": 0.1}), ValueError, "unknown score_params ['temprature']"),
+        (dict(score="general"), ValueError, "score 'general' needs score_params ['weight']"),
+        (dict(score="general", score_params={"weight": torch.randn(8, 8, dtype=torch.float64)}), TypeError,
+         "score_params['weight'] has dtype torch.float64"),
+        (dict(score_params={"scale": float("nan")}), ValueError, "score_params['scale'] must be a finite number"),
+        (dict(score_params={"scale": torch.tensor(float("inf"))}), ValueError, "NaN or infinite"),
+        (dict(score="cosine", score_params={"temperature": float("nan")}), ValueError, "temperature"),
+        (dict(score="cosine", score_params={"temperature": 0.0}), ValueError, "must be > 0"),
+        (dict(normalize="softmax", normalize_params={"tau": 1.0}), ValueError, "normalize 'softmax' takes no parameters"),
+        (dict(normalize="relu", normalize_params={"divide_by_length": "no"}), TypeError, "True or False"),
+        (dict(normalize="gumbel", normalize_params={"tau": float("nan")}), ValueError, "tau"),
+        (dict(normalize="gumbel", normalize_params={"tau": "1"}), ValueError, "normalize_params['tau'] must be a finite number, got '1'"),
+    ]
+    for kwargs, exc, words in cases:
+        with pytest.raises(exc) as info:
+            attend(q, k, v, backend=backend, **kwargs)
+        assert words in str(info.value), (kwargs, str(info.value))
+
+
+@pytest.mark.parametrize("backend", ["auto", "chunked"])
+def test_a_tensor_scale_or_temperature_keeps_its_gradient(backend):
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(2, 5, 8, generator=g, dtype=torch.float64) for _ in range(3))
+    for score, name in (("scaled_dot", "scale"), ("cosine", "temperature")):
+        grads = []
+        for b in (backend, "eager"):
+            t = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)
+            out = attend(q, k, v, score=score, score_params={name: t}, backend=b).context
+            assert out.requires_grad, (score, b)
+            (out * torch.arange(out.numel(), dtype=out.dtype).view(out.shape)).sum().backward()
+            grads.append(t.grad)
+        torch.testing.assert_close(grads[0], grads[1])
+        assert grads[0] != 0
+
+
+@pytest.mark.parametrize("backend", ["eager", "chunked", "sdpa", "auto"])
+def test_empty_queries_or_keys_in_four_dimensions(backend):
+    for i, j in ((5, 0), (0, 7), (0, 0)):
+        q, k, v = torch.randn(2, 3, i, 8), torch.randn(2, 3, j, 8), torch.randn(2, 3, j, 4)
+        out = attend(q, k, v, backend=backend, need_weights=backend == "eager")
+        assert out.context.shape == (2, 3, i, 4)
+        assert torch.equal(out.context, torch.zeros(2, 3, i, 4))  # no key: a zero context, as a fully masked row
+        if backend == "eager":
+            assert out.weights.shape == (2, 3, i, j)
+    for normalize in NORMALIZERS:
+        w = NORMALIZERS[normalize](torch.randn(2, 5, 0))
+        assert w.shape == (2, 5, 0), normalize

@@ -146,12 +146,23 @@ def _softmax_inplace(scores: Tensor, mask: Tensor | None) -> Tensor:
     return scores
 
 
+def _check_callable_scores(scores, q: Tensor, k: Tensor) -> None:
+    want = (*q.shape[:-2], q.shape[-2], k.shape[-2])
+    if not isinstance(scores, Tensor):
+        raise TypeError(f"the score callable must return a tensor (..., i, j), got {type(scores).__name__}")
+    if tuple(scores.shape) != want:
+        raise ValueError(f"the score callable returned scores of shape {tuple(scores.shape)}; "
+                         f"expected (..., i, j) = {want} for query {tuple(q.shape)} and key {tuple(k.shape)}")
+
+
 def _eager_run(q: Tensor, k: Tensor, v: Tensor, call: AttentionCall) -> AttentionOutput:
     grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
     scores = _eager_scores(q, k, call, grad)  # (..., i, j)
+    if not isinstance(call.score, str):
+        _check_callable_scores(scores, q, k)
     grad = grad or (torch.is_grad_enabled() and scores.requires_grad)
-    if call.normalize == "softmax" and not grad and not call.normalize_params:
-        weights = _softmax_inplace(scores, call.mask)
+    if call.normalize == "softmax" and not grad and not call.normalize_params and isinstance(call.score, str):
+        weights = _softmax_inplace(scores, call.mask)  # a built-in score's fresh buffer, never the caller's
     else:
         weights = get_normalizer(call.normalize)(scores, call.mask, **call.normalize_params)
     dropped = F.dropout(weights, call.dropout) if call.dropout > 0 else weights
@@ -177,6 +188,8 @@ def _sdpa_why_not(call: AttentionCall) -> str | None:
     if call.score not in ("scaled_dot", "dot", "general", "cosine"):
         name = call.score if isinstance(call.score, str) else "a custom callable"
         return f"score {name!r} is not a scaled dot product, which is all the fused kernel computes"
+    if isinstance(call.score_params.get("scale"), Tensor) or isinstance(call.score_params.get("temperature"), Tensor):
+        return "the fused kernel takes a number as scale, not a tensor (whose gradient it would drop)"
     return None
 
 

@@ -110,7 +110,7 @@ class _Tiles:
 
 def _flat(t: Tensor, lead) -> Tensor:
     """``t (..., n, c)`` broadcast to the leading axes ``lead`` and flattened to ``(L, n, c)``."""
-    return t.expand(*lead, *t.shape[-2:]).reshape(-1, *t.shape[-2:])
+    return t.expand(*lead, *t.shape[-2:]).reshape(math.prod(lead), *t.shape[-2:])  # not -1: an axis may be empty
 
 
 class _ChunkedAttention(torch.autograd.Function):

@@ -16,8 +16,8 @@ from . import chunked as _chunked  # noqa: F401  (registers the chunked backend)
 from .backends import choose_backend, get_backend
 from .call import AttentionCall, AttentionOutput
 from .masks import check_mask
-from .normalize import NORMALIZERS
-from .scores import SCORES
+from .normalize import NORMALIZERS, check_normalize_params
+from .scores import SCORES, check_score_params
 
 __all__ = ["attend"]
 
@@ -129,6 +129,7 @@ def _validate_call(q: Tensor, k: Tensor, call: AttentionCall) -> None:
                 f"score {call.score!r} needs query and key of the same feature size, got query {tuple(q.shape)} "
                 f"and key {tuple(k.shape)}"
             )
+        check_score_params(call.score, call.score_params, q)
     elif not callable(call.score):
         raise TypeError(f"score must be a name or a callable, got {type(call.score).__name__}")
     if isinstance(call.normalize, str):
@@ -137,6 +138,7 @@ def _validate_call(q: Tensor, k: Tensor, call: AttentionCall) -> None:
                 f"unknown normalize {call.normalize!r}; choose one of {sorted(NORMALIZERS)} "
                 "or pass a callable (scores, mask) -> weights"
             )
+        check_normalize_params(call.normalize, call.normalize_params)
     elif not callable(call.normalize):
         raise TypeError(f"normalize must be a name or a callable, got {type(call.normalize).__name__}")
     if call.mask is not None:

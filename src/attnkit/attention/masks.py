@@ -22,15 +22,18 @@ def padding_mask(lengths: Tensor | list[int], max_len: int | None = None, *, ndi
 
     ``lengths`` has shape ``(b,)``. The result is ``True`` for positions ``< length`` and has shape
     ``(b, 1, ..., 1, j)`` with ``ndim`` axes, ready for scores of rank ``ndim`` (4 for ``(b, h, i, j)``,
-    3 for ``(b, i, j)``).
+    3 for ``(b, i, j)``). ``ndim=2`` is refused: a ``(b, j)`` mask would be read as ``(i, j)``.
     """
     lengths = torch.as_tensor(lengths)
     if lengths.dim() != 1:
         raise ValueError(f"lengths must be 1-D (b,), got shape {tuple(lengths.shape)}")
     if lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
         raise TypeError(f"lengths must be an integer tensor, got {lengths.dtype}")
-    if ndim < 2:
-        raise ValueError(f"ndim must be >= 2, got {ndim}")
+    if isinstance(ndim, bool) or not isinstance(ndim, int) or ndim < 3:
+        raise ValueError(
+            f"ndim must be an integer >= 3 (the scores' rank: 4 for (b, h, i, j), 3 for (b, i, j)), got {ndim!r}: "
+            "a 2-D (b, j) mask would be read as (i, j), the convention's shared mask"
+        )
     if len(lengths) and int(lengths.min()) < 0:
         raise ValueError(f"lengths must be >= 0, got {lengths.tolist()}")
     longest = int(lengths.max()) if len(lengths) else 0

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from .masks import fill_value
+from .scores import _param_names, check_positive
 
 __all__ = ["softmax", "relu", "sparsemax", "hard", "gumbel", "NORMALIZERS", "get_normalizer"]
 
@@ -65,6 +66,8 @@ def sparsemax(scores: Tensor, mask: Tensor | None = None) -> Tensor:
     Masked scores are placed 2 below the row's largest unmasked score: since ``τ ≥ max - 1`` they can
     never enter the support. Autograd through ``τ`` with the support fixed gives the paper's Jacobian.
     """
+    if scores.shape[-1] == 0:  # no key: nothing to project
+        return scores.new_zeros(scores.shape)
     if mask is not None:
         row_max = scores.detach().masked_fill(~mask, fill_value(scores.dtype)).amax(-1, keepdim=True)
         row_max = torch.where(mask.any(-1, keepdim=True), row_max, torch.zeros_like(row_max))
@@ -94,6 +97,8 @@ def hard(scores: Tensor, mask: Tensor | None = None) -> Tensor:
     Trainable with a straight-through estimator (Bengio et al. 2013): the forward pass is one-hot, the
     backward pass uses the gradient of the softmax of the same scores.
     """
+    if scores.shape[-1] == 0:  # no key to pick
+        return scores.new_zeros(scores.shape)
     filled = _fill(scores, mask)
     soft = torch.softmax(filled, dim=-1)
     w = _straight_through(filled.argmax(-1, keepdim=True), soft)
@@ -117,8 +122,11 @@ def gumbel(
     ``torch.Generator`` for reproducible samples). With ``hard=True`` the forward pass is the one-hot of
     ``argmax(s + g)`` and the backward pass uses the gradient of ``y``; with ``hard=False`` ``y`` itself.
     """
-    if tau <= 0:
-        raise ValueError(f"gumbel tau must be > 0, got {tau}")
+    check_positive("gumbel tau", tau)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"gumbel generator must be a torch.Generator or None, got {type(generator).__name__}")
+    if scores.shape[-1] == 0:  # no key to pick
+        return scores.new_zeros(scores.shape)
     u = torch.rand(scores.shape, generator=generator, device=scores.device, dtype=scores.dtype)
     tiny = torch.finfo(scores.dtype).tiny
     g = -torch.log((-torch.log(u.clamp_min(tiny))).clamp_min(tiny))  # Gumbel(0, 1)
@@ -140,6 +148,23 @@ NORMALIZERS: dict[str, Callable[..., Tensor]] = {
 
 # Normalisers whose backward pass is the true gradient (the others use a straight-through estimate).
 DIFFERENTIABLE = ("softmax", "relu", "sparsemax")
+
+
+def check_normalize_params(normalize: str, params: dict) -> None:
+    """Raise ``ValueError`` (``TypeError`` for a flag that is not a bool) naming the parameter, unless
+    ``params`` are options the named normaliser takes."""
+    if not params:
+        return
+    names, _ = _param_names(NORMALIZERS[normalize])
+    unknown = sorted(set(params) - set(names))
+    if unknown:
+        takes = f"takes {', '.join(names)}" if names else "takes no parameters"
+        raise ValueError(f"normalize {normalize!r} {takes}; unknown normalize_params {unknown}")
+    for flag in ("divide_by_length", "hard"):
+        if flag in params and not isinstance(params[flag], bool):
+            raise TypeError(f"normalize_params[{flag!r}] must be True or False, got {params[flag]!r}")
+    if "tau" in params:
+        check_positive("normalize_params['tau']", params["tau"])
 
 
 def get_normalizer(normalize: str | Callable[..., Tensor]) -> Callable[..., Tensor]:

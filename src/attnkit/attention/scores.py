@@ -10,6 +10,8 @@ A score that is a dot product of transformed queries and keys can be *rewritten*
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -25,7 +27,8 @@ def batched_matmul(a: Tensor, b: Tensor) -> Tensor:
     ``torch.matmul`` of 4-D operands copies a transposed ``b`` (keys, ``k.transpose(-2, -1)``) into a
     contiguous tensor first, which costs more than the product for a decoding step's single query."""
     if a.dim() > 3 and a.shape[:-2] == b.shape[:-2]:
-        out = torch.bmm(a.reshape(-1, *a.shape[-2:]), b.reshape(-1, *b.shape[-2:]))  # (n, i, j)
+        n = math.prod(a.shape[:-2])  # not -1: an empty axis leaves -1 undetermined
+        out = torch.bmm(a.reshape(n, *a.shape[-2:]), b.reshape(n, *b.shape[-2:]))  # (n, i, j)
         return out.view(*a.shape[:-2], *out.shape[-2:])
     return a @ b
 
@@ -52,8 +55,7 @@ def cosine(q: Tensor, k: Tensor, temperature: float = 1.0, eps: float = 1e-8) ->
     Scores lie in ``[-1/temperature, 1/temperature]``; a small temperature sharpens the distribution
     (Graves et al. 2014 use cosine similarity for content addressing).
     """
-    if temperature <= 0:
-        raise ValueError(f"cosine temperature must be > 0, got {temperature}")
+    check_positive("cosine temperature", temperature)
     qn = q / q.norm(dim=-1, keepdim=True).clamp_min(eps)
     kn = k / k.norm(dim=-1, keepdim=True).clamp_min(eps)
     return (qn / temperature) @ kn.transpose(-2, -1)
@@ -61,6 +63,10 @@ def cosine(q: Tensor, k: Tensor, temperature: float = 1.0, eps: float = 1e-8) ->
 
 def general(q: Tensor, k: Tensor, weight: Tensor) -> Tensor:
     """Bilinear ("general") score ``s_ij = q_iᵀ W k_j`` with ``W (d_q, d_k)`` (Luong et al. 2015, eq. 8)."""
+    if not isinstance(weight, Tensor):
+        raise TypeError(f"general score: weight must be a tensor (d_q, d_k), got {type(weight).__name__}")
+    if weight.dtype != q.dtype:
+        raise TypeError(f"general score: weight has dtype {weight.dtype} but the queries {q.dtype}")
     if weight.dim() != 2 or weight.shape != (q.shape[-1], k.shape[-1]):
         raise ValueError(
             f"general score: weight must have shape (d_q, d_k) = ({q.shape[-1]}, {k.shape[-1]}), "
@@ -97,6 +103,63 @@ def additive(q: Tensor, k: Tensor, w_q: Tensor, w_k: Tensor | None, v: Tensor) -
     return hidden @ v  # (..., i, j)
 
 
+def _bad_number(value) -> str | None:
+    """Why ``value`` is not a finite real number (or a tensor of them); None when it is."""
+    if isinstance(value, Tensor):
+        if not (value.is_floating_point() or value.dtype in (torch.int32, torch.int64)):
+            return f"a tensor of dtype {value.dtype}"
+        return None if bool(torch.isfinite(value.detach()).all()) else "a tensor with NaN or infinite entries"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"{value!r} ({type(value).__name__})"
+    return None if math.isfinite(value) else repr(value)
+
+
+def check_number(name: str, value) -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``value`` is a finite number or a tensor of them."""
+    why = _bad_number(value)
+    if why is not None:
+        raise ValueError(f"{name} must be a finite number, got {why}")
+
+
+def check_positive(name: str, value) -> None:
+    """:func:`check_number`, and > 0."""
+    check_number(name, value)
+    positive = bool((value > 0).all()) if isinstance(value, Tensor) else value > 0
+    if not positive:
+        raise ValueError(f"{name} must be > 0, got {value}")
+
+
+@functools.lru_cache(maxsize=None)
+def _param_names(fn: Callable) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The parameters of a score ``fn(q, k, ...)`` or normaliser ``fn(scores, mask, ...)`` after its two
+    tensors, and those of them without a default."""
+    parameters = list(inspect.signature(fn).parameters.values())[2:]
+    return tuple(p.name for p in parameters), tuple(p.name for p in parameters if p.default is inspect.Parameter.empty)
+
+
+def check_score_params(score: str, params: dict, q: Tensor) -> None:
+    """Raise ``ValueError`` (``TypeError`` for a tensor of another dtype) naming the parameter, unless
+    ``params`` are the parameters the named ``score`` takes, with every required one present: a misspelt
+    name would otherwise be ignored by the fused backends."""
+    names, required = _param_names(SCORES[score].fn)
+    if not params and not required:
+        return
+    unknown = sorted(set(params) - set(names))
+    if unknown:
+        takes = f"takes {', '.join(names)}" if names else "takes no parameters"
+        raise ValueError(f"score {score!r} {takes}; unknown score_params {unknown}")
+    missing = [n for n in required if n not in params]
+    if missing:
+        raise ValueError(f"score {score!r} needs score_params {missing}")
+    for name, value in params.items():
+        if isinstance(value, Tensor) and value.is_floating_point() and value.dtype != q.dtype:
+            raise TypeError(f"score_params[{name!r}] has dtype {value.dtype} but the queries {q.dtype}")
+    if params.get("scale") is not None:
+        check_number("score_params['scale']", params["scale"])
+    if "temperature" in params:
+        check_positive("score_params['temperature']", params["temperature"])
+
+
 @dataclass(frozen=True)
 class ScoreSpec:
     """A named score: its function and whether it needs ``d_q == d_k``."""
@@ -129,7 +192,12 @@ def as_scaled_dot(score: str | Callable, q: Tensor, k: Tensor, params: dict) -> 
     - ``dot``: ``q' = q``, scale 1;  ``scaled_dot``: scale ``1/sqrt(d)`` (or the given one);
     - ``general``: ``q' = q W``, scale 1 (associativity of the matrix product);
     - ``cosine``: ``q', k'`` unit-normalised, scale ``1/temperature``.
+
+    A tensor ``scale`` or ``temperature`` is not rewritten (the number a fused kernel takes would drop its
+    gradient).
     """
+    if isinstance(params.get("scale"), Tensor) or isinstance(params.get("temperature"), Tensor):
+        return None  # a tensor (perhaps learned) stays a tensor, so that it keeps its gradient
     if score == "dot":
         return q, k, 1.0
     if score == "scaled_dot":
@@ -141,8 +209,7 @@ def as_scaled_dot(score: str | Callable, q: Tensor, k: Tensor, params: dict) -> 
         return q @ weight, k, 1.0
     if score == "cosine":
         temperature = float(params.get("temperature", 1.0))
-        if temperature <= 0:
-            raise ValueError(f"cosine temperature must be > 0, got {temperature}")
+        check_positive("cosine temperature", temperature)
         eps = params.get("eps", 1e-8)
         qn = q / q.norm(dim=-1, keepdim=True).clamp_min(eps)
         kn = k / k.norm(dim=-1, keepdim=True).clamp_min(eps)
