@@ -269,3 +269,24 @@ def test_length_limits_and_penalty_formula():
         assert all(len(h.tokens) <= 2 * n + 10 for h in hyps)
     assert math.isclose(gnmt_length_penalty(3, 0.6), (8 / 6) ** 0.6) and gnmt_length_penalty(7, 0.0) == 1.0
     assert beam_search(model, src[:0]) == []
+
+
+def test_length_settings_are_checked_and_learned_positions_cap_the_default_limit():
+    torch.manual_seed(2)
+    config = dataclasses.replace(TRANSFORMER, positions="learned", max_len=8, tie_output=False)
+    model = build_model(config, 30, 9).eval()
+    src = torch.randint(3, 30, (3, 5), generator=torch.Generator().manual_seed(3))  # default limit 2 × 5 + 10 = 20
+    for decode in (greedy_decode, lambda m, s, **kw: [h[0] for h in beam_search(m, s, beam_size=2, **kw)]):
+        hyps = decode(model, src, max_len=8)
+        assert hyps == decode(model, src)  # the default limit stops at the 8 positions, as max_len=8 does
+        assert all(len(h.tokens) <= 8 for h in hyps)
+        for kwargs, words in ((dict(max_len=9), "max_len=9 exceeds the decoder's 8 learned positions"),
+                              (dict(max_len=-3), "max_len must be a non-negative integer"),
+                              (dict(max_len=2.5), "max_len must be a non-negative integer"),
+                              (dict(max_len_ratio=float("nan")), "max_len_ratio must be a finite number >= 0"),
+                              (dict(max_len_ratio=float("inf")), "max_len_ratio"),
+                              (dict(max_len_offset=1.5), "max_len_offset must be an integer")):
+            with pytest.raises(ValueError, match=words):
+                decode(model, src, **kwargs)
+        with pytest.raises(ValueError, match=r"src must be a \(batch, positions\) tensor of token ids, got shape \(5,\)"):
+            decode(model, src[0])

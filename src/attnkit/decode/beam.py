@@ -249,7 +249,7 @@ def beam_search(
     need_attention = need_attention and model.has_cross_attention  # nothing to record without attention
     B, device = src.shape[0], src.device
     limits = max_lengths(src, src_mask, cfg.pad_id, max_len=max_len, max_len_ratio=max_len_ratio,
-                         max_len_offset=max_len_offset)
+                         max_len_offset=max_len_offset, model_steps=model.max_output_steps)
     _check(beam_size, n_best, model.tgt_vocab_size, limits)
     if B == 0:
         return []

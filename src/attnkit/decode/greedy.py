@@ -59,7 +59,7 @@ def greedy_decode(
     need_attention = need_attention and model.has_cross_attention  # nothing to record without attention
     b = src.shape[0]
     limit = max_lengths(src, src_mask, cfg.pad_id, max_len=max_len, max_len_ratio=max_len_ratio,
-                        max_len_offset=max_len_offset).to(src.device)
+                        max_len_offset=max_len_offset, model_steps=model.max_output_steps).to(src.device)
     T = int(limit.max()) if b else 0
     tokens = torch.full((b, max(T, 1)), cfg.pad_id, dtype=torch.long, device=src.device)  # (b, T)
     lengths = torch.zeros(b, dtype=torch.long, device=src.device)  # tokens without EOS

@@ -77,6 +77,11 @@ class Seq2SeqModel(nn.Module):
         """Whether the decoder attends over the source (False for the fixed-context generations)."""
         return True
 
+    @property
+    def max_output_steps(self) -> int | None:
+        """The most decoding steps the decoder can take (its learned positions), or None for no limit."""
+        return None
+
     def encode(self, src: Tensor, src_mask: Tensor | None = None) -> DecoderState:
         raise NotImplementedError
 

@@ -108,6 +108,10 @@ class TransformerSeq2Seq(Seq2SeqModel):
             self.output.weight = self.tgt_embed.weight
         self.scale = math.sqrt(c.d_model)
 
+    @property
+    def max_output_steps(self) -> int | None:
+        return self.config.max_len if self.config.positions == "learned" else None
+
     def _memory(self, src: Tensor, key_mask: Tensor | None, weights: list | None = None) -> Tensor:
         """The encoder output over ``src (b, s)``; ``key_mask`` from :func:`_key_mask`."""
         x = self.src_pos(self.src_embed(src) * self.scale)  # (b, s, d)
