@@ -641,3 +641,27 @@ def test_pack_for_inference_leaves_the_model_alone_and_decodes_the_same():
     ref = greedy_decode(model, src, max_len=12)
     assert [h.tokens for h in ours] == [h.tokens for h in ref]
     assert all(abs(a.score - b.score) <= 1e-4 for a, b in zip(ours, ref))
+
+
+def test_layers_refuse_token_ids_and_another_dtype_naming_the_input():
+    mha, ffn = MultiHeadAttention(16, 4), FeedForward(16, 32)
+    ids = torch.ones(2, 5, 16, dtype=torch.long)
+    with pytest.raises(TypeError, match="query must be a floating-point tensor of features, got dtype torch.int64"):
+        mha(ids)
+    with pytest.raises(TypeError, match=r"key has dtype torch.float64 but the layer's parameters are torch.float32"):
+        mha(torch.randn(2, 5, 16), torch.randn(2, 3, 16, dtype=torch.float64))
+    with pytest.raises(TypeError, match="FeedForward input must be a floating-point tensor"):
+        ffn(ids)
+    with pytest.raises(TypeError, match="positional encoding expects floating-point features"):
+        SinusoidalPositionalEncoding(16)(ids)
+    out = mha.double()(torch.randn(2, 5, 16, dtype=torch.float64)).context  # a float64 layer takes float64
+    assert out.dtype == torch.float64
+
+
+def test_multi_head_attention_over_no_positions():
+    mha = MultiHeadAttention(32, 4)
+    for b in (2, 16):  # 16 rows × 4 heads is where auto picks another backend
+        out = mha(torch.randn(b, 0, 32), need_weights=True)
+        assert out.context.shape == (b, 0, 32) and out.weights.shape == (b, 4, 0, 0)
+        cross = mha(torch.randn(b, 3, 32), torch.randn(b, 0, 32), need_weights=True)
+        assert torch.equal(cross.context, mha.out_proj(torch.zeros(b, 3, 32)))  # nothing to attend: a zero context

@@ -222,3 +222,23 @@ def test_translator_alignment_is_cut_to_each_sentence(name, tmp_path):
             assert torch.allclose(t.attention.sum(-1), torch.ones(t.attention.shape[:-1]), atol=1e-5)
         else:
             assert t.attention is None
+
+
+@pytest.mark.parametrize("kind", ["transformer", "seq2seq-attention", "seq2seq-context"])
+def test_models_check_batches_and_empty_targets(kind):
+    torch.manual_seed(0)
+    model = build_model({"kind": kind} if kind != "transformer" else
+                        {"kind": kind, "d_model": 16, "heads": 2, "encoder_layers": 1, "decoder_layers": 1, "ffn_dim": 32},
+                        20, 20).eval()
+    src = torch.randint(3, 20, (2, 4))
+    with pytest.raises(ValueError, match="tgt_in has 1 sentences but src 2"):
+        model(src, torch.tensor([[1, 2, 3]]))
+    logits, attention = model(src, torch.zeros(2, 0, dtype=torch.long), need_attention=True)
+    assert logits.shape == (2, 0, 20)
+    assert all(a.shape[0] == 2 and a.shape[2:] == (0, 4) for a in attention or [])
+    state = model.encode(src)
+    with pytest.raises(ValueError, match="prev_tokens has 3 rows but the state 2"):
+        model.decode_step(state, torch.tensor([1, 1, 1]))
+    if kind != "transformer":
+        with pytest.raises(ValueError, match=r"src \(2, 0\) has no positions"):
+            greedy_decode(model, torch.zeros(2, 0, dtype=torch.long))

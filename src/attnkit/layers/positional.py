@@ -34,6 +34,9 @@ def _check_x(x: Tensor, d_model: int, offset: int) -> None:
         raise ValueError(f"positional encoding expects x of shape (b, n, d_model={d_model}), got {shape}")
     if x.shape[-1] != d_model:
         raise ValueError(f"x has {x.shape[-1]} features but the encoding was built with d_model={d_model}")
+    if not x.is_floating_point():
+        raise TypeError(f"positional encoding expects floating-point features x, got dtype {x.dtype} "
+                        "(token ids go through an embedding first)")
     if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
         raise ValueError(f"offset must be an integer >= 0, got {offset!r}")
 

@@ -56,6 +56,11 @@ def check_tokens(name: str, tokens: Tensor, vocab_size: int, ndim: int) -> None:
             raise ValueError(f"{name} holds ids outside the vocabulary [0, {vocab_size}): min {lo}, max {hi}")
 
 
+def check_same_batch(src: Tensor, tgt_in: Tensor) -> None:
+    if tgt_in.shape[0] != src.shape[0]:
+        raise ValueError(f"tgt_in has {tgt_in.shape[0]} sentences but src {src.shape[0]}: one target per source")
+
+
 def check_top(width: int, n: int, blocked: int | None) -> None:
     """That the ``n`` best of ``width`` entries, ``blocked`` (a token id or None) left out, can be given."""
     if blocked is not None and not 0 <= blocked < width:

@@ -23,7 +23,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from attnkit.attention import AttentionOutput, attend
 from attnkit.layers import AdditiveAttention, Dropout, LuongAttention, PreparedMemory
 
-from .base import Seq2SeqModel, check_tokens
+from .base import Seq2SeqModel, check_same_batch, check_tokens
 from .config import AttentionConfig, RNNConfig
 
 __all__ = ["RNNSeq2Seq", "RNNState"]
@@ -118,6 +118,8 @@ class RNNSeq2Seq(Seq2SeqModel):
 
     def encode(self, src: Tensor, src_mask: Tensor | None = None) -> RNNState:
         src_mask = self._check_src(src, src_mask)
+        if src.shape[1] == 0:
+            raise ValueError(f"src {tuple(src.shape)} has no positions: the RNN encoder needs at least one token per sentence")
         b = src.shape[0]
         lengths = src_mask.sum(1).clamp_min(1).cpu()
         x = self.dropout(self.src_embed(src))  # (b, s, E)
@@ -151,6 +153,8 @@ class RNNSeq2Seq(Seq2SeqModel):
 
     def decode_step(self, state: RNNState, prev_tokens: Tensor, *, need_attention: bool = False):
         check_tokens("prev_tokens", prev_tokens, self.tgt_vocab_size, 1)
+        if prev_tokens.shape[0] != state.src_mask.shape[0]:
+            raise ValueError(f"prev_tokens has {prev_tokens.shape[0]} rows but the state {state.src_mask.shape[0]}")
         y = self.dropout(self.tgt_embed(prev_tokens)).unsqueeze(1)  # (b, 1, E)
         attention = None
         kind = self.config.kind
@@ -178,6 +182,11 @@ class RNNSeq2Seq(Seq2SeqModel):
         """Teacher forcing: ``tgt_in (b, t)`` starts with BOS; returns ``logits (b, t, V)``."""
         check_tokens("tgt_in", tgt_in, self.tgt_vocab_size, 2)
         state = self.encode(src, src_mask)
+        check_same_batch(src, tgt_in)
+        if tgt_in.shape[1] == 0:  # an empty target: no step
+            b, s = state.src_mask.shape
+            maps = [state.hidden.new_zeros(b, 1, 0, s)] if need_attention and self.attention is not None else None
+            return state.hidden.new_zeros(b, 0, self.tgt_vocab_size), maps
         if self.config.kind == "seq2seq-attention":
             return self._forward_attention(state, tgt_in, need_attention)
         # Without attention the decoder inputs are known in advance: one call over the whole sequence.

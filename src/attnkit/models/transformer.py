@@ -28,7 +28,7 @@ from attnkit.layers import (
 )
 from attnkit.layers.transformer import runs_hooks
 
-from .base import Seq2SeqModel, check_tokens
+from .base import Seq2SeqModel, check_same_batch, check_tokens
 from .config import ConfigError, TransformerConfig
 
 __all__ = ["TransformerSeq2Seq", "TransformerState"]
@@ -224,6 +224,7 @@ class TransformerSeq2Seq(Seq2SeqModel):
         the cross-attention of every decoder layer ``[(b, h, t, s)]``."""
         check_tokens("tgt_in", tgt_in, self.tgt_vocab_size, 2)
         src_mask = self._check_src(src, src_mask)
+        check_same_batch(src, tgt_in)
         key_mask = _key_mask(src_mask)
         logits, cross, _ = self._decode_all(self._memory(src, key_mask), key_mask, tgt_in, need_attention)
         return logits, cross
@@ -246,6 +247,7 @@ class TransformerSeq2Seq(Seq2SeqModel):
         how each output position looks at the ones before it."""
         check_tokens("tgt_in", tgt_in, self.tgt_vocab_size, 2)
         src_mask = self._check_src(src, src_mask)
+        check_same_batch(src, tgt_in)
         key_mask = _key_mask(src_mask)
         return self._decode_all(self._memory(src, key_mask), key_mask, tgt_in, True)[2]
 
