@@ -665,3 +665,14 @@ def test_multi_head_attention_over_no_positions():
         assert out.context.shape == (b, 0, 32) and out.weights.shape == (b, 4, 0, 0)
         cross = mha(torch.randn(b, 3, 32), torch.randn(b, 0, 32), need_weights=True)
         assert torch.equal(cross.context, mha.out_proj(torch.zeros(b, 3, 32)))  # nothing to attend: a zero context
+
+
+def test_unknown_names_and_a_nan_eps_are_refused_at_construction():
+    for kwargs, words in ((dict(score="foo"), "unknown score 'foo'"), (dict(normalize="x"), "unknown normalize 'x'"),
+                          (dict(backend="fast"), "unknown backend 'fast'; choose one of")):
+        with pytest.raises(ValueError, match=words):
+            MultiHeadAttention(16, 4, **kwargs)
+    MultiHeadAttention(16, 4, score=lambda q, k: q @ k.transpose(-2, -1), backend="eager")  # a callable is fine
+    for eps in (float("nan"), 0.0, "1e-5"):
+        with pytest.raises(ValueError, match="layer_norm_eps must be a finite number > 0"):
+            BlockConfig(d_model=16, num_heads=4, d_ff=32, layer_norm_eps=eps)

@@ -242,3 +242,11 @@ def test_models_check_batches_and_empty_targets(kind):
     if kind != "transformer":
         with pytest.raises(ValueError, match=r"src \(2, 0\) has no positions"):
             greedy_decode(model, torch.zeros(2, 0, dtype=torch.long))
+
+
+def test_special_token_ids_must_differ():
+    for kind in ("transformer", "seq2seq-attention"):
+        with pytest.raises(ConfigError, match="pad_id, bos_id and eos_id must be three different tokens"):
+            config_from_dict({"kind": kind, "bos_id": 2, "eos_id": 2})
+        with pytest.raises(ConfigError, match="eos_id must be a non-negative integer"):
+            config_from_dict({"kind": kind, "eos_id": -1})

@@ -58,8 +58,9 @@ class BlockConfig:
             raise ValueError(f"BlockConfig.norm must be 'pre' or 'post', got {self.norm!r}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"BlockConfig.activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
-        if self.layer_norm_eps <= 0:
-            raise ValueError(f"BlockConfig.layer_norm_eps must be > 0, got {self.layer_norm_eps}")
+        eps = self.layer_norm_eps
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (math.isfinite(eps) and eps > 0):
+            raise ValueError(f"BlockConfig.layer_norm_eps must be a finite number > 0, got {eps!r}")
 
     @property
     def attn_dropout(self) -> float:

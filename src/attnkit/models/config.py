@@ -86,6 +86,7 @@ class RNNConfig:
         _probability("dropout", self.dropout)
         if not isinstance(self.attention, AttentionConfig):
             raise ConfigError("attention must be an AttentionConfig")
+        _special_ids(self)
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,17 @@ class TransformerConfig:
         _probability("attention_dropout", self.attention_dropout)
         if self.positions not in ("sinusoidal", "learned"):
             raise ConfigError(f"positions must be 'sinusoidal' or 'learned', got {self.positions!r}")
+        _special_ids(self)
+
+
+def _special_ids(config) -> None:
+    """pad, bos and eos: three different non-negative token ids."""
+    ids = {"pad_id": config.pad_id, "bos_id": config.bos_id, "eos_id": config.eos_id}
+    for name, value in ids.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"{name} must be a non-negative integer, got {value!r}")
+    if len(set(ids.values())) < 3:
+        raise ConfigError(f"pad_id, bos_id and eos_id must be three different tokens, got {ids}")
 
 
 ModelConfig = Union[RNNConfig, TransformerConfig]
