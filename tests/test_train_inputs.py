@@ -65,8 +65,70 @@ def _train(recipe, out, *extra) -> list[str]:
     return ["train", "--config", str(recipe), "--out", str(out), "--quiet", *extra]
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--set", "train.clip_norm=-1"], "--set train.clip_norm=-1: train.clip_norm must be > 0, or null for no clipping"),
+    (["--max-steps", "0"], "--max-steps 0: train.max_steps must be a positive integer, or null for none, got 0"),
+    (["--max-steps", "-5"], "train.max_steps must be a positive integer, or null for none, got -5"),
+    (["--max-minutes", "-1", "--set", "train.max_steps=null"], "train.max_minutes must be > 0, or null for none"),
+    (["--set", "train.max_epochs=0", "--set", "train.max_steps=null"], "train.max_epochs must be a positive integer"),
+    (["--set", "train.weight_decay=-1"], "train.weight_decay must be >= 0, got -1"),
+    (["--set", "train.betas=[0.9,0.98,0.5]"], "train.betas must be a list of 2 numbers, got [0.9, 0.98, 0.5]"),
+    (["--set", "train.betas=abc"], "train.betas must be a list of 2 numbers, got 'abc'"),
+    (["--set", "train.betas=[0.9,1.5]"], "train.betas must be two numbers in [0, 1), got [0.9, 1.5]"),
+    (["--threads", "-3"], "--threads -3: train.threads must be a positive integer, or null for none"),
+    (["--threads", "0"], "train.threads must be a positive integer, or null for none, got 0"),
+    (["--set", "train.seed=abc"], "train.seed must be an integer, got 'abc'"),
+    (["--set", "train.max_steps=abc"], "train.max_steps must be an integer or null, got 'abc'"),
+    (["--set", "train.deterministic=maybe"], "train.deterministic must be true or false, got 'maybe'"),
+    (["--set", "train.patience=0"], "train.patience must be a positive integer, or null for none, got 0"),
+    (["--set", "train.patience=-2"], "train.patience must be a positive integer, or null for none, got -2"),
+    (["--set", "train.lr=abc"], "--set train.lr=abc: train.lr must be a number, got 'abc'"),
+    (["--set", "train.lr=.nan"], "train.lr must be a number, got nan"),
+    (["--format", "tsv", "--set", "data.src_col=-1"], "data.src_col must be a column number >= 0, got -1"),
+    (["--set", "data.max_chars=0"], "data.max_chars must be a positive integer, got 0"),
+    (["--set", "data.max_len=0"], "data.max_len must be a positive integer, got 0"),
+    (["--set", "data.dev=[a,b]"], "data.dev must be a file path for data.format='manythings' (a list of two files is for 'moses')"),
+    (["--set", "data.train=5"], "data.train must be a file path for data.format='manythings'"),
+    (["--set", "data.strict=maybe"], "data.strict must be true or false, got 'maybe'"),
+    (["--set", "data.dev_max_sentences=-1"], "data.dev_max_sentences must be a positive integer, or null for all, got -1"),
+    (["--set", "model.norm_first=maybe"], "--set model.norm_first=maybe: model.norm_first must be true or false"),
+    (["--model", "seq2seq-attention", "--set", "model.bidirectional=maybe"], "model.bidirectional must be true or false"),
+    (["--model", "seq2seq-attention", "--set", "model.attention.hidden=x"], "model.attention.hidden must be an integer or null"),
+    (["--set", "tokenizer.tgt.vocab_size=big"], "tokenizer.tgt.vocab_size must be an integer, got 'big'"),
+    (["--set", "tokenizer.joint=maybe"], "tokenizer.joint must be true or false, got 'maybe'"),
+    (["--format", "cedict"], "data.train is not read with data.format='cedict' (the embedded dictionary)"),
+])
+def test_a_bad_value_is_refused_naming_its_key_before_anything_is_written(recipe, tmp_path, capsys, args, message):
+    out = tmp_path / "out"
+    assert main(_train(recipe, out, *args)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("attnkit train: error: ") and message in err, err
+    assert not out.exists()
+
+
+def test_a_bad_value_in_the_recipe_file_names_the_file_and_key(recipe, tmp_path, capsys):
+    path = tmp_path / "base.yaml"
+    path.write_text(recipe.read_text(encoding="utf-8").replace("max_steps: 3,", "max_steps: 3, lr: abc,"), encoding="utf-8")
+    assert main(_train(path, tmp_path / "out")) == 2
+    assert f"{path}: train.lr must be a number, got 'abc'" in capsys.readouterr().err
+
+
 def test_a_key_written_twice_in_the_recipe_file_is_refused_with_its_line(recipe, tmp_path, capsys):
     path = tmp_path / "twice.yaml"
     path.write_text(recipe.read_text(encoding="utf-8") + "train: {max_steps: 2}\n", encoding="utf-8")
     assert main(_train(path, tmp_path / "out")) == 2
     assert f"{path}: line 6 is not valid YAML/JSON: duplicate key 'train' (first on line 5)" in capsys.readouterr().err
+
+
+def test_clipping_can_be_switched_off_with_null(recipe):
+    from attnkit.train.cli import load_recipe
+
+    args = build_parser().parse_args(_train(recipe, "unused", "--set", "train.clip_norm=null"))
+    assert load_recipe(args).train.clip_norm is None
+
+
+def test_a_data_file_flag_is_taken_as_a_file_name(recipe, tmp_path, capsys):
+    assert main(_train(recipe, tmp_path / "o1", "--train", "yes")) == 2  # not YAML's true
+    assert "data.train: yes does not exist" in capsys.readouterr().err
+    assert main(_train(recipe, tmp_path / "o2", "--dev", "12")) == 2  # not the number 12
+    assert "data.dev: 12 does not exist" in capsys.readouterr().err

@@ -6,7 +6,7 @@ from attnkit.cli import UserError
 from attnkit.configfile import SettingsFileError, read_settings_file
 from attnkit.models import ConfigError
 
-from .config import apply_override, recipe_from_dict
+from .config import RecipeError, apply_override, recipe_from_dict, set_value
 from .corpus import CorpusError
 
 # flag -> (recipe key, type, help)
@@ -26,6 +26,10 @@ FLAGS = {
 }
 
 
+def _dest(flag: str) -> str:
+    return "flag_" + flag[2:].replace("-", "_")
+
+
 def add_arguments(parser) -> None:
     parser.add_argument("--config", required=True, help="YAML recipe with data/tokenizer/model/train sections")
     parser.add_argument("--out", required=True, help="output folder (checkpoints, best/, log.jsonl)")
@@ -36,30 +40,40 @@ def add_arguments(parser) -> None:
                         help="override any recipe key, e.g. --set train.label_smoothing=0.2 (repeatable)")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
     for flag, (key, typ, help_text) in FLAGS.items():
-        parser.add_argument(flag, type=typ, dest="flag_" + flag[2:].replace("-", "_"), help=f"{help_text} ({key})")
+        parser.add_argument(flag, type=typ, dest=_dest(flag), help=f"{help_text} ({key})")
 
 
 def load_recipe(args):
+    """The recipe of ``--config`` with the command line's flags and ``--set`` applied, validated."""
     try:
         data = read_settings_file(args.config)
     except SettingsFileError as err:
         raise UserError(str(err)) from None
+    origins: dict[str, str] = {}  # recipe key -> the command-line option that set it
     try:
         for flag, (key, _, _) in FLAGS.items():
-            value = getattr(args, "flag_" + flag[2:].replace("-", "_"))
+            value = getattr(args, _dest(flag))
             if value is not None:
-                apply_override(data, f"{key}={value}")
+                # the flag's value as argparse typed it: a file named "5" or "yes" stays a file name
+                set_value(data, key, value, flag)
+                origins[key] = f"{flag} {value}"
         if args.strict:
-            apply_override(data, "data.strict=true")
+            set_value(data, "data.strict", True, "--strict")
+            origins["data.strict"] = "--strict"
         if args.deterministic:
-            apply_override(data, "train.deterministic=true")
+            set_value(data, "train.deterministic", True, "--deterministic")
+            origins["train.deterministic"] = "--deterministic"
         for assignment in args.set:
             apply_override(data, assignment)
-        if getattr(args, "flag_model", None):
+            origins[assignment.split("=", 1)[0].strip()] = f"--set {assignment}"
+        if args.flag_model:
             from attnkit.models.cli import with_kind
 
             data["model"] = with_kind(data.get("model") or {}, args.flag_model)
         return recipe_from_dict(data)
+    except RecipeError as err:
+        where = origins.get(err.key, args.config)
+        raise UserError(f"{where}: {err}") from None
     except ConfigError as err:
         raise UserError(f"{args.config}: {err}") from None
 
