@@ -2,7 +2,6 @@
 flag, file or line, before anything the user had is touched; a resumed run is the run it continues."""
 
 import hashlib
-import json
 import shutil
 from pathlib import Path
 
@@ -65,6 +64,49 @@ def _train(recipe, out, *extra) -> list[str]:
     return ["train", "--config", str(recipe), "--out", str(out), "--quiet", *extra]
 
 
+def test_an_out_holding_a_model_without_checkpoints_is_refused_and_kept(recipe, run_copy, capsys):
+    shutil.rmtree(run_copy / "checkpoints")  # e.g. deleted to save space
+    before = _snapshot(run_copy)
+    assert main(_train(recipe, run_copy)) == 2
+    err = capsys.readouterr().err
+    assert f"{run_copy} already holds a trained model" in err and "choose another --out" in err
+    assert _snapshot(run_copy) == before
+
+
+def test_an_out_holding_checkpoints_is_refused_and_kept(recipe, run_copy, capsys):
+    before = _snapshot(run_copy)
+    assert main(_train(recipe, run_copy)) == 2
+    assert "already holds checkpoints: pass --resume" in capsys.readouterr().err
+    assert _snapshot(run_copy) == before
+
+
+def test_an_out_holding_other_files_is_refused_and_kept(recipe, tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("my notes\n", encoding="utf-8")
+    assert main(_train(recipe, out)) == 2
+    assert "is not empty and is not a training run to resume (it holds notes.txt)" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
+def test_an_out_that_is_a_file_or_inside_one_is_refused(recipe, tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("keep me\n", encoding="utf-8")
+    assert main(_train(recipe, afile)) == 2
+    assert f"--out {afile} is a file, not a folder" in capsys.readouterr().err
+    assert main(_train(recipe, afile / "sub")) == 2
+    assert f"--out {afile / 'sub'} is inside {afile}, which is a file" in capsys.readouterr().err
+    assert afile.read_text(encoding="utf-8") == "keep me\n"
+
+
+def test_a_failed_start_leaves_no_folder_and_no_recipe(recipe, tmp_path, capsys):
+    out = tmp_path / "new"
+    assert main(_train(recipe, out, "--max-tokens", "10")) == 2
+    err = capsys.readouterr().err
+    assert "train.max_tokens=10 (--max-tokens) is smaller than the longest data.train pair" in err
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("args, message", [
     (["--set", "train.clip_norm=-1"], "--set train.clip_norm=-1: train.clip_norm must be > 0, or null for no clipping"),
     (["--max-steps", "0"], "--max-steps 0: train.max_steps must be a positive integer, or null for none, got 0"),
@@ -125,6 +167,19 @@ def test_clipping_can_be_switched_off_with_null(recipe):
 
     args = build_parser().parse_args(_train(recipe, "unused", "--set", "train.clip_norm=null"))
     assert load_recipe(args).train.clip_norm is None
+
+
+def test_max_epochs_that_end_before_the_first_step_are_a_clear_error(recipe, tmp_path, capsys):
+    args = ["--set", "train.max_steps=null", "--set", "train.max_epochs=1", "--set", "train.accumulate=1000"]
+    assert main(_train(recipe, tmp_path / "out", *args)) == 2
+    err = capsys.readouterr().err
+    assert "train.max_epochs=1 ended before the first optimizer step (train.accumulate=1000" in err
+    assert not (tmp_path / "out" / "best").exists()
+
+
+def test_too_short_a_max_len_for_every_pair_is_a_clear_error(recipe, tmp_path, capsys):
+    assert main(_train(recipe, tmp_path / "out", "--set", "data.max_len=2")) == 2
+    assert "data.train: all 298 pairs have a side longer than data.max_len=2 tokens" in capsys.readouterr().err
 
 
 def test_a_data_file_flag_is_taken_as_a_file_name(recipe, tmp_path, capsys):

@@ -82,11 +82,11 @@ def run(args) -> int:
     from attnkit.data import DataError
     from attnkit.text import TokenizerError
 
-    from .loop import train
+    from .loop import TrainError, train
 
     recipe = load_recipe(args)
     try:
         result = train(recipe, args.out, resume=args.resume, progress=not args.quiet)
-    except (CorpusError, DataError, TokenizerError, FileExistsError, FileNotFoundError) as err:
+    except (CorpusError, DataError, TokenizerError, TrainError) as err:
         raise UserError(str(err)) from None
     return 0 if result.step > 0 else 1

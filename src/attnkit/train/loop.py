@@ -29,13 +29,17 @@ from attnkit.evaluate import corpus_scores
 from attnkit.models import build_model, label_smoothed_nll
 from attnkit.text import build_tokenizers, load_tokenizers
 
-from .checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, publish_best, save_checkpoint
+from .checkpoint import STEP_PREFIX, latest_checkpoint, load_checkpoint, prune_checkpoints, publish_best, save_checkpoint
 from .config import Recipe
 from .corpus import read_split
 from .progress import Progress
 from .schedule import learning_rate
 
-__all__ = ["train", "TrainResult", "optimizer_update"]
+__all__ = ["train", "TrainResult", "TrainError", "optimizer_update"]
+
+
+class TrainError(ValueError):
+    """A run that cannot start or continue as asked; the message says why and what to do instead."""
 
 
 @dataclass(frozen=True)
@@ -70,19 +74,16 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callabl
           progress: bool = True) -> TrainResult:
     out = Path(out)
     t = recipe.train
-    _setup(recipe)
+    _check_out(out, resume)
+    ckpt = None
     if resume:
         ckpt = latest_checkpoint(out)
         if ckpt is None:
-            raise FileNotFoundError(f"--resume: no checkpoint in {out / 'checkpoints'} to resume from")
+            raise TrainError(f"--resume: no checkpoint in {out / 'checkpoints'} to resume from")
         saved = yaml.safe_load((out / "recipe.yaml").read_text(encoding="utf-8"))
-        if saved != json.loads(json.dumps(recipe.to_dict())):
+        if saved != _plain(recipe):
             log(f"note: the recipe differs from the one saved in {out / 'recipe.yaml'}; resuming with the new one")
-    elif latest_checkpoint(out) is not None:
-        raise FileExistsError(f"{out} already holds checkpoints: pass --resume to continue, or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "recipe.yaml").write_text(yaml.safe_dump(json.loads(json.dumps(recipe.to_dict())), allow_unicode=True,
-                                                    sort_keys=False), encoding="utf-8")
+    _setup(recipe)
 
     train_pairs = read_split(recipe.data, "train", log=log)
     dev_pairs = read_split(recipe.data, "dev", log=log)
@@ -94,9 +95,12 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callabl
     encoded = encode_pairs(train_pairs, src_tok, tgt_tok, max_len=recipe.data.max_len)
     if encoded.skipped:
         log(f"train: {encoded.summary()}")
+    _check_batchable(encoded, "train", recipe)
     loader = BatchLoader(encoded.examples, max_tokens=t.max_tokens, seed=t.seed)
     dev_encoded = encode_pairs(dev_pairs, src_tok, tgt_tok, max_len=recipe.data.max_len) if dev_pairs else None
-    dev_loader = BatchLoader(dev_encoded.examples, max_tokens=t.max_tokens, shuffle=False) if dev_encoded and len(dev_encoded) else None
+    if dev_encoded is not None:
+        _check_batchable(dev_encoded, "dev", recipe)
+    dev_loader = BatchLoader(dev_encoded.examples, max_tokens=t.max_tokens, shuffle=False) if dev_encoded else None
 
     model = build_model(recipe.model, src_tok.vocab_size, tgt_tok.vocab_size)
     # The fused kernel updates all parameters in a few calls instead of ~10 small ops per tensor.
@@ -104,7 +108,6 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callabl
     step, position, elapsed_before = 0, loader.start(), 0.0
     best_bleu, best_dir, stale = None, None, 0
     if resume:
-        ckpt = latest_checkpoint(out)
         state = load_checkpoint(ckpt, model, optimizer)
         step, position = state["step"], DataPosition.from_dict(state["data_position"])
         elapsed_before, best_bleu, stale = state["elapsed"], state["best_bleu"], state["stale"]
@@ -112,6 +115,11 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callabl
         log(f"resuming from {ckpt} (step {step}, epoch {position.epoch}, batch {position.batch})")
     log(f"{recipe.model.kind}: {model.num_parameters():,} parameters; vocabularies {src_tok.vocab_size:,} → "
         f"{tgt_tok.vocab_size:,}; {len(encoded):,} training pairs")
+
+    # Only now does the run start with what the recipe says: write it down.
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "recipe.yaml").write_text(yaml.safe_dump(_plain(recipe), allow_unicode=True, sort_keys=False),
+                                     encoding="utf-8")
 
     stop = _Stop()
     old_handlers = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -202,9 +210,58 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callabl
             signal.signal(s, h)
         report({"event": "stop", "step": step, "reason": reason, "best_bleu": best_bleu, "elapsed": round(elapsed(), 1)})
         logfile.close()
+    if step == 0 and reason and reason.startswith("reached max_epochs"):
+        raise TrainError(f"train.max_epochs={t.max_epochs} ended before the first optimizer step (train.accumulate="
+                         f"{t.accumulate} batches make one step): raise train.max_epochs or lower train.accumulate")
     log(f"stopped at step {step}: {reason}; best dev BLEU {best_bleu if best_bleu is None else round(best_bleu, 2)}; "
         f"model in {best_dir}")
     return TrainResult(out, step, best_bleu, best_dir, reason or "")
+
+
+def _plain(recipe: Recipe) -> dict:
+    """The recipe as plain YAML/JSON data (tuples as lists), as recipe.yaml holds it."""
+    return json.loads(json.dumps(recipe.to_dict()))
+
+
+def _check_out(out: Path, resume: bool) -> None:
+    """Refuse an --out that is a file, lies under a file, or holds anything a fresh run would overwrite
+    or mix with: a model, checkpoints, or files that are not a training run's."""
+    for folder in (out, *out.parents):
+        if folder.exists() or folder.is_symlink():
+            if not folder.is_dir():
+                where = "is a file" if folder == out else f"is inside {folder}, which is a file"
+                raise TrainError(f"--out {out} {where}, not a folder: choose another --out")
+            break
+    if resume or not out.is_dir():
+        return
+    if latest_checkpoint(out) is not None:
+        raise TrainError(f"{out} already holds checkpoints: pass --resume to continue, or choose another --out")
+    if (out / "best").exists():
+        raise TrainError(f"{out} already holds a trained model ({out / 'best'}) and no checkpoint to resume from: "
+                         f"choose another --out, or move {out / 'best'} away to train a new model here")
+    # a run that stopped before its first checkpoint leaves only these: training again there is safe
+    ours = {"recipe.yaml", "log.jsonl", "checkpoints"}
+    others = sorted(p.name for p in out.iterdir() if p.name not in ours)
+    if (out / "checkpoints").is_dir():
+        others += sorted(f"checkpoints/{p.name}" for p in (out / "checkpoints").iterdir()
+                         if not p.name.startswith(f".tmp-{STEP_PREFIX}"))
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        raise TrainError(f"{out} is not empty and is not a training run to resume (it holds {shown}): "
+                         f"choose a new or empty --out")
+
+
+def _check_batchable(encoded, split: str, recipe: Recipe) -> None:
+    """Every kept pair must fit one batch of train.max_tokens tokens (with its end/start token)."""
+    max_tokens, max_len = recipe.train.max_tokens, recipe.data.max_len
+    if not encoded.examples:
+        raise TrainError(f"data.{split}: all {encoded.skipped:,} pairs have a side longer than data.max_len={max_len} "
+                         f"tokens: raise data.max_len")
+    widest = max(max(len(x), len(y)) for x, y in encoded.examples) + 1
+    if widest > max_tokens:
+        raise TrainError(f"train.max_tokens={max_tokens} (--max-tokens) is smaller than the longest data.{split} pair, "
+                         f"which needs {widest} tokens: raise train.max_tokens to at least {widest}, or set "
+                         f"data.max_len to {max_tokens - 1} or less to skip the longer pairs")
 
 
 def optimizer_update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int, t, *, d_model: int) -> float:
