@@ -107,6 +107,70 @@ def test_a_failed_start_leaves_no_folder_and_no_recipe(recipe, tmp_path, capsys)
     assert not out.exists()
 
 
+def test_resuming_a_finished_run_does_nothing_and_says_so(recipe, run_copy, capsys):
+    before = _snapshot(run_copy)
+    assert main(_train(recipe, run_copy, "--resume")) == 0
+    assert "already reached max_steps=3 at step 3 (raise --max-steps to train on)" in capsys.readouterr().out
+    assert _snapshot(run_copy) == before  # no step 4, no checkpoint rotated out, nothing rewritten
+
+
+def test_resuming_with_a_raised_limit_trains_on_and_records_it(recipe, run_copy, capsys):
+    assert main(_train(recipe, run_copy, "--resume", "--max-steps", "4")) == 0
+    assert "stopped at step 4: reached max_steps=4" in capsys.readouterr().out
+    assert sorted(p.name for p in (run_copy / "checkpoints").iterdir()) == ["step-000003", "step-000004"]
+    assert yaml.safe_load((run_copy / "recipe.yaml").read_text(encoding="utf-8"))["train"]["max_steps"] == 4
+
+
+@pytest.mark.parametrize("change, key", [
+    (["--set", "model.d_model=64"], "model.d_model: 16 in recipe.yaml, 64 now"),
+    (["--set", "tokenizer.tgt.vocab_size=600"], "tokenizer.tgt.vocab_size: 400 in recipe.yaml, 600 now"),
+    (["--max-tokens", "500"], "train.max_tokens: 600 in recipe.yaml, 500 now"),
+    (["--seed", "7"], "train.seed: 1 in recipe.yaml, 7 now"),
+    (["--set", "data.max_len=50"], "data.max_len: 128 in recipe.yaml, 50 now"),
+    (["--model", "seq2seq-attention"], "model.kind: 'transformer' in recipe.yaml, 'seq2seq-attention' now"),
+])
+def test_resuming_with_another_model_tokenizer_or_batching_is_refused_and_the_recipe_kept(
+        recipe, run_copy, capsys, change, key):
+    before = _snapshot(run_copy)
+    assert main(_train(recipe, run_copy, "--resume", "--max-steps", "5", *change)) == 2
+    err = capsys.readouterr().err
+    assert "attnkit train: error: --resume: " in err and key in err and "cannot change when it resumes" in err
+    assert _snapshot(run_copy) == before
+
+
+def test_resuming_on_other_training_data_is_refused(recipe, run_copy, tmp_path, capsys):
+    other = tmp_path / "other.tsv"
+    other.write_text("no tab on this line\n" + (recipe.parent / "train.tsv").read_text(encoding="utf-8"), encoding="utf-8")
+    before = _snapshot(run_copy)
+    assert main(_train(recipe, run_copy, "--resume", "--max-steps", "5", "--train", str(other))) == 2
+    assert f"data.train: '{recipe.parent / 'train.tsv'}' in recipe.yaml, '{other}' now" in capsys.readouterr().err
+    assert _snapshot(run_copy) == before
+
+
+def test_resuming_when_the_data_file_changed_in_place_is_refused(recipe, run_copy, tmp_path, capsys):
+    moved = tmp_path / "recipe"
+    shutil.copytree(recipe.parent, moved)
+    saved = yaml.safe_load((run_copy / "recipe.yaml").read_text(encoding="utf-8"))
+    lines = (moved / "train.tsv").read_text(encoding="utf-8").splitlines(True)
+    (moved / "train.tsv").write_text("".join(lines[:250]), encoding="utf-8")
+    saved["data"]["train"] = str(moved / "train.tsv")  # the same path in both recipes
+    (run_copy / "recipe.yaml").write_text(yaml.safe_dump(saved), encoding="utf-8")
+    changed = moved / "changed.yaml"
+    changed.write_text(yaml.safe_dump(saved), encoding="utf-8")
+    assert main(_train(changed, run_copy, "--resume", "--max-steps", "5")) == 2
+    err = capsys.readouterr().err
+    assert "no longer gives the batches" in err and "step-000003 was trained on" in err
+    assert "Traceback" not in err
+
+
+def test_resuming_another_model_without_a_saved_recipe_is_a_clear_error(recipe, run_copy, capsys):
+    (run_copy / "recipe.yaml").unlink()
+    assert main(_train(recipe, run_copy, "--resume", "--max-steps", "5", "--set", "model.d_model=64")) == 2
+    err = capsys.readouterr().err
+    assert "step-000003 does not fit the model this recipe builds (size mismatch for" in err
+    assert not (run_copy / "recipe.yaml").exists()
+
+
 @pytest.mark.parametrize("args, message", [
     (["--set", "train.clip_norm=-1"], "--set train.clip_norm=-1: train.clip_norm must be > 0, or null for no clipping"),
     (["--max-steps", "0"], "--max-steps 0: train.max_steps must be a positive integer, or null for none, got 0"),

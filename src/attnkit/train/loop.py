@@ -37,6 +37,12 @@ from .schedule import learning_rate
 
 __all__ = ["train", "TrainResult", "TrainError", "optimizer_update"]
 
+# What a resumed run must share with the run it continues: the model, the tokenizers and the data stream
+# (the data read and how it is batched). The rest (limits, learning rate, validation) may change.
+_FIXED_SECTIONS = ("data", "tokenizer", "model")
+_FREE_DATA_KEYS = {"data.test", "data.strict"}  # test is never read by training; strict only refuses bad lines
+_FIXED_TRAIN_KEYS = ("train.max_tokens", "train.seed")  # the batches and their order
+
 
 class TrainError(ValueError):
     """A run that cannot start or continue as asked; the message says why and what to do instead."""
@@ -80,9 +86,11 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callabl
         ckpt = latest_checkpoint(out)
         if ckpt is None:
             raise TrainError(f"--resume: no checkpoint in {out / 'checkpoints'} to resume from")
-        saved = yaml.safe_load((out / "recipe.yaml").read_text(encoding="utf-8"))
-        if saved != _plain(recipe):
-            log(f"note: the recipe differs from the one saved in {out / 'recipe.yaml'}; resuming with the new one")
+        _check_same_run(out, recipe)
+        done = _already_done(out, ckpt, t)
+        if done is not None:
+            log(done.stopped_because)
+            return done
     _setup(recipe)
 
     train_pairs = read_split(recipe.data, "train", log=log)
@@ -108,8 +116,18 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callabl
     step, position, elapsed_before = 0, loader.start(), 0.0
     best_bleu, best_dir, stale = None, None, 0
     if resume:
-        state = load_checkpoint(ckpt, model, optimizer)
+        try:
+            state = load_checkpoint(ckpt, model, optimizer)
+        except (RuntimeError, ValueError, KeyError, OSError) as err:
+            lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
+            detail = lines[1] if len(lines) > 1 and lines[0].endswith(":") else lines[0]  # torch: "Error(s) in ...:"
+            raise TrainError(f"--resume: {ckpt} does not fit the model this recipe builds ({detail}); "
+                             f"train into a new --out") from None
         step, position = state["step"], DataPosition.from_dict(state["data_position"])
+        if position.fingerprint and position.fingerprint != loader.start().fingerprint:
+            raise TrainError(f"--resume: the training data ({recipe.data.train}) no longer gives the batches {ckpt} "
+                             f"was trained on (its pairs or their lengths changed); resuming would not continue the same "
+                             f"stream: restore the data, or train into a new --out")
         elapsed_before, best_bleu, stale = state["elapsed"], state["best_bleu"], state["stale"]
         best_dir = out / "best" if (out / "best").is_dir() else None
         log(f"resuming from {ckpt} (step {step}, epoch {position.epoch}, batch {position.batch})")
@@ -249,6 +267,54 @@ def _check_out(out: Path, resume: bool) -> None:
         shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
         raise TrainError(f"{out} is not empty and is not a training run to resume (it holds {shown}): "
                          f"choose a new or empty --out")
+
+
+def _flat(data, prefix: str = "") -> dict:
+    if isinstance(data, dict):
+        return {k: v for key, value in data.items() for k, v in _flat(value, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): data}
+
+
+def _check_same_run(out: Path, recipe: Recipe) -> None:
+    """--resume: refuse a recipe whose model, tokenizers, data or batching differ from the saved one."""
+    path = out / "recipe.yaml"
+    if not path.is_file():
+        return  # nothing to compare with: the checkpoint's weights and data position are still checked
+    try:
+        saved = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise TrainError(f"--resume: cannot read the recipe the run was started with, {path}: {err}") from None
+    if not isinstance(saved, dict):
+        raise TrainError(f"--resume: {path} is not a recipe (a mapping of sections)")
+    old, new = _flat({k: saved.get(k) for k in (*_FIXED_SECTIONS, "train")}), _flat(_plain(recipe))
+    fixed = lambda k: (k.split(".")[0] in _FIXED_SECTIONS and k not in _FREE_DATA_KEYS) or k in _FIXED_TRAIN_KEYS  # noqa: E731
+    changed = sorted(k for k in set(old) | set(new) if fixed(k) and old.get(k) != new.get(k))
+    if changed:
+        shown = "; ".join(f"{k}: {old.get(k)!r} in {path.name}, {new.get(k)!r} now" for k in changed)
+        raise TrainError(f"--resume: {shown}. The model, tokenizers, data and batching of a run cannot change when "
+                         f"it resumes: drop the change(s), or train into a new --out")
+
+
+def _already_done(out: Path, ckpt: Path, t) -> TrainResult | None:
+    """--resume of a run whose last checkpoint already reached this recipe's step or time limit, or ran out of
+    patience: a result saying so (nothing is trained or written), else None."""
+    try:
+        state = json.loads((ckpt / "trainer.json").read_text(encoding="utf-8"))
+        step, elapsed, stale, best = state["step"], state["elapsed"], state["stale"], state["best_bleu"]
+    except (OSError, ValueError, KeyError) as err:
+        raise TrainError(f"--resume: cannot read {ckpt / 'trainer.json'}: {err}") from None
+    if t.max_steps is not None and step >= t.max_steps:
+        why, raise_it = f"reached max_steps={t.max_steps}", "raise --max-steps"
+    elif t.max_minutes is not None and elapsed >= 60 * t.max_minutes:
+        why, raise_it = f"reached max_minutes={t.max_minutes:g}", "raise --max-minutes"
+    elif t.patience is not None and stale >= t.patience:
+        why, raise_it = f"no better dev BLEU in {t.patience} validations", "raise train.patience"
+    else:
+        return None
+    best_dir = out / "best" if (out / "best").is_dir() else None
+    return TrainResult(out, step, best, best_dir,
+                       f"nothing to resume: the run in {out} already {why.replace('no better', 'had no better')} "
+                       f"at step {step} ({raise_it} to train on); model in {best_dir}")
 
 
 def _check_batchable(encoded, split: str, recipe: Recipe) -> None:
