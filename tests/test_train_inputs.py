@@ -64,6 +64,8 @@ def _train(recipe, out, *extra) -> list[str]:
     return ["train", "--config", str(recipe), "--out", str(out), "--quiet", *extra]
 
 
+# --- the output folder ---------------------------------------------------------------------------------
+
 def test_an_out_holding_a_model_without_checkpoints_is_refused_and_kept(recipe, run_copy, capsys):
     shutil.rmtree(run_copy / "checkpoints")  # e.g. deleted to save space
     before = _snapshot(run_copy)
@@ -106,6 +108,8 @@ def test_a_failed_start_leaves_no_folder_and_no_recipe(recipe, tmp_path, capsys)
     assert "train.max_tokens=10 (--max-tokens) is smaller than the longest data.train pair" in err
     assert not out.exists()
 
+
+# --- resuming ------------------------------------------------------------------------------------------
 
 def test_resuming_a_finished_run_does_nothing_and_says_so(recipe, run_copy, capsys):
     before = _snapshot(run_copy)
@@ -171,6 +175,8 @@ def test_resuming_another_model_without_a_saved_recipe_is_a_clear_error(recipe, 
     assert not (run_copy / "recipe.yaml").exists()
 
 
+# --- the recipe's values: one typed check for YAML and the command line alike ---------------------------
+
 @pytest.mark.parametrize("args, message", [
     (["--set", "train.clip_norm=-1"], "--set train.clip_norm=-1: train.clip_norm must be > 0, or null for no clipping"),
     (["--max-steps", "0"], "--max-steps 0: train.max_steps must be a positive integer, or null for none, got 0"),
@@ -203,6 +209,7 @@ def test_resuming_another_model_without_a_saved_recipe_is_a_clear_error(recipe, 
     (["--set", "tokenizer.tgt.vocab_size=big"], "tokenizer.tgt.vocab_size must be an integer, got 'big'"),
     (["--set", "tokenizer.joint=maybe"], "tokenizer.joint must be true or false, got 'maybe'"),
     (["--format", "cedict"], "data.train is not read with data.format='cedict' (the embedded dictionary)"),
+    (["--model", "lstm"], "--model must be one of seq2seq-fixed, seq2seq-context, seq2seq-attention, transformer, got 'lstm'"),
 ])
 def test_a_bad_value_is_refused_naming_its_key_before_anything_is_written(recipe, tmp_path, capsys, args, message):
     out = tmp_path / "out"
@@ -251,3 +258,18 @@ def test_a_data_file_flag_is_taken_as_a_file_name(recipe, tmp_path, capsys):
     assert "data.train: yes does not exist" in capsys.readouterr().err
     assert main(_train(recipe, tmp_path / "o2", "--dev", "12")) == 2  # not the number 12
     assert "data.dev: 12 does not exist" in capsys.readouterr().err
+
+
+def test_a_folder_given_as_data_is_named_as_one(recipe, tmp_path, capsys):
+    assert main(_train(recipe, tmp_path / "o1", "--train", str(tmp_path))) == 2
+    assert f"data.train: {tmp_path} is a folder, not a data file" in capsys.readouterr().err
+
+
+def test_help_shows_the_readme_usage(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    usage = " ".join(capsys.readouterr().out.split())
+    for part in ("--config FILE", "--out DIR", "--model KIND", "--train FILE", "--dev FILE", "--max-minutes M",
+                 "--max-steps N", "--lr LR", "--set section.key=value"):
+        assert part in usage
+    assert "FLAG_" not in usage

@@ -9,20 +9,20 @@ from attnkit.models import ConfigError
 from .config import RecipeError, apply_override, recipe_from_dict, set_value
 from .corpus import CorpusError
 
-# flag -> (recipe key, type, help)
+# flag -> (recipe key, type, metavar, help)
 FLAGS = {
-    "--model": ("model.kind", str, "model kind: seq2seq-fixed, seq2seq-context, seq2seq-attention, transformer"),
-    "--train": ("data.train", str, "training data file"),
-    "--dev": ("data.dev", str, "development data file (validation loss and BLEU)"),
-    "--format": ("data.format", str, "data format: manythings, tsv, moses, cedict"),
-    "--max-minutes": ("train.max_minutes", float, "stop cleanly after this many minutes, keeping the best checkpoint"),
-    "--max-steps": ("train.max_steps", int, "stop after this many optimizer steps"),
-    "--max-epochs": ("train.max_epochs", int, "stop after this many passes over the training data"),
-    "--max-tokens": ("train.max_tokens", int, "padded tokens per batch and side"),
-    "--lr": ("train.lr", float, "peak learning rate"),
-    "--eval-every": ("train.eval_every", int, "optimizer steps between validations and checkpoints"),
-    "--seed": ("train.seed", int, "random seed"),
-    "--threads": ("train.threads", int, "CPU threads for PyTorch"),
+    "--model": ("model.kind", str, "KIND", "model kind: seq2seq-fixed, seq2seq-context, seq2seq-attention, transformer"),
+    "--train": ("data.train", str, "FILE", "training data file"),
+    "--dev": ("data.dev", str, "FILE", "development data file (validation loss and BLEU)"),
+    "--format": ("data.format", str, "FORMAT", "data format: manythings, tsv, moses, cedict"),
+    "--max-minutes": ("train.max_minutes", float, "M", "stop cleanly after this many minutes, keeping the best checkpoint"),
+    "--max-steps": ("train.max_steps", int, "N", "stop after this many optimizer steps"),
+    "--max-epochs": ("train.max_epochs", int, "N", "stop after this many passes over the training data"),
+    "--max-tokens": ("train.max_tokens", int, "N", "padded tokens per batch and side"),
+    "--lr": ("train.lr", float, "LR", "peak learning rate"),
+    "--eval-every": ("train.eval_every", int, "N", "optimizer steps between validations and checkpoints"),
+    "--seed": ("train.seed", int, "N", "random seed"),
+    "--threads": ("train.threads", int, "N", "CPU threads for PyTorch"),
 }
 
 
@@ -31,16 +31,16 @@ def _dest(flag: str) -> str:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--config", required=True, help="YAML recipe with data/tokenizer/model/train sections")
-    parser.add_argument("--out", required=True, help="output folder (checkpoints, best/, log.jsonl)")
+    parser.add_argument("--config", required=True, metavar="FILE", help="YAML recipe with data/tokenizer/model/train sections")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (checkpoints, best/, log.jsonl)")
     parser.add_argument("--resume", action="store_true", help="continue exactly from the last checkpoint in --out")
     parser.add_argument("--strict", action="store_true", help="refuse data with bad lines instead of skipping them")
     parser.add_argument("--deterministic", action="store_true", help="deterministic algorithms (bit-exact resume)")
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+    parser.add_argument("--set", action="append", default=[], metavar="section.key=value",
                         help="override any recipe key, e.g. --set train.label_smoothing=0.2 (repeatable)")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
-    for flag, (key, typ, help_text) in FLAGS.items():
-        parser.add_argument(flag, type=typ, dest=_dest(flag), help=f"{help_text} ({key})")
+    for flag, (key, typ, metavar, help_text) in FLAGS.items():
+        parser.add_argument(flag, type=typ, dest=_dest(flag), metavar=metavar, help=f"{help_text} ({key})")
 
 
 def load_recipe(args):
@@ -51,7 +51,7 @@ def load_recipe(args):
         raise UserError(str(err)) from None
     origins: dict[str, str] = {}  # recipe key -> the command-line option that set it
     try:
-        for flag, (key, _, _) in FLAGS.items():
+        for flag, (key, _, _, _) in FLAGS.items():
             value = getattr(args, _dest(flag))
             if value is not None:
                 # the flag's value as argparse typed it: a file named "5" or "yes" stays a file name
@@ -68,7 +68,10 @@ def load_recipe(args):
             origins[assignment.split("=", 1)[0].strip()] = f"--set {assignment}"
         if args.flag_model:
             from attnkit.models.cli import with_kind
+            from attnkit.models.config import MODEL_KINDS
 
+            if args.flag_model not in MODEL_KINDS:
+                raise UserError(f"--model must be one of {', '.join(MODEL_KINDS)}, got {args.flag_model!r}")
             data["model"] = with_kind(data.get("model") or {}, args.flag_model)
         return recipe_from_dict(data)
     except RecipeError as err:

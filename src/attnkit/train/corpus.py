@@ -18,6 +18,8 @@ class CorpusError(ValueError):
 
 def _existing(path, split: str) -> Path:
     p = Path(path)
+    if p.is_dir():
+        raise CorpusError(f"data.{split}: {p} is a folder, not a data file")
     if not p.is_file():
         raise CorpusError(f"data.{split}: {p} does not exist (relative paths are taken from {Path.cwd()})")
     return p
