@@ -7,6 +7,7 @@ cross-attention alignment ``(layers, heads, output pieces + EOS, source pieces +
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -16,7 +17,8 @@ from torch import Tensor
 
 from attnkit.layers.packed import pack_for_inference
 from attnkit.models import Seq2SeqModel, load_model
-from attnkit.text import Tokenizer, load_tokenizers
+from attnkit.models.io import resolve_model_dir
+from attnkit.text import Tokenizer, TokenizerError, load_tokenizer, load_tokenizers
 
 from .greedy import Hypothesis, greedy_decode
 
@@ -42,17 +44,32 @@ class Translation:
         return list(self.tgt_pieces) + (["</s>"] if steps == len(self.tgt_pieces) + 1 else [])
 
 
-def resolve_model_dir(path: str | Path) -> Path:
-    """A training output folder means its ``best`` model; a model folder means itself."""
-    path = Path(path)
-    if (path / "model.safetensors").is_file():
-        return path
-    if (path / "best" / "model.safetensors").is_file():
-        return path / "best"
-    raise FileNotFoundError(
-        f"{path} holds no attnkit model: expected model.safetensors in it or in {path / 'best'} "
-        "(train one with `attnkit train` or `attnkit demo`)"
-    )
+def load_folder_tokenizers(folder: Path) -> tuple[Tokenizer, Tokenizer]:
+    """:func:`attnkit.text.load_tokenizers` on a model folder, whose errors always name the file or
+    folder at fault (a damaged ``sentencepiece.model`` is otherwise reported without its path)."""
+    folder = Path(folder)
+    try:
+        return load_tokenizers(folder)
+    except TokenizerError as err:
+        if str(folder) in str(err):
+            raise
+        for side in ("tokenizer", "src_tokenizer", "tgt_tokenizer"):
+            if not (folder / side).is_dir():
+                continue
+            try:
+                load_tokenizer(folder / side)
+            except TokenizerError as side_err:
+                raise TokenizerError(f"{_tokenizer_file(folder / side)}: {side_err}") from None
+        raise TokenizerError(f"{folder}: {err}") from None
+
+
+def _tokenizer_file(directory: Path) -> Path:
+    """The file a saved tokenizer keeps its model in (its manifest's ``model_file``), else its folder."""
+    try:
+        name = json.loads((directory / "tokenizer.json").read_text("utf-8")).get("model_file")
+    except (OSError, ValueError, AttributeError):
+        return directory
+    return directory / name if isinstance(name, str) and name else directory
 
 
 class Translator:
@@ -72,7 +89,7 @@ class Translator:
     def load(cls, path: str | Path) -> "Translator":
         folder = resolve_model_dir(path)
         model, _ = load_model(folder)
-        src_tok, tgt_tok = load_tokenizers(folder)
+        src_tok, tgt_tok = load_folder_tokenizers(folder)
         return cls(model, src_tok, tgt_tok)
 
     def _encode(self, text: str) -> list[int]:

@@ -31,6 +31,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from attnkit.cli import UserError
     from attnkit.models import ConfigError
+    from attnkit.text import TokenizerError
 
     from .marian import ExportError, export_marian
 
@@ -50,7 +51,7 @@ def run(args) -> int:
                     raise UserError(f"{args.model} has no tokenizers (tokenizers.json), and a CTranslate2 model "
                                     "needs its vocabularies; export a folder saved with its tokenizers, as training does")
                 out = export_ctranslate2(result.out_dir, args.out, args.quantization, force=args.force)
-    except (ExportError, ConfigError, FileNotFoundError) as err:
+    except (ExportError, ConfigError, TokenizerError, FileNotFoundError) as err:
         raise UserError(str(err)) from None
     for note in notes:
         print(f"attnkit export: note: {note}", file=sys.stderr)

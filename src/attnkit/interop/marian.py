@@ -316,9 +316,8 @@ def export_marian(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     used) as a MarianMT folder ``out_dir``. Tokeniser files are written when the model folder has its
     tokenisers (as training saves them). Raises :class:`ExportError` for a configuration MarianMT cannot
     express and :class:`FileNotFoundError` for a folder without a model."""
-    from attnkit.decode.translator import resolve_model_dir
+    from attnkit.decode.translator import load_folder_tokenizers, resolve_model_dir
     from attnkit.models import load_model
-    from attnkit.text import load_tokenizers
 
     if isinstance(max_positions, bool) or not isinstance(max_positions, int) or max_positions <= 0:
         raise ExportError(f"max_positions must be a positive integer, got {max_positions!r}")
@@ -334,7 +333,7 @@ def export_marian(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     (out / "generation_config.json").write_text(json.dumps(_generation_config(model, max_positions), indent=2) + "\n")
     files, notes = ["config.json", "generation_config.json", "model.safetensors"], []
     if (folder / "tokenizers.json").is_file():
-        src_tok, tgt_tok = load_tokenizers(folder)
+        src_tok, tgt_tok = load_folder_tokenizers(folder)
         for side, tok, n in (("source", src_tok, model.src_vocab_size), ("target", tgt_tok, model.tgt_vocab_size)):
             if tok.vocab_size != n:
                 raise ExportError(f"the {side} tokenizer has {tok.vocab_size} ids but the model {n}")

@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 from .base import Seq2SeqModel
 from .config import ConfigError, ModelConfig, RNNConfig, TransformerConfig, config_from_dict, config_to_dict
 
-__all__ = ["build_model", "save_model", "load_model", "MODEL_FILE", "CONFIG_FILE"]
+__all__ = ["build_model", "save_model", "load_model", "resolve_model_dir", "MODEL_FILE", "CONFIG_FILE"]
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -37,12 +37,20 @@ def build_model(config: ModelConfig | dict[str, Any], src_vocab_size: int, tgt_v
     raise ConfigError(f"not a model config: {type(config).__name__}")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same folder and rename it: never a half-written file."""
+    """Write through a temporary file in the same folder and rename it: never a half-written file.
+    The file gets the mode an ordinary new file would (mkstemp's are 0600, private to the owner)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -68,8 +76,25 @@ def save_model(model: Seq2SeqModel, folder: str | Path, extra: dict[str, Any] | 
     return folder
 
 
+def resolve_model_dir(path: str | Path) -> Path:
+    """A training output folder means its ``best`` model; a model folder means itself."""
+    path = Path(path)
+    if (path / MODEL_FILE).is_file():
+        return path
+    if (path / "best" / MODEL_FILE).is_file():
+        return path / "best"
+    raise FileNotFoundError(
+        f"{path} holds no attnkit model: expected {MODEL_FILE} in it or in {path / 'best'} "
+        "(train one with `attnkit train` or `attnkit demo`)"
+    )
+
+
 def load_model(folder: str | Path) -> tuple[Seq2SeqModel, dict[str, Any]]:
-    """The model saved in ``folder`` (in eval mode) and the folder's metadata."""
+    """The model saved in ``folder`` (in eval mode) and the folder's metadata. A damaged folder raises
+    :class:`ConfigError` naming the file: an unreadable ``config.json`` or ``model.safetensors``, or a
+    config that does not match the weights."""
+    from safetensors import SafetensorError
+
     folder = Path(folder)
     config_path, weights_path = folder / CONFIG_FILE, folder / MODEL_FILE
     for p in (config_path, weights_path):
@@ -79,17 +104,34 @@ def load_model(folder: str | Path) -> tuple[Seq2SeqModel, dict[str, Any]]:
         meta = json.loads(config_path.read_text(encoding="utf-8"))
         config = config_from_dict(meta["model"])
         model = build_model(config, meta["src_vocab_size"], meta["tgt_vocab_size"])
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as err:
         raise ConfigError(f"{config_path}: not a valid attnkit model config ({err})") from None
-    state = load_file(str(weights_path))
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    except ConfigError as err:
+        raise ConfigError(f"{config_path}: {err}") from None
+    except (RuntimeError, MemoryError) as err:  # e.g. a vocabulary size too large to allocate
+        raise ConfigError(f"{config_path}: cannot build the model it describes ({_first_line(err)})") from None
+    try:
+        state = load_file(str(weights_path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise ConfigError(f"{weights_path}: not a readable weights file ({_first_line(err)})") from None
+    mismatch = f"{config_path} does not match the weights in {weights_path}"
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # a tensor of another shape than the config builds
+        details = [line.strip().rstrip(".") for line in str(err).splitlines()[1:] if line.strip()]
+        raise ConfigError(f"{mismatch}: {details[0] if details else _first_line(err)}"
+                          + (f" (and {len(details) - 1} more)" if len(details) > 1 else "")) from None
     # Tied parameters were saved once: the missing names must be aliases of saved ones.
     tied = {n for n in missing if _is_tied(model, n, state)}
     if set(missing) - tied or unexpected:
-        raise ValueError(f"{weights_path}: weights do not fit the config: missing {sorted(set(missing) - tied)}, "
-                         f"unexpected {sorted(unexpected)}")
+        raise ConfigError(f"{mismatch}: missing {sorted(set(missing) - tied)}, unexpected {sorted(unexpected)}")
     model.eval()
     return model, meta
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _is_tied(model: Seq2SeqModel, name: str, state: dict) -> bool:
