@@ -123,3 +123,36 @@ def test_saved_model_files_honour_the_umask(model_dir, tmp_path):
     for name in ("config.json", "model.safetensors"):
         assert stat.S_IMODE((tmp_path / "m" / name).stat().st_mode) == 0o644, name
     assert not [p for p in (tmp_path / "m").iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+# ----------------------------------------------------------------------------------------------- info
+
+
+def test_info_accepts_a_training_out_folder(model_dir, tmp_path, capsys):
+    shutil.copytree(model_dir, tmp_path / "run" / "best")
+    assert main(["info", "--model", str(tmp_path / "run"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["kind"] == "transformer"
+
+
+@pytest.mark.parametrize("text,says", [
+    ("model: 5\n", "its 'model' section is 5"),
+    ("model: transformer\n", "its 'model' section is 'transformer'"),
+    ("kind: transformer\nd_model: [1]\n", "d_model must be a positive integer"),
+])
+def test_info_refuses_a_config_that_is_not_a_model_config(text, says, tmp_path, capsys):
+    (tmp_path / "c.yaml").write_text(text)
+    assert main(["info", "--config", str(tmp_path / "c.yaml")]) == 2
+    err = error_of(capsys)
+    assert f"attnkit info: error: {tmp_path / 'c.yaml'}:" in err and says in err
+
+
+def test_info_counts_a_huge_vocabulary_without_allocating_it(tmp_path, capsys):
+    (tmp_path / "c.yaml").write_text("model: {kind: transformer, d_model: 64, heads: 4}\n")
+    assert main(["info", "--config", str(tmp_path / "c.yaml"), "--json"]) == 0
+    small = json.loads(capsys.readouterr().out)
+    assert main(["info", "--config", str(tmp_path / "c.yaml"), "--json", "--src-vocab", "100000000000"]) == 0
+    big = json.loads(capsys.readouterr().out)
+    assert big["by_module"]["src_embed"] == 100_000_000_000 * 64
+    assert big["parameters"] - small["parameters"] == (100_000_000_000 - 8000) * 64
+    assert main(["info", "--config", str(tmp_path / "c.yaml"), "--tgt-vocab", "2"]) == 2
+    assert "--tgt-vocab must be at least 4" in error_of(capsys)
