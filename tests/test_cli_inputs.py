@@ -156,3 +156,105 @@ def test_info_counts_a_huge_vocabulary_without_allocating_it(tmp_path, capsys):
     assert big["parameters"] - small["parameters"] == (100_000_000_000 - 8000) * 64
     assert main(["info", "--config", str(tmp_path / "c.yaml"), "--tgt-vocab", "2"]) == 2
     assert "--tgt-vocab must be at least 4" in error_of(capsys)
+
+
+# ----------------------------------------------------------------------------------------------- demo
+
+
+def demo_cache(model_dir: Path, folder: Path, focus: str) -> Path:
+    """A demo cache as the demo writes it (marker, best/), holding the tiny model: no training needed."""
+    from attnkit.demo.cli import MARKER
+
+    shutil.copytree(model_dir, folder / "best")
+    (folder / MARKER).write_text(json.dumps({"focus": focus}), encoding="utf-8")
+    return folder
+
+
+@pytest.mark.parametrize("layout", ["user-files", "training-out-without-best"])
+def test_demo_never_deletes_a_folder_that_is_not_its_cache(layout, tmp_path, capsys):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    if layout == "user-files":
+        (folder / "thesis.tex").write_text("years of work")
+        (folder / "data").mkdir()
+        (folder / "data" / "a.tsv").write_text("x\ty\n")
+    else:  # an `attnkit train --out` that has not validated yet
+        (folder / "recipe.yaml").write_text("data: {format: manythings, train: t.tsv}\n")
+        (folder / "log.jsonl").write_text("{}\n")
+        (folder / "checkpoints").mkdir()
+    before = sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+    assert main(["demo", "--steps", "2", "--cache", str(folder), "--heatmap", str(tmp_path / "h.png"), "你好"]) == 2
+    assert "is not empty and is not a demo cache" in error_of(capsys)
+    assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) == before
+    assert main(["demo", "--steps", "2", "--cache", str(folder), "--retrain", "你好"]) == 2
+    assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) == before
+
+
+def test_demo_replaces_only_its_own_cache(tmp_path):
+    from attnkit.demo.cli import MARKER, _prepare_cache, cached_focus
+
+    cache = tmp_path / "cache"
+    assert _prepare_cache(cache, "你好", ["你好"], retrain=False)  # a new folder: train into it
+    assert cached_focus(cache) == "你好" and (cache / MARKER).is_file()
+    (cache / "log.jsonl").write_text("{}\n")  # a demo run killed before best/: trained again, from scratch
+    assert _prepare_cache(cache, "你好", ["你好"], retrain=False)
+    assert sorted(p.name for p in cache.iterdir()) == [MARKER]
+    (cache / "best").mkdir()
+    (cache / "best" / "model.safetensors").write_bytes(b"")
+    assert not _prepare_cache(cache, "你好", ["你好"], retrain=False)  # cached: used as it is
+    assert (cache / "best").is_dir()
+    assert _prepare_cache(cache, "电脑", ["电脑"], retrain=True)  # --retrain replaces it
+    assert cached_focus(cache) == "电脑" and not (cache / "best").exists()
+
+
+def test_demo_recognises_a_cache_written_before_the_marker(tmp_path):
+    import yaml
+
+    from attnkit.demo.cli import RECIPE, cached_focus
+    from attnkit.train import recipe_from_dict
+
+    cache = tmp_path / "old"
+    cache.mkdir()
+    recipe = recipe_from_dict({**RECIPE, "data": {**RECIPE["data"], "focus": "好你"}})
+    (cache / "recipe.yaml").write_text(yaml.safe_dump(json.loads(json.dumps(recipe.to_dict())), allow_unicode=True))
+    (cache / "best").mkdir()
+    assert cached_focus(cache) == "好你"
+    (cache / "notes.txt").write_text("mine")  # anything else in it: not the demo's layout
+    assert cached_focus(cache) is None
+
+
+def test_demo_refuses_a_cache_of_other_phrases_and_uses_its_own(model_dir, tmp_path, capsys):
+    cache = demo_cache(model_dir, tmp_path / "c", "你好")
+    png = tmp_path / "h.png"
+    assert main(["demo", "--cache", str(cache), "--heatmap", str(png), "电脑"]) == 2
+    err = error_of(capsys)
+    assert f"--cache {cache} holds the demo model for other phrases (the characters 你好)" in err
+    assert (cache / "best" / "model.safetensors").is_file()
+    png.write_bytes(b"old")
+    assert main(["demo", "--cache", str(cache), "--heatmap", str(png), "--beam", "1", "你好"]) == 0
+    captured = capsys.readouterr()
+    assert "using the cached demo model" in captured.out
+    if "no heatmap written" not in captured.out:
+        assert png.read_bytes()[:4] == b"\x89PNG"
+        assert f"attnkit demo: note: replaced the existing file {png}" in captured.err
+
+
+@pytest.mark.parametrize("extra,says", [
+    (["--beam", "0", "你好"], "--beam must be >= 1, got 0"),
+    (["你好", ""], "phrase 2 is empty"),
+    ([" "], "phrase 1 is empty"),
+    (["--heatmap", "x.jpg", "你好"], "--heatmap x.jpg: use a .png or .svg file name"),
+    (["--heatmap", "{tmp}/d.png", "你好"], "d.png: is a folder"),
+    (["--heatmap", "{tmp}/no/h.png", "你好"], "does not exist"),
+    (["--cache", "{tmp}/file", "你好"], "is a file, not a folder"),
+])
+def test_demo_options_are_checked_before_training(extra, says, tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "d.png").mkdir()
+    extra = [e.replace("{tmp}", str(tmp_path)) for e in extra]
+    args = (["demo", "--steps", "2"] + (["--cache", str(tmp_path / "c")] if "--cache" not in extra else [])
+            + (["--heatmap", str(tmp_path / "h.png")] if "--heatmap" not in extra else []) + extra)
+    assert main(args) == 2
+    assert says in error_of(capsys)
+    assert not (tmp_path / "c").exists()
+    assert (tmp_path / "file").read_text() == "x"

@@ -29,6 +29,29 @@ class UserError(Exception):
     """An error in what the user asked for: printed as one clear line, exit status 2."""
 
 
+def check_output_file(path, flag: str, suffixes: tuple[str, ...] = ()):
+    """Check, before any long work, that ``path`` can be written as the output file of ``flag``: a
+    file name (not a folder) in a folder that exists, with one of ``suffixes`` when given."""
+    from pathlib import Path
+
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{flag} {path}: is a folder; name the file to write")
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise UserError(f"{flag} {path}: use a {' or '.join(suffixes)} file name")
+    parent = path.parent
+    if not parent.is_dir():
+        raise UserError(f"{flag} {path}: folder {parent} "
+                        + ("is not a folder" if parent.exists() else "does not exist"))
+    return path
+
+
+def note_replaced(path, command: str) -> None:
+    """Say on stderr that writing ``path`` replaced a file that was there (call it after the write,
+    when ``path`` was a file before it)."""
+    print(f"attnkit {command}: note: replaced the existing file {path}", file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="attnkit", description="Attention mechanisms made real.")
     parser.add_argument("--version", action="version", version=_version())

@@ -7,7 +7,7 @@ import os
 import re
 from pathlib import Path
 
-from attnkit.cli import UserError
+from attnkit.cli import UserError, check_output_file, note_replaced
 
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 
@@ -51,31 +51,105 @@ def add_arguments(parser) -> None:
     parser.add_argument("--minutes", type=float, default=RECIPE["train"]["max_minutes"],
                         help=f"stop training after this many minutes even if the updates are not done "
                              f"(default {RECIPE['train']['max_minutes']:g})")
-    parser.add_argument("--cache", type=Path, default=None, help="where the demo model is kept (default: ~/.cache/attnkit/demo)")
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="where the demo model is kept: a new or empty folder, or one an earlier demo wrote "
+                             "(default: ~/.cache/attnkit/demo, another folder beside it per phrase set)")
     parser.add_argument("--retrain", action="store_true", help="train again even if a cached model exists")
     parser.add_argument("--heatmap", type=Path, default=Path("demo-attention.png"),
                         help="where to write the attention heatmap (default: ./demo-attention.png)")
     parser.add_argument("--beam", type=int, default=4, help="beam size (default 4)")
 
 
-def run(args) -> int:
-    import shutil
+# Written into the cache before training: the folder is the demo's own, which it may delete and
+# train again. Any other folder given as --cache is never deleted.
+MARKER = "attnkit-demo.json"
+# What `attnkit train` writes into its --out (the demo cache's layout, with the marker).
+_CACHE_ENTRIES = {MARKER, "recipe.yaml", "log.jsonl", "checkpoints", "best"}
 
-    from attnkit.decode.translator import Translator
-    from attnkit.train import recipe_from_dict, train
 
+def _subset(wanted, saved) -> bool:
+    """Whether every key of ``wanted`` has the same value in ``saved`` (recursively)."""
+    if isinstance(wanted, dict):
+        return isinstance(saved, dict) and all(k in saved and _subset(v, saved[k]) for k, v in wanted.items())
+    return wanted == saved
+
+
+def cached_focus(cache: Path) -> str | None:
+    """The focus text of the demo model cached in ``cache``, or None when ``cache`` is not
+    recognisably a demo cache: its marker file, or (caches written before the marker) exactly the
+    layout of a training run whose recipe is the demo's."""
+    import json
+
+    import yaml
+
+    try:
+        marker = json.loads((cache / MARKER).read_text("utf-8"))
+        if isinstance(marker, dict) and isinstance(marker.get("focus"), str):
+            return marker["focus"]
+    except (OSError, ValueError):
+        pass
+    if not {p.name for p in cache.iterdir()} <= _CACHE_ENTRIES:
+        return None
+    try:
+        recipe = yaml.safe_load((cache / "recipe.yaml").read_text("utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    fixed = {**RECIPE, "train": {k: v for k, v in RECIPE["train"].items() if k not in ("max_steps", "max_minutes")}}
+    if not _subset(fixed, recipe) or not isinstance(recipe["data"].get("focus"), str):
+        return None
+    return recipe["data"]["focus"]
+
+
+def _check(args, phrases: list[str]) -> None:
+    """Everything about the options that can be checked before minutes of training."""
     if args.minutes <= 0:
         raise UserError(f"--minutes must be > 0, got {args.minutes}")
     if args.steps <= 0:
         raise UserError(f"--steps must be > 0, got {args.steps}")
-    phrases = args.phrases or list(PHRASES)
+    if args.beam < 1:
+        raise UserError(f"--beam must be >= 1, got {args.beam}")
+    for n, p in enumerate(phrases, start=1):
+        if not p.strip():
+            raise UserError(f"phrase {n} is empty: give Chinese phrases to translate")
     if not any(_HAN.search(p) for p in phrases):
         raise UserError(f"the phrases must contain Chinese characters, got {' '.join(phrases)!r}")
+    check_output_file(args.heatmap, "--heatmap", (".png", ".svg"))
+    if args.cache is not None and args.cache.exists() and not args.cache.is_dir():
+        raise UserError(f"--cache {args.cache}: is a file, not a folder")
+
+
+def _prepare_cache(cache: Path, focus: str, phrases: list[str], retrain: bool) -> bool:
+    """Whether to train into ``cache``; deletes an earlier demo model only when the folder is
+    recognisably the demo's own. A folder holding anything else is refused, never emptied."""
+    import json
+    import shutil
+
+    if cache.is_dir() and any(cache.iterdir()):
+        found = cached_focus(cache)
+        if found is None:
+            raise UserError(f"--cache {cache}: the folder is not empty and is not a demo cache (no {MARKER}); "
+                            "refusing to delete what is in it: choose a new or empty folder")
+        if found != focus and not retrain:
+            raise UserError(f"--cache {cache} holds the demo model for other phrases (the characters {found}); "
+                            f"choose another --cache for {' '.join(phrases)}, or pass --retrain to replace it")
+        if (cache / "best" / "model.safetensors").is_file() and not retrain:
+            return False
+        shutil.rmtree(cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    (cache / MARKER).write_text(json.dumps({"focus": focus, "phrases": phrases}, ensure_ascii=False) + "\n",
+                                encoding="utf-8")
+    return True
+
+
+def run(args) -> int:
+    from attnkit.decode.translator import Translator
+    from attnkit.train import recipe_from_dict, train
+
+    phrases = args.phrases or list(PHRASES)
+    _check(args, phrases)
     cache = args.cache or default_cache(phrases)
     model_dir = cache / "best"
-    if args.retrain or not (model_dir / "model.safetensors").is_file():
-        if cache.exists():
-            shutil.rmtree(cache)
+    if _prepare_cache(cache, focus_text(phrases), phrases, args.retrain):
         recipe = recipe_from_dict({**RECIPE, "data": {**RECIPE["data"], "focus": focus_text(phrases)},
                                    "train": {**RECIPE["train"], "max_steps": args.steps, "max_minutes": args.minutes}})
         print(f"training a small Transformer for {args.steps} updates (at most {args.minutes:g} minutes) on the "
@@ -83,7 +157,10 @@ def run(args) -> int:
         train(recipe, cache)
     else:
         print(f"using the cached demo model in {model_dir} (--retrain to train again)")
-    translator = Translator.load(model_dir)
+    try:
+        translator = Translator.load(model_dir)
+    except (FileNotFoundError, ValueError) as err:
+        raise UserError(f"{err} (--retrain to train it again)") from None
     results = translator.translate(phrases, beam=args.beam, need_attention=True)
     width = max(len(p) for p in phrases)
     print()
@@ -98,9 +175,12 @@ def _heatmap(result, path: Path) -> None:
 
     try:
         weights = select_heads(result.attention, layer=-1, head="mean")
+        existed = path.is_file()
         plot_attention(weights, result.src_pieces, result.attention_rows, path,
                        title=f"{result.source} → {result.text} (last layer, mean of heads)")
     except NoCJKFontError as err:
         print(f"\nno heatmap written: {err}")
         return
+    if existed:
+        note_replaced(path, "demo")
     print(f"\ncross-attention of the last decoder layer for {result.source!r} written to {path}")
