@@ -258,3 +258,44 @@ def test_export_command_to_ctranslate2(trained, tmp_path, capsys):
     save_model(build_model(TransformerConfig(**EXPORTABLE), 20, 20), tmp_path / "bare")
     assert main(["export", "--model", str(tmp_path / "bare"), "--format", "ctranslate2", "--out", str(tmp_path / "d")]) == 2
     assert "tokenizers" in capsys.readouterr().err
+
+
+def _tree(folder) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_export_never_writes_into_a_training_run_or_a_foreign_folder(trained, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run1"  # a training --out: recipe, log, best/
+    shutil.copytree(trained["root"] / "model", run / "best")
+    (run / "recipe.yaml").write_text("data: {}\n")
+    (run / "log.jsonl").write_text("{}\n")
+    before = _tree(run)
+    for fmt in ("marian", "ctranslate2"):
+        for force in ([], ["--force"]):
+            assert main(["export", "--model", str(run), "--format", fmt, "--out", str(run), *force]) == 2
+            assert "Traceback" not in capsys.readouterr().err
+            assert _tree(run) == before
+    assert main(["translate", "--model", str(run), "--beam", "1", "机器"]) == 0  # still a working model
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.json").write_text('{"model_type": "marian", "mine": 1}')  # not all of an export's files
+    (mine / "notes.txt").write_text("keep")
+    before = _tree(mine)
+    assert main(["export", "--model", str(run), "--out", str(mine), "--force"]) == 2
+    assert "is not empty (2 entries" in capsys.readouterr().err and _tree(mine) == before
+
+
+def test_export_replaces_an_earlier_marian_export_only_with_force(trained, tmp_path, capsys):
+    hf = tmp_path / "hf"
+    args = ["export", "--model", str(trained["root"] / "model"), "--out", str(hf)]
+    assert main(args) == 0
+    first = _tree(hf)
+    (hf / "config.json").write_text(json.dumps({**json.loads(first["config.json"]), "d_model": 1}))
+    assert main(args) == 2
+    assert f"{hf} holds an earlier MarianMT export" in capsys.readouterr().err
+    assert json.loads((hf / "config.json").read_text())["d_model"] == 1  # not replaced silently
+    assert main([*args, "--force"]) == 0
+    assert _tree(hf) == first
+

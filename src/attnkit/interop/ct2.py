@@ -100,6 +100,18 @@ def _read_vocab(path: Path) -> list[str]:
     return tokens
 
 
+def check_ctranslate2_out(out_dir: str | os.PathLike, force: bool) -> Path:
+    """``out_dir`` if a conversion may be written there: a new folder, or with ``force`` an empty one or
+    an earlier CTranslate2 model (CTranslate2 deletes the whole folder before writing)."""
+    out = Path(out_dir)
+    if out.exists():
+        if not force:
+            raise ExportError(f"{out} already exists; choose another folder or pass force=True (--force)")
+        if not out.is_dir() or (any(out.iterdir()) and not (out / "model.bin").is_file()):
+            raise ExportError(f"{out} is not an empty folder or a CTranslate2 model, refusing to replace it")
+    return out
+
+
 def export_ctranslate2(marian_dir: str | os.PathLike, out_dir: str | os.PathLike, quantization: str | None = None,
                        *, force: bool = False) -> Path:
     """Convert the MarianMT folder ``marian_dir`` (written by :func:`export_marian`, tokenizer files
@@ -113,12 +125,6 @@ def export_ctranslate2(marian_dir: str | os.PathLike, out_dir: str | os.PathLike
     if missing:
         raise ExportError(f"{marian_dir} is not a MarianMT export with tokenizer files: {', '.join(missing)} missing "
                           "(export a model folder that has its tokenizers, as training saves them)")
-    out = Path(out_dir)
-    if out.exists():
-        # CTranslate2 deletes the whole folder before writing: only ever an empty one or an earlier conversion.
-        if not force:
-            raise ExportError(f"{out} already exists; choose another folder or pass force=True (--force)")
-        if not out.is_dir() or (any(out.iterdir()) and not (out / "model.bin").is_file()):
-            raise ExportError(f"{out} is not an empty folder or a CTranslate2 model, refusing to replace it")
+    out = check_ctranslate2_out(out_dir, force)
     converter = _converter_class()(str(marian_dir))
     return Path(converter.convert(str(out), quantization=quantization, force=force))

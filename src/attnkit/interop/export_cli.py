@@ -19,13 +19,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("--model", required=True, metavar="DIR",
                         help="an attnkit model folder, or a training --out (its best/)")
     parser.add_argument("--format", choices=FORMATS, default="marian", help="what to write (default: marian)")
-    parser.add_argument("--out", required=True, metavar="DIR", help="the folder to write")
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="the folder to write: a new or empty one (see --force)")
     parser.add_argument("--max-positions", type=int, default=DEFAULT_MAX_POSITIONS, metavar="N",
                         help=f"longest source or output the exported model accepts (default: {DEFAULT_MAX_POSITIONS})")
     parser.add_argument("--quantization", choices=QUANTIZATIONS, default=None,
                         help="ctranslate2 only: weight type of the converted model (default: float32)")
     parser.add_argument("--force", action="store_true",
-                        help="ctranslate2 only: replace an earlier conversion in --out")
+                        help="replace an earlier export of the same format in --out (any other non-empty folder "
+                             "is refused)")
 
 
 def run(args) -> int:
@@ -35,15 +37,16 @@ def run(args) -> int:
 
     from .marian import ExportError, export_marian
 
-    if args.format == "marian" and (args.quantization or args.force):
-        raise UserError("--quantization and --force apply to --format ctranslate2 only")
+    if args.format == "marian" and args.quantization:
+        raise UserError("--quantization applies to --format ctranslate2 only")
     try:
         if args.format == "marian":
-            result = export_marian(args.model, args.out, max_positions=args.max_positions)
+            result = export_marian(args.model, args.out, max_positions=args.max_positions, force=args.force)
             out, notes = result.out_dir, result.notes
         else:
-            from .ct2 import export_ctranslate2
+            from .ct2 import check_ctranslate2_out, export_ctranslate2
 
+            check_ctranslate2_out(args.out, args.force)  # before the work, not after it
             with tempfile.TemporaryDirectory(prefix="attnkit-marian-") as tmp:
                 result = export_marian(args.model, Path(tmp) / "marian", max_positions=args.max_positions)
                 notes = result.notes

@@ -310,12 +310,45 @@ def _is_attnkit_model_folder(folder: Path) -> bool:
     return isinstance(meta, dict) and "model" in meta and "src_vocab_size" in meta
 
 
+# Every file export_marian writes: a folder holding only these, config.json of a MarianMT model, is an
+# earlier export, which force=True may replace.
+MARIAN_FILES = frozenset({"config.json", "generation_config.json", "model.safetensors", "source.spm", "target.spm",
+                          "vocab.json", "target_vocab.json", "tokenizer_config.json"})
+
+
+def check_marian_out(out: Path, force: bool) -> list[Path]:
+    """The files of an earlier export to replace in ``out`` (none for a new or empty folder). A folder
+    holding anything else is refused: the export never overwrites what it did not write, and replaces
+    an earlier export only with ``force``."""
+    if not out.exists():
+        return []
+    if not out.is_dir():
+        raise ExportError(f"{out} is a file, not a folder")
+    entries = sorted(out.iterdir())
+    if not entries:
+        return []
+    try:
+        earlier = json.loads((out / "config.json").read_text("utf-8")).get("model_type") == "marian"
+    except (OSError, ValueError, AttributeError):
+        earlier = False
+    earlier = earlier and all(p.name in MARIAN_FILES and p.is_file() for p in entries)
+    if not earlier:
+        raise ExportError(f"{out} is not empty ({len(entries)} entries, e.g. {entries[0].name}) and is not an earlier "
+                          "MarianMT export; choose a new or empty folder for --out")
+    if not force:
+        raise ExportError(f"{out} holds an earlier MarianMT export; choose another folder, or pass force=True "
+                          "(--force) to replace it")
+    return entries
+
+
 def export_marian(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
-                  max_positions: int = DEFAULT_MAX_POSITIONS) -> MarianExport:
+                  max_positions: int = DEFAULT_MAX_POSITIONS, force: bool = False) -> MarianExport:
     """Write the attnkit model in ``model_dir`` (a model folder or a training output, whose ``best/`` is
     used) as a MarianMT folder ``out_dir``. Tokeniser files are written when the model folder has its
-    tokenisers (as training saves them). Raises :class:`ExportError` for a configuration MarianMT cannot
-    express and :class:`FileNotFoundError` for a folder without a model."""
+    tokenisers (as training saves them). ``out_dir`` must be new or empty; ``force`` replaces an earlier
+    export there (only that: a folder holding other files is refused). Raises :class:`ExportError` for a
+    configuration MarianMT cannot express or such an ``out_dir``, and :class:`FileNotFoundError` for a
+    folder without a model."""
     from attnkit.decode.translator import load_folder_tokenizers, resolve_model_dir
     from attnkit.models import load_model
 
@@ -325,8 +358,11 @@ def export_marian(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     out = Path(out_dir)
     if out.resolve() == folder.resolve() or _is_attnkit_model_folder(out):
         raise ExportError(f"{out} holds an attnkit model, which the export would overwrite; choose another --out")
+    earlier = check_marian_out(out, force)
     model, _ = load_model(folder)
     check_exportable(model.config)
+    for old in earlier:  # an earlier export, replaced as a whole (no file of it left over)
+        old.unlink()
     out.mkdir(parents=True, exist_ok=True)
     save_file(marian_state_dict(model), str(out / "model.safetensors"), metadata={"format": "pt"})
     (out / "config.json").write_text(json.dumps(marian_config(model, max_positions=max_positions), indent=2) + "\n")
