@@ -299,3 +299,18 @@ def test_export_replaces_an_earlier_marian_export_only_with_force(trained, tmp_p
     assert main([*args, "--force"]) == 0
     assert _tree(hf) == first
 
+
+def test_ctranslate2_export_prints_no_progress_bar_or_sacremoses_advice(trained, tmp_path, capsys):
+    import warnings
+
+    pytest.importorskip("ctranslate2", reason="ctranslate2 is not installed (pip install ctranslate2)")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert main(["export", "--model", str(trained["root"] / "model"), "--format", "ctranslate2",
+                     "--out", str(tmp_path / "c")]) == 0
+    err = capsys.readouterr().err
+    assert "Loading weights" not in err and "it/s" not in err
+    assert not [w for w in seen if "sacremoses" in str(w.message)]
+    from transformers.utils import logging as hf_logging
+
+    assert hf_logging.is_progress_bar_enabled()  # restored for the rest of the process

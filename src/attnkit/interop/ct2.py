@@ -20,8 +20,10 @@ followed by ``</s>`` (what ``MarianTokenizer`` produces).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import warnings
 from pathlib import Path
 
 from .marian import ExportError
@@ -83,12 +85,30 @@ def _converter_class():
             self.marian_dir = marian_dir
 
         def _load(self):
-            with torch.no_grad():
+            with torch.no_grad(), _quiet_transformers():
                 model = transformers.MarianMTModel.from_pretrained(self.marian_dir)  # float32, as exported
                 tokenizer = transformers.MarianTokenizer.from_pretrained(self.marian_dir)
                 return AttnkitMarianLoader(Path(self.marian_dir))(model, tokenizer)
 
     return AttnkitMarianConverter
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """Without transformers' weight-loading progress bar and its advice to install sacremoses (which
+    MarianTokenizer uses only for the source languages' punctuation normalisation the export does not
+    use): nothing else is silenced."""
+    from transformers.utils import logging as hf_logging
+
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Recommended: pip install sacremoses")
+            yield
+    finally:
+        if bar:
+            hf_logging.enable_progress_bar()
 
 
 def _read_vocab(path: Path) -> list[str]:
