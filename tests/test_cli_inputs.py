@@ -258,3 +258,68 @@ def test_demo_options_are_checked_before_training(extra, says, tmp_path, capsys)
     assert says in error_of(capsys)
     assert not (tmp_path / "c").exists()
     assert (tmp_path / "file").read_text() == "x"
+
+
+# ------------------------------------------------------------------------------------------ translate
+
+
+@pytest.fixture(scope="module")
+def short_model(tmp_path_factory) -> Path:
+    """A tiny model with learned positions for 8 tokens: a source of more than 7 characters is cut."""
+    torch.manual_seed(0)
+    src, tgt = CharTokenizer.train(SOURCES), CharTokenizer.train(["hello thanks"])
+    config = TransformerConfig(d_model=16, heads=2, encoder_layers=1, decoder_layers=1, ffn_dim=32, dropout=0.0,
+                               positions="learned", max_len=8)
+    folder = tmp_path_factory.mktemp("short") / "m"
+    save_model(build_model(config, src.vocab_size, tgt.vocab_size), folder)
+    save_tokenizers(folder, src, tgt)
+    return folder
+
+
+def stdin(monkeypatch, data: bytes) -> None:
+    import io
+    import sys
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"))
+
+
+def test_translate_splits_stdin_at_newlines_only(model_dir, monkeypatch, capsys):
+    lines = ["你好\u2028谢谢", "机器\x85翻译", "注意\x0c力\x1c你", "", "谢谢"]
+    stdin(monkeypatch, ("\r\n".join(lines) + "\r\n").encode("utf-8"))
+    assert main(["translate", "--model", str(model_dir), "--beam", "1", "--json"]) == 0
+    out = capsys.readouterr().out
+    assert out.endswith("\n")
+    records = [json.loads(line) for line in out[:-1].split("\n")]
+    assert [r["source"] for r in records] == lines  # one output per input line, no \r left on them
+    assert records[3]["translation"] == ""
+
+
+@pytest.mark.parametrize("option,value,says", [
+    ("--batch-size", "0", "--batch-size must be >= 1, got 0"),
+    ("--batch-size", "-1", "--batch-size must be >= 1, got -1"),
+    ("--length-penalty", "nan", "--length-penalty must be a finite number, got nan"),
+    ("--length-penalty", "inf", "--length-penalty must be a finite number, got inf"),
+])
+def test_translate_refuses_bad_numbers(option, value, says, model_dir, capsys):
+    assert main(["translate", "--model", str(model_dir), option, value, "你好"]) == 2
+    captured = capsys.readouterr()
+    assert says in error_of_captured(captured) and captured.out == ""
+
+
+def error_of_captured(captured) -> str:
+    assert "Traceback" not in captured.err
+    return captured.err
+
+
+def test_translate_notes_each_truncated_line(short_model, monkeypatch, capsys):
+    stdin(monkeypatch, "你好\n你好谢谢你好谢谢你好\n\n谢谢谢谢谢谢谢谢谢\n".encode("utf-8"))
+    assert main(["translate", "--model", str(short_model), "--beam", "1"]) == 0
+    captured = capsys.readouterr()
+    assert len(captured.out.split("\n")) == 5  # four lines, each ended
+    notes = [line for line in captured.err.splitlines() if "truncated" in line]
+    assert notes == [f"attnkit translate: note: stdin line {n} was truncated to its first 7 tokens "
+                     "(the model's longest source)" for n in (2, 4)]
+    assert main(["translate", "--model", str(short_model), "--beam", "1", "你好", "你好谢谢你好谢谢"]) == 0
+    assert "argument 2 was truncated" in capsys.readouterr().err
+    assert main(["translate", "--model", str(short_model), "--beam", "1", "你好谢谢你好谢"]) == 0  # 7 fit
+    assert "truncated" not in capsys.readouterr().err

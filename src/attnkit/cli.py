@@ -46,6 +46,20 @@ def check_output_file(path, flag: str, suffixes: tuple[str, ...] = ()):
     return path
 
 
+def split_lines(text: str) -> list[str]:
+    """The lines of ``text`` as ``wc -l`` and editors count them: split at ``\\n`` only (a ``\\r`` before
+    it is dropped), no empty line after a final newline, a byte-order mark at the start removed.
+    ``str.splitlines`` would also split at U+2028, U+0085, form feeds and other characters that can
+    occur inside a sentence."""
+    text = text.removeprefix("\ufeff")
+    if not text:
+        return []
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
 def note_replaced(path, command: str) -> None:
     """Say on stderr that writing ``path`` replaced a file that was there (call it after the write,
     when ``path`` was a file before it)."""

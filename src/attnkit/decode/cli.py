@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 
-from attnkit.cli import UserError
+from attnkit.cli import UserError, split_lines
 
 
 def add_arguments(parser) -> None:
@@ -26,7 +27,7 @@ def _lines(args):
     except UnicodeDecodeError as err:
         line = data[: err.start].count(b"\n") + 1
         raise UserError(f"stdin line {line}: not valid UTF-8 ({err.reason})") from None
-    return text.splitlines()
+    return split_lines(text)
 
 
 def run(args) -> int:
@@ -34,6 +35,10 @@ def run(args) -> int:
 
     if args.beam < 1:
         raise UserError(f"--beam must be >= 1, got {args.beam}")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if not math.isfinite(args.length_penalty):
+        raise UserError(f"--length-penalty must be a finite number, got {args.length_penalty}")
     try:
         translator = Translator.load(args.model)
     except (FileNotFoundError, ValueError) as err:
@@ -43,6 +48,12 @@ def run(args) -> int:
     done = translator.translate([lines[n] for n in keep], beam=args.beam, length_penalty=args.length_penalty,
                                 batch_size=args.batch_size, need_attention=args.json)
     by_line = dict(zip(keep, done))
+    limit = translator.max_source_tokens()
+    for n in keep:
+        if by_line[n].truncated:
+            where = f"argument {n + 1}" if args.text else f"stdin line {n + 1}"
+            print(f"attnkit translate: note: {where} was truncated to its first {limit} tokens "
+                  "(the model's longest source)", file=sys.stderr)
     for n, source in enumerate(lines):
         t = by_line.get(n)
         if args.json:

@@ -35,6 +35,8 @@ class Translation:
     # (layers, heads, output rows, len(src_pieces)): a row per output piece plus the EOS step (no EOS
     # row when decoding stopped at the length limit); None for models without cross-attention.
     attention: Tensor | None = None
+    # the source had more pieces than the model's positions and was cut to max_source_tokens()
+    truncated: bool = False
 
     @property
     def attention_rows(self) -> list[str]:
@@ -95,6 +97,11 @@ class Translator:
     def _encode(self, text: str) -> list[int]:
         return self.src_tok.encode(text)[: self.max_source_tokens()] + [self.src_tok.eos_id]
 
+    def _encode_checked(self, text: str) -> tuple[list[int], bool]:
+        """The source ids (+ EOS) and whether the text was cut to :meth:`max_source_tokens`."""
+        ids, limit = self.src_tok.encode(text), self.max_source_tokens()
+        return ids[:limit] + [self.src_tok.eos_id], len(ids) > limit
+
     def max_source_tokens(self) -> int:
         cfg = self.model.config
         limit = getattr(cfg, "max_len", None) if getattr(cfg, "positions", "") == "learned" else None
@@ -114,7 +121,8 @@ class Translator:
         """Translate ``sentences``; ``beam == 1`` is greedy decoding."""
         if beam < 1:
             raise ValueError(f"beam must be >= 1, got {beam}")
-        encoded = [self._encode(s) for s in sentences]
+        checked = [self._encode_checked(s) for s in sentences]
+        encoded = [ids for ids, _ in checked]
         order = sorted(range(len(sentences)), key=lambda n: len(encoded[n]))  # similar lengths together
         results: list[Translation | None] = [None] * len(sentences)
         pad = self.model.config.pad_id
@@ -126,7 +134,7 @@ class Translator:
                 src[r, : len(encoded[n])] = torch.tensor(encoded[n])
             hyps = self._decode(src, beam, length_penalty, max_len_ratio, need_attention)
             for r, n in enumerate(rows):
-                results[n] = self._result(sentences[n], encoded[n], hyps[r], need_attention)
+                results[n] = self._result(sentences[n], encoded[n], hyps[r], need_attention, checked[n][1])
         return results  # type: ignore[return-value]
 
     @torch.inference_mode()
@@ -163,11 +171,12 @@ class Translator:
                             max_len_ratio=max_len_ratio, need_attention=need_attention)
         return [options[0] for options in nbest]
 
-    def _result(self, source: str, ids: list[int], hyp: Hypothesis, need_attention: bool) -> Translation:
+    def _result(self, source: str, ids: list[int], hyp: Hypothesis, need_attention: bool,
+                truncated: bool = False) -> Translation:
         src_pieces = [self.src_tok.id_to_piece(i) for i in ids[:-1]] + ["</s>"]
         tgt_pieces = [self.tgt_tok.id_to_piece(i) for i in hyp.tokens]
         attention = hyp.attention
         if attention is not None:
             attention = attention[..., : len(ids)]  # drop the columns of the batch's padding (all zero)
         return Translation(source, self.tgt_tok.decode(hyp.tokens), src_pieces, tgt_pieces, hyp.score,
-                           attention if need_attention else None)
+                           attention if need_attention else None, truncated)
