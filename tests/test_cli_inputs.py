@@ -323,3 +323,70 @@ def test_translate_notes_each_truncated_line(short_model, monkeypatch, capsys):
     assert "argument 2 was truncated" in capsys.readouterr().err
     assert main(["translate", "--model", str(short_model), "--beam", "1", "你好谢谢你好谢"]) == 0  # 7 fit
     assert "truncated" not in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------- evaluate
+
+
+@pytest.fixture
+def no_model_load(monkeypatch):
+    """Loading a model fails the test: the option must be refused before any work."""
+    from attnkit.decode.translator import Translator
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the options were checked")
+    monkeypatch.setattr(Translator, "load", refuse)
+
+
+def test_evaluate_reports_the_test_lines_it_skips(model_dir, tmp_path, capsys):
+    test = tmp_path / "test.tsv"
+    test.write_text("Hello.\t你好。\tCC\nno tab here\nThanks.\t谢谢。\tCC\n\t\tx\n", encoding="utf-8")
+    assert main(["evaluate", "--model", str(model_dir), "--test", str(test), "--beam", "1", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert f"skipped {test}:2: found 1 tab-separated columns" in captured.err
+    assert f"skipped {test}:4: empty Chinese side" in captured.err
+    assert f"skipped 2 of 4 lines of {test}; scoring the other 2" in captured.err
+    assert set(json.loads(captured.out)) == {"bleu", "chrf"}
+
+
+@pytest.mark.parametrize("extra,says", [
+    (["--beam", "0"], "--beam must be >= 1, got 0"),
+    (["--beam", "-3"], "--beam must be >= 1, got -3"),
+    (["--output", "{tmp}/nodir/x.txt"], "nodir does not exist"),
+    (["--output", "{tmp}"], "is a folder"),
+])
+def test_evaluate_checks_its_options_before_translating(extra, says, tmp_path, no_model_load, capsys):
+    (tmp_path / "test.tsv").write_text("Hello.\t你好。\tCC\n", encoding="utf-8")
+    extra = [e.replace("{tmp}", str(tmp_path)) for e in extra]
+    assert main(["evaluate", "--model", "m", "--test", str(tmp_path / "test.tsv"), *extra]) == 2
+    assert says in error_of(capsys)
+
+
+def test_evaluate_notes_a_replaced_output(model_dir, tmp_path, capsys):
+    (tmp_path / "test.tsv").write_text("Hello.\t你好。\tCC\n", encoding="utf-8")
+    out = tmp_path / "hyps.txt"
+    out.write_text("old\n")
+    assert main(["evaluate", "--model", str(model_dir), "--test", str(tmp_path / "test.tsv"), "--beam", "1",
+                 "--output", str(out)]) == 0
+    assert f"attnkit evaluate: note: replaced the existing file {out}" in capsys.readouterr().err
+    assert out.read_text() != "old\n" and len(out.read_text().split("\n")) == 2
+
+
+def test_evaluate_hyp_and_ref_options(tmp_path, capsys):
+    (tmp_path / "h.txt").write_text("你好\u2028谢谢\n机器\x85翻译\r\n", encoding="utf-8")  # 2 lines, as wc -l says
+    (tmp_path / "r.txt").write_text("你好\u2028谢谢\n机器\x85翻译\n", encoding="utf-8")
+    assert main(["evaluate", "--hyp", str(tmp_path / "h.txt"), "--ref", str(tmp_path / "r.txt"), "--json",
+                 "--target-lang", "zh"]) == 0
+    assert json.loads(capsys.readouterr().out)["bleu"]["score"] == 100.0
+    (tmp_path / "r3.txt").write_text("a\nb\nc\n")
+    assert main(["evaluate", "--hyp", str(tmp_path / "h.txt"), "--ref", str(tmp_path / "r3.txt")]) == 2
+    assert "h.txt has 2 lines but" in error_of(capsys)
+    assert main(["evaluate", "--hyp", str(tmp_path), "--ref", str(tmp_path / "r.txt")]) == 2
+    assert f"--hyp {tmp_path}: is a folder" in error_of(capsys)
+    assert main(["evaluate", "--hyp", str(tmp_path / "h.txt"), "--ref", str(tmp_path / "r.txt"),
+                 "--output", str(tmp_path / "o.txt")]) == 2
+    assert "with --hyp there is none to write" in error_of(capsys)
+    assert not (tmp_path / "o.txt").exists()
+    with pytest.raises(SystemExit) as exit_:
+        main(["evaluate", "--hyp", str(tmp_path / "h.txt"), "--ref", str(tmp_path / "r.txt"), "--target-lang", "xx"])
+    assert exit_.value.code == 2 and "invalid choice: 'xx'" in capsys.readouterr().err

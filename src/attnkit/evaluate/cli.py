@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
-from attnkit.cli import UserError
+from attnkit.cli import UserError, check_output_file, note_replaced, split_lines
+
+# Issues printed one per line before the summary; the rest are counted.
+MAX_ISSUES_SHOWN = 20
 
 
 def add_arguments(parser) -> None:
@@ -15,7 +19,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--test", help="test pairs in the manythings format (English<TAB>Chinese<TAB>attribution)")
     parser.add_argument("--direction", default="zh-en", choices=["zh-en", "en-zh"], help="with --test (default zh-en)")
     parser.add_argument("--beam", type=int, default=4, help="beam size with --model (default 4)")
-    parser.add_argument("--target-lang", default=None, help="target language for BLEU's tokenizer (zh uses 'zh')")
+    parser.add_argument("--target-lang", default=None, choices=["en", "zh"],
+                        help="target language for BLEU's tokenizer: zh uses 'zh', en '13a' "
+                             "(default: the --direction's target with --test, else en)")
     parser.add_argument("--by-length", action="store_true", help="also BLEU by source-length bucket (needs --test)")
     parser.add_argument("--output", help="with --model: write the translations to this file")
     parser.add_argument("--json", action="store_true", help="print JSON")
@@ -23,14 +29,29 @@ def add_arguments(parser) -> None:
 
 def _read_lines(path: str, what: str) -> list[str]:
     p = Path(path)
+    if p.is_dir():
+        raise UserError(f"{what} {p}: is a folder, expected a text file with one sentence per line")
     if not p.is_file():
         raise UserError(f"{what} {p}: no such file")
-    data = p.read_bytes()
     try:
-        return data.decode("utf-8").splitlines()
+        data = p.read_bytes()
+    except OSError as err:
+        raise UserError(f"{what} {p}: cannot read it ({err.strerror or err})") from None
+    try:
+        return split_lines(data.decode("utf-8"))
     except UnicodeDecodeError as err:
         line = data[: err.start].count(b"\n") + 1
         raise UserError(f"{p}:{line}: not valid UTF-8 ({err.reason})") from None
+
+
+def _report_skipped(report) -> None:
+    """Say which lines of the test file were skipped, as ``file:line: reason``, and how many."""
+    for issue in report.issues[:MAX_ISSUES_SHOWN]:
+        print(f"attnkit evaluate: skipped {issue.file}:{issue.line}: {issue.reason}", file=sys.stderr)
+    more = len(report.issues) - MAX_ISSUES_SHOWN
+    print(f"attnkit evaluate: skipped {report.skipped} of {report.lines} lines of {report.source}"
+          + (f" ({more} more not shown)" if more > 0 else "") + f"; scoring the other {len(report.pairs)}",
+          file=sys.stderr)
 
 
 def run(args) -> int:
@@ -38,8 +59,12 @@ def run(args) -> int:
 
     sources = None
     if args.model or args.test:
-        if not (args.model and args.test) or args.hyp:
+        if not (args.model and args.test) or args.hyp or args.ref:
             raise UserError("use either --hyp FILE --ref FILE, or --model DIR --test FILE")
+        if args.beam < 1:
+            raise UserError(f"--beam must be >= 1, got {args.beam}")
+        if args.output:
+            check_output_file(args.output, "--output")
         from attnkit.data import DataError, read_manythings
         from attnkit.decode.translator import Translator
 
@@ -48,15 +73,27 @@ def run(args) -> int:
             translator = Translator.load(args.model)
         except (DataError, FileNotFoundError, ValueError) as err:
             raise UserError(str(err)) from None
+        if report.skipped:
+            _report_skipped(report)
         sources = [p.src for p in report.pairs]
         refs = [p.tgt for p in report.pairs]
         hyps = [t.text for t in translator.translate(sources, beam=args.beam)]
         if args.output:
-            Path(args.output).write_text("\n".join(hyps) + "\n", encoding="utf-8")
+            existed = Path(args.output).is_file()
+            try:
+                Path(args.output).write_text("\n".join(hyps) + "\n", encoding="utf-8")
+            except OSError as err:
+                raise UserError(f"--output {args.output}: cannot write it ({err.strerror or err})") from None
+            if existed:
+                note_replaced(args.output, "evaluate")
         target_lang = args.target_lang or args.direction.split("-")[1]
     else:
         if not (args.hyp and args.ref):
             raise UserError("use either --hyp FILE --ref FILE, or --model DIR --test FILE")
+        if args.output:
+            raise UserError("--output writes the translations of --model and --test; with --hyp there is none to write")
+        if args.by_length:
+            raise UserError("--by-length needs --model and --test (it buckets by source length)")
         hyps, refs = _read_lines(args.hyp, "--hyp"), _read_lines(args.ref, "--ref")
         if len(hyps) != len(refs):
             raise UserError(f"{args.hyp} has {len(hyps)} lines but {args.ref} has {len(refs)}: they must be line-aligned")
