@@ -390,3 +390,13 @@ def test_evaluate_hyp_and_ref_options(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["evaluate", "--hyp", str(tmp_path / "h.txt"), "--ref", str(tmp_path / "r.txt"), "--target-lang", "xx"])
     assert exit_.value.code == 2 and "invalid choice: 'xx'" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------- explain
+
+
+@pytest.mark.parametrize("digits", ["-1", "-5"])
+def test_explain_refuses_negative_digits(digits, capsys):
+    assert main(["explain", "toy", "--digits", digits]) == 2
+    assert f"--digits must be >= 0, got {digits}" in error_of(capsys)
+    assert main(["explain", "toy", "--digits", "0"]) == 0

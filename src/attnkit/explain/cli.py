@@ -13,5 +13,9 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from attnkit.cli import UserError
+
+    if args.digits < 0:
+        raise UserError(f"--digits must be >= 0, got {args.digits}")
     print(render(TOPICS[args.topic](args.lang), args.lang, args.digits), end="")
     return 0
