@@ -87,3 +87,17 @@ def test_model_dir_is_required_when_the_oracle_package_is_absent(monkeypatch, ca
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args(["attention", "hello"])
     assert exit_info.value.code == 2 and "--model-dir" in capsys.readouterr().err
+
+
+def test_replacing_an_output_file_is_noted_and_a_folder_refused(tmp_path, capsys):
+    target = tmp_path / "attn.json"
+    target.write_text("old")
+    assert main(["attention", "--model-dir", str(MODEL_DIR), "-o", str(target), "hello"]) == 0
+    assert f"attnkit attention: note: replaced the existing file {target}" in capsys.readouterr().err
+    assert json.loads(target.read_text())["tokens"][0] == "[CLS]"
+    assert main(["attention", "--model-dir", str(MODEL_DIR), "-o", str(target), "hello"]) == 0
+    assert "replaced" in capsys.readouterr().err  # every time a file is replaced
+    assert main(["attention", "--model-dir", str(MODEL_DIR), "-o", str(tmp_path / "new.json"), "hello"]) == 0
+    assert "replaced" not in capsys.readouterr().err
+    assert main(["attention", "--model-dir", str(MODEL_DIR), "-o", str(tmp_path), "hello"]) == 2
+    assert f"--output {tmp_path}: is a folder" in capsys.readouterr().err

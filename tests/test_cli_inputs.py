@@ -392,7 +392,50 @@ def test_evaluate_hyp_and_ref_options(tmp_path, capsys):
     assert exit_.value.code == 2 and "invalid choice: 'xx'" in capsys.readouterr().err
 
 
-# --------------------------------------------------------------------------------------------- explain
+# ------------------------------------------------------------------------------- plot, report, explain
+
+
+def test_plot_refuses_an_empty_sentence_a_folder_and_a_bad_beam(model_dir, tmp_path, no_model_load, capsys):
+    (tmp_path / "d.png").mkdir()
+    for extra, says in ((["", "--output", str(tmp_path / "a.png")], "the sentence to plot is empty"),
+                        (["  ", "--output", str(tmp_path / "a.png")], "the sentence to plot is empty"),
+                        (["你好", "--output", str(tmp_path / "d.png")], f"--output {tmp_path / 'd.png'}: is a folder"),
+                        (["你好", "--output", str(tmp_path / "no" / "a.png")], "does not exist"),
+                        (["你好", "--beam", "0", "--output", str(tmp_path / "a.png")], "--beam must be >= 1")):
+        assert main(["plot", "--model", str(model_dir), *extra]) == 2
+        assert says in error_of(capsys)
+    assert not (tmp_path / "a.png").exists()
+
+
+def test_plot_and_report_note_a_replaced_output(model_dir, tmp_path, monkeypatch, capsys):
+    from attnkit.viz import fonts
+
+    try:
+        fonts.cjk_font()
+    except fonts.NoCJKFontError:
+        pytest.skip("no CJK font: plot refuses to draw Chinese")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "attention.png").write_bytes(b"old")  # the default --output
+    assert main(["plot", "--model", str(model_dir), "你好", "--beam", "1"]) == 0
+    assert "attnkit plot: note: replaced the existing file attention.png" in capsys.readouterr().err
+    assert (tmp_path / "attention.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["plot", "--model", str(model_dir), "你好", "--beam", "1", "--output", "new.svg"]) == 0
+    assert "replaced" not in capsys.readouterr().err
+    (tmp_path / "in.txt").write_text("你好\n", encoding="utf-8")
+    (tmp_path / "report.html").write_text("old")  # the default --output
+    assert main(["report", "--model", str(model_dir), "--input", "in.txt", "--beam", "1"]) == 0
+    assert "attnkit report: note: replaced the existing file report.html" in capsys.readouterr().err
+    assert (tmp_path / "report.html").read_text().startswith("<!DOCTYPE html>")
+    (tmp_path / "r.html").mkdir()
+    assert main(["report", "--model", str(model_dir), "--input", "in.txt", "--output", "r.html"]) == 2
+    assert "--output r.html: is a folder" in error_of(capsys)
+
+
+def test_plot_help_names_every_kind_of_attention(capsys):
+    with pytest.raises(SystemExit):
+        main(["plot", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "cross-attention, or the encoder's or decoder's self-attention" in text
 
 
 @pytest.mark.parametrize("digits", ["-1", "-5"])

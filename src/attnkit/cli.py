@@ -17,7 +17,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("attnkit.train.cli", "train a translation model from a YAML recipe"),
     "translate": ("attnkit.decode.cli", "translate text with a trained model"),
     "evaluate": ("attnkit.evaluate.cli", "BLEU and chrF of translations (sacreBLEU)"),
-    "plot": ("attnkit.viz.cli", "translate a sentence and draw its cross-attention heatmap"),
+    "plot": ("attnkit.viz.cli", "translate a sentence and draw its attention heatmap: cross-attention, or the "
+                                "encoder's or decoder's self-attention (--attention)"),
     "report": ("attnkit.viz.report_cli", "translate a file and write a self-contained HTML page of its attention"),
     "info": ("attnkit.models.cli", "show a model's configuration and parameter counts"),
     "attention": ("attnkit.interop.cli", "print a pretrained encoder's attention weights on a sentence, as JSON"),

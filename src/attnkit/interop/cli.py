@@ -41,11 +41,13 @@ def _rounded(weights, digits: int):
 
 
 def run(args) -> int:
-    from attnkit.cli import UserError
+    from attnkit.cli import UserError, check_output_file, note_replaced
     from attnkit.interop import ModelFolderError, load_pretrained
 
     if args.digits < 0:
         raise UserError(f"--digits must be >= 0, got {args.digits}")
+    if args.output:
+        check_output_file(args.output, "--output")
     try:
         model = load_pretrained(Path(args.model_dir).expanduser())
     except ModelFolderError as err:
@@ -59,10 +61,13 @@ def run(args) -> int:
     }
     text = json.dumps(data, ensure_ascii=False)
     if args.output:
+        existed = Path(args.output).is_file()
         try:
             Path(args.output).write_text(text + "\n", encoding="utf-8")
         except OSError as err:
             raise UserError(f"cannot write {args.output}: {err.strerror or err}") from None
+        if existed:
+            note_replaced(args.output, "attention")
     else:
         try:
             sys.stdout.write(text + "\n")

@@ -1,16 +1,19 @@
-"""``attnkit plot --model DIR "机器翻译" [--layer L] [--head H|mean|all] [--output FILE.png|.svg]``."""
+"""``attnkit plot --model DIR "机器翻译" [--attention cross|encoder|decoder] [--layer L] [--head H|mean|all]
+[--output FILE.png|.svg]``: a heatmap of the sentence's cross-attention (output pieces over source pieces), or
+of the Transformer's encoder or decoder self-attention."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from attnkit.cli import UserError
+from attnkit.cli import UserError, check_output_file, note_replaced
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("text", help="the sentence to translate and plot")
     parser.add_argument("--model", required=True, help="a model folder, or a training --out folder (uses its best/)")
-    parser.add_argument("--layer", type=int, default=-1, help="decoder layer (default: the last, -1)")
+    parser.add_argument("--layer", type=int, default=-1, help="layer: the decoder's for cross and decoder attention, the encoder's for encoder "
+                        "attention (default: the last, -1)")
     parser.add_argument("--head", default="mean", help="a head index, 'mean' (default) or 'all' for a grid of heads")
     parser.add_argument("--beam", type=int, default=4, help="beam size (default 4)")
     parser.add_argument("--attention", choices=["cross", "encoder", "decoder"], default="cross",
@@ -31,8 +34,11 @@ def run(args) -> int:
             head = int(args.head)
         except ValueError:
             raise UserError(f"--head must be an index, 'mean' or 'all', got {args.head!r}") from None
-    if args.output.suffix.lower() not in (".png", ".svg"):
-        raise UserError(f"--output {args.output}: use a .png or .svg file name")
+    if args.beam < 1:
+        raise UserError(f"--beam must be >= 1, got {args.beam}")
+    if not args.text.strip():
+        raise UserError("the sentence to plot is empty")
+    check_output_file(args.output, "--output", (".png", ".svg"))
     try:
         translator = Translator.load(args.model)
     except (FileNotFoundError, ValueError) as err:
@@ -56,9 +62,14 @@ def run(args) -> int:
         raise UserError(str(err)) from None
     heads = attention.shape[1]
     titles = [f"layer {args.layer}, head {h}" for h in range(heads)] if head == "all" else None
+    existed = args.output.is_file()
     try:
         plot_attention(weights, cols, rows, args.output, title=title, head_titles=titles)
     except NoCJKFontError as err:
         raise UserError(str(err)) from None
+    except OSError as err:
+        raise UserError(f"--output {args.output}: cannot write it ({err.strerror or err})") from None
+    if existed:
+        note_replaced(args.output, "plot")
     print(f"{title}\nwrote {args.output}")
     return 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from attnkit.cli import UserError
+from attnkit.cli import UserError, check_output_file, note_replaced
 
 # Models whose decoder has no attention: nothing to show.
 NO_ATTENTION = ("seq2seq-fixed", "seq2seq-context")
@@ -60,8 +60,7 @@ def run(args) -> int:
         raise UserError(f"--beam must be at least 1, got {args.beam}")
     if args.max_sentences < 1:
         raise UserError(f"--max-sentences must be at least 1, got {args.max_sentences}")
-    if not args.output.parent.is_dir():
-        raise UserError(f"--output {args.output}: folder {args.output.parent} does not exist")
+    check_output_file(args.output, "--output")
     sentences = read_sentences(args.input)
     try:
         folder = resolve_model_dir(args.model)
@@ -80,9 +79,12 @@ def run(args) -> int:
     info = {"model": str(folder), "kind": kind, "decoder layers": layers, "heads": heads,
             "decoding": "greedy" if args.beam == 1 else f"beam {args.beam}"}
     title = args.title or f"attnkit attention report: {args.input.name}"
+    existed = args.output.is_file()
     try:
         write_report(results, args.output, title=title, model_info=info)
     except OSError as err:
         raise UserError(f"--output {args.output}: cannot write it ({err.strerror or err})") from None
+    if existed:
+        note_replaced(args.output, "report")
     print(f"wrote {args.output} ({len(results)} sentence{'s' if len(results) != 1 else ''})")
     return 0
