@@ -219,6 +219,8 @@ def test_demo_recognises_a_cache_written_before_the_marker(tmp_path):
     (cache / "recipe.yaml").write_text(yaml.safe_dump(json.loads(json.dumps(recipe.to_dict())), allow_unicode=True))
     (cache / "best").mkdir()
     assert cached_focus(cache) == "好你"
+    (cache / ".old-best").mkdir()  # left by a run killed while it replaced best/
+    assert cached_focus(cache) == "好你"
     (cache / "notes.txt").write_text("mine")  # anything else in it: not the demo's layout
     assert cached_focus(cache) is None
 

@@ -63,8 +63,9 @@ def add_arguments(parser) -> None:
 # Written into the cache before training: the folder is the demo's own, which it may delete and
 # train again. Any other folder given as --cache is never deleted.
 MARKER = "attnkit-demo.json"
-# What `attnkit train` writes into its --out (the demo cache's layout, with the marker).
-_CACHE_ENTRIES = {MARKER, "recipe.yaml", "log.jsonl", "checkpoints", "best"}
+# What `attnkit train` writes into its --out (the demo cache's layout, with the marker); .tmp-best and
+# .old-best are left by a run killed while it replaced best/.
+_CACHE_ENTRIES = {MARKER, "recipe.yaml", "log.jsonl", "checkpoints", "best", ".tmp-best", ".old-best"}
 
 
 def _subset(wanted, saved) -> bool:
