@@ -155,7 +155,7 @@ def run(args) -> int:
                                    "train": {**RECIPE["train"], "max_steps": args.steps, "max_minutes": args.minutes}})
         print(f"training a small Transformer for {args.steps} updates (at most {args.minutes:g} minutes) on the "
               f"CC-CEDICT entries that share a character with {' '.join(phrases)} (cached in {cache})")
-        train(recipe, cache)
+        train(recipe, cache, beside={MARKER})
     else:
         print(f"using the cached demo model in {model_dir} (--retrain to train again)")
     try:

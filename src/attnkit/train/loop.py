@@ -18,7 +18,7 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Collection
 
 import torch
 import yaml
@@ -77,10 +77,13 @@ def _setup(recipe: Recipe) -> None:
 
 
 def train(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callable[[str], None] = print,
-          progress: bool = True) -> TrainResult:
+          progress: bool = True, beside: Collection[str] = ()) -> TrainResult:
+    """Train as ``recipe`` says into the folder ``out`` (or continue the run there with ``resume``).
+    A fresh run refuses an ``out`` holding anything but an unfinished run's files, except the names in
+    ``beside``: files of the caller's own that the run may sit beside (the demo's cache marker)."""
     out = Path(out)
     t = recipe.train
-    _check_out(out, resume)
+    _check_out(out, resume, frozenset(beside))
     ckpt = None
     if resume:
         ckpt = latest_checkpoint(out)
@@ -241,7 +244,7 @@ def _plain(recipe: Recipe) -> dict:
     return json.loads(json.dumps(recipe.to_dict()))
 
 
-def _check_out(out: Path, resume: bool) -> None:
+def _check_out(out: Path, resume: bool, beside: frozenset[str] = frozenset()) -> None:
     """Refuse an --out that is a file, lies under a file, or holds anything a fresh run would overwrite
     or mix with: a model, checkpoints, or files that are not a training run's."""
     for folder in (out, *out.parents):
@@ -258,7 +261,7 @@ def _check_out(out: Path, resume: bool) -> None:
         raise TrainError(f"{out} already holds a trained model ({out / 'best'}) and no checkpoint to resume from: "
                          f"choose another --out, or move {out / 'best'} away to train a new model here")
     # a run that stopped before its first checkpoint leaves only these: training again there is safe
-    ours = {"recipe.yaml", "log.jsonl", "checkpoints"}
+    ours = {"recipe.yaml", "log.jsonl", "checkpoints"} | beside
     others = sorted(p.name for p in out.iterdir() if p.name not in ours)
     if (out / "checkpoints").is_dir():
         others += sorted(f"checkpoints/{p.name}" for p in (out / "checkpoints").iterdir()
