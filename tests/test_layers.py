@@ -676,3 +676,22 @@ def test_unknown_names_and_a_nan_eps_are_refused_at_construction():
     for eps in (float("nan"), 0.0, "1e-5"):
         with pytest.raises(ValueError, match="layer_norm_eps must be a finite number > 0"):
             BlockConfig(d_model=16, num_heads=4, d_ff=32, layer_norm_eps=eps)
+
+
+def test_layers_chain_under_autocast_and_take_numpy_numbers():
+    import numpy as np
+
+    from attnkit.attention import attend
+
+    mha, ffn = MultiHeadAttention(32, 4), FeedForward(32, 64)
+    x = torch.randn(2, 5, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast casts: a bfloat16 input is not a mistake there
+        y = ffn(mha(mha(x).context).context)
+    assert y.dtype == torch.bfloat16 and torch.isfinite(y.float()).all()
+    q = torch.randn(2, 4, 8)
+    for params in ({"scale": np.float32(0.3)}, {"scale": torch.tensor(0.3, dtype=torch.float64)}):
+        torch.testing.assert_close(attend(q, q, q, score_params=params).context,
+                                   attend(q, q, q, score_params={"scale": 0.3}).context)
+    assert padding_mask([2, 1], ndim=np.int64(3)).shape == (2, 1, 2)
+    torch.testing.assert_close(attend(q, q, q, normalize="relu", normalize_params={"divide_by_length": 1}).context,
+                               attend(q, q, q, normalize="relu", normalize_params={"divide_by_length": True}).context)

@@ -22,9 +22,12 @@ class _Loader(yaml.SafeLoader):
 
 def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
     """A mapping that names a key twice is refused: YAML would silently keep only the last one (a second
-    ``train:`` section would replace the first)."""
+    ``train:`` section would replace the first). Merge keys (``<<: *anchor``) are not names: a key written
+    beside one overrides what it merges, as YAML intends."""
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
         key = loader.construct_object(key_node, deep=True)
         try:
             first = seen.get(key)

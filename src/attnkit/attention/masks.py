@@ -11,6 +11,9 @@ Axes: ``b`` batch, ``h`` heads, ``i`` query positions, ``j`` key positions.
 
 from __future__ import annotations
 
+import numbers
+
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -29,7 +32,7 @@ def padding_mask(lengths: Tensor | list[int], max_len: int | None = None, *, ndi
         raise ValueError(f"lengths must be 1-D (b,), got shape {tuple(lengths.shape)}")
     if lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
         raise TypeError(f"lengths must be an integer tensor, got {lengths.dtype}")
-    if isinstance(ndim, bool) or not isinstance(ndim, int) or ndim < 3:
+    if isinstance(ndim, (bool, np.bool_)) or not isinstance(ndim, numbers.Integral) or ndim < 3:
         raise ValueError(
             f"ndim must be an integer >= 3 (the scores' rank: 4 for (b, h, i, j), 3 for (b, i, j)), got {ndim!r}: "
             "a 2-D (b, j) mask would be read as (i, j), the convention's shared mask"

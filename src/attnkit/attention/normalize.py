@@ -7,8 +7,10 @@ weights and a finite gradient, never NaN.
 
 from __future__ import annotations
 
+import numbers
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -160,8 +162,9 @@ def check_normalize_params(normalize: str, params: dict) -> None:
     if unknown:
         takes = f"takes {', '.join(names)}" if names else "takes no parameters"
         raise ValueError(f"normalize {normalize!r} {takes}; unknown normalize_params {unknown}")
-    for flag in ("divide_by_length", "hard"):
-        if flag in params and not isinstance(params[flag], bool):
+    for flag in ("divide_by_length", "hard"):  # True/False, or 1/0
+        value = params.get(flag, False)
+        if not (isinstance(value, (bool, np.bool_)) or isinstance(value, numbers.Integral) and value in (0, 1)):
             raise TypeError(f"normalize_params[{flag!r}] must be True or False, got {params[flag]!r}")
     if "tau" in params:
         check_positive("normalize_params['tau']", params["tau"])

@@ -13,9 +13,11 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -109,7 +111,7 @@ def _bad_number(value) -> str | None:
         if not (value.is_floating_point() or value.dtype in (torch.int32, torch.int64)):
             return f"a tensor of dtype {value.dtype}"
         return None if bool(torch.isfinite(value.detach()).all()) else "a tensor with NaN or infinite entries"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):  # numpy's numbers are Real
         return f"{value!r} ({type(value).__name__})"
     return None if math.isfinite(value) else repr(value)
 
@@ -151,8 +153,8 @@ def check_score_params(score: str, params: dict, q: Tensor) -> None:
     missing = [n for n in required if n not in params]
     if missing:
         raise ValueError(f"score {score!r} needs score_params {missing}")
-    for name, value in params.items():
-        if isinstance(value, Tensor) and value.is_floating_point() and value.dtype != q.dtype:
+    for name, value in params.items():  # a number held in a 0-dim tensor is promoted as a number would be
+        if isinstance(value, Tensor) and value.dim() and value.is_floating_point() and value.dtype != q.dtype:
             raise TypeError(f"score_params[{name!r}] has dtype {value.dtype} but the queries {q.dtype}")
     if params.get("scale") is not None:
         check_number("score_params['scale']", params["scale"])

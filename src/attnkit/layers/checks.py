@@ -2,26 +2,37 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 __all__ = ["check_features", "check_float"]
 
 
-def check_float(name: str, x: Tensor, layer: nn.Module | None = None) -> None:
+def check_float(name: str, x: Tensor, layer: nn.Module | None = None, weight: str = "weight") -> None:
     """Raise ``TypeError`` unless ``x`` holds floating-point features of the dtype of ``layer``'s
-    parameters (when it has floating-point ones): an integer tensor is token ids, not features."""
+    parameters, read from its submodule or parameter named ``weight`` (a dotted path): an integer tensor
+    is token ids, not features. Under autocast any floating-point dtype passes, as autocast casts."""
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor of features, got dtype {x.dtype} "
                         "(token ids go through an embedding first)")
     if layer is None:
         return
-    weight = next((p for p in layer.parameters() if p.is_floating_point()), None)
-    if weight is not None and weight.dtype != x.dtype:
-        raise TypeError(f"{name} has dtype {x.dtype} but the layer's parameters are {weight.dtype}: convert "
-                        f"one to the other (x.to({weight.dtype}) or layer.to({x.dtype}))")
+    param = _weight(layer, weight)
+    if param is not None and param.dtype != x.dtype and not torch.is_autocast_enabled(x.device.type):
+        raise TypeError(f"{name} has dtype {x.dtype} but the layer's parameters are {param.dtype}: convert "
+                        f"one to the other (x.to({param.dtype}) or layer.to({x.dtype}))")
 
 
-def check_features(name: str, x: Tensor, dim: int, dim_name: str, layer: nn.Module | None = None) -> None:
+def _weight(layer: nn.Module, path: str) -> Tensor | None:
+    """The tensor at ``path`` under ``layer`` (None where it is not a tensor, e.g. a quantised module's)."""
+    obj = layer
+    for part in path.split("."):
+        obj = getattr(obj, part, None)
+    return obj if isinstance(obj, Tensor) and obj.is_floating_point() else None
+
+
+def check_features(name: str, x: Tensor, dim: int, dim_name: str, layer: nn.Module | None = None,
+                   weight: str = "weight") -> None:
     """Raise unless ``x`` is a batch-first ``(b, positions, dim)`` tensor (of ``layer``'s dtype, see
     :func:`check_float`)."""
     if not isinstance(x, Tensor):
@@ -33,4 +44,4 @@ def check_features(name: str, x: Tensor, dim: int, dim_name: str, layer: nn.Modu
             f"{name} has {x.shape[-1]} features but this layer was built with {dim_name}={dim} "
             f"(got shape {tuple(x.shape)})"
         )
-    check_float(name, x, layer)
+    check_float(name, x, layer, weight)

@@ -57,7 +57,7 @@ class FeedForward(nn.Module):
         if not isinstance(x, Tensor) or x.shape[-1] != self.d_model:
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"FeedForward expects (..., d_model={self.d_model}), got {shape}")
-        check_float("FeedForward input", x, self)
+        check_float("FeedForward input", x, self, "linear1.weight")
         h = self.linear1(x)  # (b, n, f)
         if not self.fused_activation:
             h = self.activation(h)

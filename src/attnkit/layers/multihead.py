@@ -149,8 +149,8 @@ class MultiHeadAttention(nn.Module):
         """Project a fixed memory ``key (b, j, kdim)`` (and ``value``, default ``key``) once, for
         cross-attention at every decoding step."""
         value = key if value is None else value
-        check_features("key", key, self.kdim, "kdim", self)
-        check_features("value", value, self.vdim, "vdim", self)
+        check_features("key", key, self.kdim, "kdim", self, "out_proj.weight")
+        check_features("value", value, self.vdim, "vdim", self, "out_proj.weight")
         keys, values = self._split_heads(self.k_proj(key)), self._split_heads(self.v_proj(value))  # (b, h, j, d)
         if not (torch.is_inference_mode_enabled() and native.applies(keys, values)):
             # made contiguous once here: PyTorch's matmul would copy the head-split views at every step. Where
@@ -184,7 +184,7 @@ class MultiHeadAttention(nn.Module):
 
         Returns ``AttentionOutput(context (b, i, d_model), weights or None)``.
         """
-        check_features("query", query, self.d_model, "d_model", self)
+        check_features("query", query, self.d_model, "d_model", self, "out_proj.weight")
         b, i, _ = query.shape
         fused = (key is None and value is None and not isinstance(cache, StaticKVCache)
                  and self.kdim == self.vdim == self.d_model
@@ -206,8 +206,8 @@ class MultiHeadAttention(nn.Module):
         else:
             key = query if key is None else key
             value = key if value is None else value
-            check_features("key", key, self.kdim, "kdim", self)
-            check_features("value", value, self.vdim, "vdim", self)
+            check_features("key", key, self.kdim, "kdim", self, "out_proj.weight")
+            check_features("value", value, self.vdim, "vdim", self, "out_proj.weight")
             if key.shape[:2] != value.shape[:2]:
                 raise ValueError(
                     f"key and value must agree on (b, j), got key {tuple(key.shape)} and value {tuple(value.shape)}"
