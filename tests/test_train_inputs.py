@@ -240,6 +240,16 @@ def test_clipping_can_be_switched_off_with_null(recipe):
     assert load_recipe(args).train.clip_norm is None
 
 
+@pytest.mark.parametrize("value", ["null", "{}"])
+def test_a_null_or_empty_nested_section_means_its_defaults(recipe, value):
+    from attnkit.models.config import AttentionConfig
+    from attnkit.train.cli import load_recipe
+
+    args = build_parser().parse_args(_train(recipe, "unused", "--model", "seq2seq-attention",
+                                            "--set", f"model.attention={value}"))
+    assert load_recipe(args).model.attention == AttentionConfig()
+
+
 def test_max_epochs_that_end_before_the_first_step_are_a_clear_error(recipe, tmp_path, capsys):
     args = ["--set", "train.max_steps=null", "--set", "train.max_epochs=1", "--set", "train.accumulate=1000"]
     assert main(_train(recipe, tmp_path / "out", *args)) == 2

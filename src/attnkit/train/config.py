@@ -75,8 +75,8 @@ def _fits(value, hint) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if hint is str:
         return isinstance(value, str)
-    if dataclasses.is_dataclass(hint):
-        return isinstance(value, (dict, hint))
+    if dataclasses.is_dataclass(hint):  # a mapping of its fields; null (or {}) is its defaults
+        return value is None or isinstance(value, (dict, hint))
     return isinstance(value, hint)
 
 
