@@ -208,7 +208,7 @@ def test_resuming_another_model_without_a_saved_recipe_is_a_clear_error(recipe, 
     (["--model", "seq2seq-attention", "--set", "model.attention.hidden=x"], "model.attention.hidden must be an integer or null"),
     (["--set", "tokenizer.tgt.vocab_size=big"], "tokenizer.tgt.vocab_size must be an integer, got 'big'"),
     (["--set", "tokenizer.joint=maybe"], "tokenizer.joint must be true or false, got 'maybe'"),
-    (["--format", "cedict"], "data.train is not read with data.format='cedict' (the embedded dictionary)"),
+    (["--format", "cedict", "--train", "t.tsv"], "--train t.tsv: data.train is not read with data.format='cedict'"),
     (["--model", "lstm"], "--model must be one of seq2seq-fixed, seq2seq-context, seq2seq-attention, transformer, got 'lstm'"),
 ])
 def test_a_bad_value_is_refused_naming_its_key_before_anything_is_written(recipe, tmp_path, capsys, args, message):
@@ -224,6 +224,25 @@ def test_a_bad_value_in_the_recipe_file_names_the_file_and_key(recipe, tmp_path,
     path.write_text(recipe.read_text(encoding="utf-8").replace("max_steps: 3,", "max_steps: 3, lr: abc,"), encoding="utf-8")
     assert main(_train(path, tmp_path / "out")) == 2
     assert f"{path}: train.lr must be a number, got 'abc'" in capsys.readouterr().err
+
+
+def test_format_cedict_on_the_command_line_drops_the_recipe_files_with_a_note(recipe, capsys):
+    from attnkit.train.cli import load_recipe
+
+    args = build_parser().parse_args(_train(recipe, "unused", "--format", "cedict"))
+    data = load_recipe(args).data
+    assert (data.format, data.train, data.dev, data.test) == ("cedict", None, None, None)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "attnkit train: note: --format cedict: training on the built-in CC-CEDICT " \
+        f"dictionary, not on the data.train, data.dev file(s) of {recipe}" in err
+
+
+def test_format_cedict_with_files_in_the_recipe_file_names_the_file(recipe, tmp_path, capsys):
+    path = tmp_path / "cedict.yaml"
+    path.write_text(recipe.read_text(encoding="utf-8").replace("format: manythings", "format: cedict"), encoding="utf-8")
+    assert main(_train(path, tmp_path / "out")) == 2
+    assert f"{path}: data.train is not read with data.format='cedict'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_key_written_twice_in_the_recipe_file_is_refused_with_its_line(recipe, tmp_path, capsys):

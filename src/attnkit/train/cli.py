@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from attnkit.cli import UserError
 from attnkit.configfile import SettingsFileError, read_settings_file
 from attnkit.models import ConfigError
@@ -73,12 +75,32 @@ def load_recipe(args):
             if args.flag_model not in MODEL_KINDS:
                 raise UserError(f"--model must be one of {', '.join(MODEL_KINDS)}, got {args.flag_model!r}")
             data["model"] = with_kind(data.get("model") or {}, args.flag_model)
-        return recipe_from_dict(data)
+        note = _drop_files_for_cedict(data, origins, args.config)
+        recipe = recipe_from_dict(data)
+        if note:
+            print(f"attnkit train: note: {note}", file=sys.stderr)
+        return recipe
     except RecipeError as err:
         where = origins.get(err.key, args.config)
         raise UserError(f"{where}: {err}") from None
     except ConfigError as err:
         raise UserError(f"{args.config}: {err}") from None
+
+
+def _drop_files_for_cedict(data: dict, origins: dict[str, str], config: str) -> str | None:
+    """``--format cedict`` (or ``--set data.format=cedict``) on the command line trains on the built-in
+    dictionary: the data files the recipe file names are not read, so they are dropped (files given on the
+    command line are kept, and refused). Returns the note saying so, or None."""
+    section = data.get("data")
+    if "data.format" not in origins or not isinstance(section, dict) or section.get("format") != "cedict":
+        return None
+    dropped = [f"data.{k}" for k in ("train", "dev", "test") if section.get(k) is not None and f"data.{k}" not in origins]
+    for key in dropped:
+        section[key.split(".")[1]] = None
+    if not dropped:
+        return None
+    return (f"{origins['data.format']}: training on the built-in CC-CEDICT dictionary, not on the "
+            f"{', '.join(dropped)} file(s) of {config}")
 
 
 def run(args) -> int:
