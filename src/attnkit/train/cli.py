@@ -67,7 +67,9 @@ def load_recipe(args):
             origins["train.deterministic"] = "--deterministic"
         for assignment in args.set:
             apply_override(data, assignment)
-            origins[assignment.split("=", 1)[0].strip()] = f"--set {assignment}"
+            key = assignment.split("=", 1)[0].strip()
+            origins.pop(key, None)  # the latest assignment comes last
+            origins[key] = f"--set {assignment}"
         if args.flag_model:
             from attnkit.models.cli import with_kind
             from attnkit.models.config import MODEL_KINDS
@@ -81,10 +83,20 @@ def load_recipe(args):
             print(f"attnkit train: note: {note}", file=sys.stderr)
         return recipe
     except RecipeError as err:
-        where = origins.get(err.key, args.config)
+        where = _origin(origins, err.key) or args.config
         raise UserError(f"{where}: {err}") from None
     except ConfigError as err:
         raise UserError(f"{args.config}: {err}") from None
+
+
+def _origin(origins: dict[str, str], key: str) -> str | None:
+    """The command-line option that set ``key`` or a section holding it (``--set model.attention={...}``
+    sets ``model.attention.kind``): the latest such, or None when the value came from the recipe file."""
+    found = None
+    for set_key, option in origins.items():
+        if key == set_key or key.startswith(set_key + "."):
+            found = option
+    return found
 
 
 def _drop_files_for_cedict(data: dict, origins: dict[str, str], config: str) -> str | None:
