@@ -151,6 +151,38 @@ def test_resuming_on_other_training_data_is_refused(recipe, run_copy, tmp_path, 
     assert _snapshot(run_copy) == before
 
 
+def test_resuming_with_another_dev_set_or_the_same_data_by_another_path_is_allowed(
+        recipe, run_copy, tmp_path, monkeypatch, capsys):
+    other_dev = tmp_path / "dev2.tsv"
+    other_dev.write_text("".join((recipe.parent / "dev.tsv").read_text(encoding="utf-8").splitlines(True)[:5]),
+                         encoding="utf-8")
+    before = _snapshot(run_copy)
+    monkeypatch.chdir(recipe.parent.parent)  # the run was started with absolute paths, from elsewhere
+    for change in (["--dev", str(other_dev), "--set", "data.dev_max_sentences=3"],
+                   ["--train", f"{recipe.parent.name}/train.tsv"],
+                   ["--train", f"{recipe.parent.name}/../{recipe.parent.name}/train.tsv"]):
+        assert main(_train(recipe, run_copy, "--resume", *change)) == 0, capsys.readouterr().err
+        assert "already reached max_steps=3" in capsys.readouterr().out
+    assert _snapshot(run_copy) == before
+
+
+def test_resuming_from_another_folder_with_a_relative_data_path_is_allowed(recipe, tmp_path, monkeypatch, capsys):
+    """The same file named relative to the folder the run started in, then relative to another one."""
+    data = Path(shutil.copytree(recipe.parent, tmp_path / "data"))
+    relative = data / "relative.yaml"
+    relative.write_text(RECIPE.format(train="train.tsv", dev="dev.tsv").replace("max_steps: 3", "max_steps: 1")
+                        .replace("eval_every: 2", "eval_every: 1"), encoding="utf-8")
+    monkeypatch.chdir(data)
+    out = tmp_path / "run"
+    assert main(_train(relative, out)) == 0
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "sub")
+    capsys.readouterr()
+    assert main(_train(relative, out, "--resume", "--train", "../data/train.tsv", "--dev", "../data/dev.tsv")) == 0, \
+        capsys.readouterr().err
+    assert "already reached max_steps=1" in capsys.readouterr().out
+
+
 def test_resuming_when_the_data_file_changed_in_place_is_refused(recipe, run_copy, tmp_path, capsys):
     moved = tmp_path / "recipe"
     shutil.copytree(recipe.parent, moved)

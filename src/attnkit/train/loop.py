@@ -40,7 +40,8 @@ __all__ = ["train", "TrainResult", "TrainError", "optimizer_update"]
 # What a resumed run must share with the run it continues: the model, the tokenizers and the data stream
 # (the data read and how it is batched). The rest (limits, learning rate, validation) may change.
 _FIXED_SECTIONS = ("data", "tokenizer", "model")
-_FREE_DATA_KEYS = {"data.test", "data.strict"}  # test is never read by training; strict only refuses bad lines
+# test is never read by training; strict only refuses bad lines; dev and dev_max_sentences are validation only
+_FREE_DATA_KEYS = {"data.test", "data.strict", "data.dev", "data.dev_max_sentences"}
 _FIXED_TRAIN_KEYS = ("train.max_tokens", "train.seed")  # the batches and their order
 
 
@@ -89,7 +90,7 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callabl
         ckpt = latest_checkpoint(out)
         if ckpt is None:
             raise TrainError(f"--resume: no checkpoint in {out / 'checkpoints'} to resume from")
-        _check_same_run(out, recipe)
+        _check_same_run(out, recipe, ckpt)
         done = _already_done(out, ckpt, t)
         if done is not None:
             log(done.stopped_because)
@@ -166,7 +167,8 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callabl
             stale = 0
         else:
             stale += 1
-        state = {"data_position": position.to_dict(), "elapsed": elapsed(), "best_bleu": best_bleu, "stale": stale}
+        state = {"data_position": position.to_dict(), "elapsed": elapsed(), "best_bleu": best_bleu, "stale": stale,
+                 "train_files": _resolved(recipe.data.train)}
         extra = {"training": {"step": step, "epoch": position.epoch, **metrics}}
         path = save_checkpoint(out, step, model, optimizer, (src_tok, tgt_tok), state, extra)
         if dev_loader is None or better:
@@ -278,8 +280,35 @@ def _flat(data, prefix: str = "") -> dict:
     return {prefix.rstrip("."): data}
 
 
-def _check_same_run(out: Path, recipe: Recipe) -> None:
-    """--resume: refuse a recipe whose model, tokenizers, data or batching differ from the saved one."""
+def _resolved(spec):
+    """``data.train`` (a path or a list of paths) as absolute paths with symlinks resolved."""
+    if isinstance(spec, str):
+        return str(Path(spec).resolve())
+    if isinstance(spec, (list, tuple)):
+        return [_resolved(p) for p in spec]
+    return spec
+
+
+def _same_files(old, new, recorded) -> bool:
+    """Whether ``old`` (data.train of the saved recipe, as written then) and ``new`` (now) name the same
+    file(s): ``new`` resolved from the current folder is ``recorded`` (``old`` resolved when the checkpoint
+    was written; for older checkpoints, ``old`` resolved from the current folder). The data fingerprint
+    checks their contents."""
+    if old == new:
+        return True
+    if (isinstance(old, list) and isinstance(new, list) and len(old) == len(new)
+            and (recorded is None or isinstance(recorded, list) and len(recorded) == len(new))):
+        return all(_same_files(o, n, None if recorded is None else r) for o, n, r in
+                   zip(old, new, recorded if recorded is not None else [None] * len(new)))
+    if not (isinstance(old, str) and isinstance(new, str)):
+        return False
+    then = recorded if isinstance(recorded, str) else old  # checkpoints written before train_files: old as it is
+    return Path(then).resolve() == Path(new).resolve()
+
+
+def _check_same_run(out: Path, recipe: Recipe, ckpt: Path | None = None) -> None:
+    """--resume: refuse a recipe whose model, tokenizers, training data or batching differ from the saved one
+    (``data.train`` compares as the file it names: ``ckpt``'s state records it resolved)."""
     path = out / "recipe.yaml"
     if not path.is_file():
         return  # nothing to compare with: the checkpoint's weights and data position are still checked
@@ -291,11 +320,19 @@ def _check_same_run(out: Path, recipe: Recipe) -> None:
         raise TrainError(f"--resume: {path} is not a recipe (a mapping of sections)")
     old, new = _flat({k: saved.get(k) for k in (*_FIXED_SECTIONS, "train")}), _flat(_plain(recipe))
     fixed = lambda k: (k.split(".")[0] in _FIXED_SECTIONS and k not in _FREE_DATA_KEYS) or k in _FIXED_TRAIN_KEYS  # noqa: E731
-    changed = sorted(k for k in set(old) | set(new) if fixed(k) and old.get(k) != new.get(k))
+    recorded = None
+    if ckpt is not None:
+        try:
+            recorded = json.loads((ckpt / "trainer.json").read_text(encoding="utf-8")).get("train_files")
+        except (OSError, ValueError, AttributeError):
+            recorded = None  # reported by the checks that need the state
+    same = lambda k: (_same_files(old.get(k), new.get(k), recorded) if k == "data.train"  # noqa: E731
+                      else old.get(k) == new.get(k))
+    changed = sorted(k for k in set(old) | set(new) if fixed(k) and not same(k))
     if changed:
         shown = "; ".join(f"{k}: {old.get(k)!r} in {path.name}, {new.get(k)!r} now" for k in changed)
-        raise TrainError(f"--resume: {shown}. The model, tokenizers, data and batching of a run cannot change when "
-                         f"it resumes: drop the change(s), or train into a new --out")
+        raise TrainError(f"--resume: {shown}. The model, tokenizers, training data and batching of a run cannot "
+                         f"change when it resumes: drop the change(s), or train into a new --out")
 
 
 def _already_done(out: Path, ckpt: Path, t) -> TrainResult | None:
