@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from attnkit.cli import main
+from attnkit.cli import UserError, main
 from attnkit.models import TransformerConfig, build_model, save_model
 from attnkit.text import save_tokenizers
 from attnkit.text.char import CharTokenizer
@@ -186,7 +186,9 @@ def test_demo_never_deletes_a_folder_that_is_not_its_cache(layout, tmp_path, cap
     assert main(["demo", "--steps", "2", "--cache", str(folder), "--heatmap", str(tmp_path / "h.png"), "你好"]) == 2
     assert "is not empty and is not a demo cache" in error_of(capsys)
     assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) == before
-    assert main(["demo", "--steps", "2", "--cache", str(folder), "--retrain", "你好"]) == 2
+    assert main(["demo", "--steps", "2", "--cache", str(folder), "--heatmap", str(tmp_path / "h.png"), "--retrain",
+                 "你好"]) == 2
+    assert f"--cache {folder}: the folder is not empty and is not a demo cache" in error_of(capsys)
     assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) == before
 
 
@@ -205,6 +207,17 @@ def test_demo_replaces_only_its_own_cache(tmp_path):
     assert (cache / "best").is_dir()
     assert _prepare_cache(cache, "电脑", ["电脑"], retrain=True)  # --retrain replaces it
     assert cached_focus(cache) == "电脑" and not (cache / "best").exists()
+    # a file of the user's in the cache (a heatmap written there, notes) is never deleted with the model
+    (cache / "best").mkdir()
+    (cache / "best" / "model.safetensors").write_bytes(b"")
+    (cache / "h.png").write_bytes(b"my heatmap")
+    (cache / "notes.txt").write_text("mine")
+    for focus, retrain in (("电脑", True), ("你好", True)):
+        with pytest.raises(UserError, match=r"holds files the demo did not write \(h.png, notes.txt\)"):
+            _prepare_cache(cache, focus, [focus], retrain=retrain)
+        assert (cache / "h.png").read_bytes() == b"my heatmap" and (cache / "notes.txt").read_text() == "mine"
+        assert (cache / "best" / "model.safetensors").is_file() and cached_focus(cache) == "电脑"
+    assert not _prepare_cache(cache, "电脑", ["电脑"], retrain=False)  # the cached model is still used
 
 
 def test_demo_recognises_a_cache_written_before_the_marker(tmp_path):
@@ -223,6 +236,41 @@ def test_demo_recognises_a_cache_written_before_the_marker(tmp_path):
     assert cached_focus(cache) == "好你"
     (cache / "notes.txt").write_text("mine")  # anything else in it: not the demo's layout
     assert cached_focus(cache) is None
+
+
+def test_demo_replaces_a_cache_written_before_focus_only_with_retrain(tmp_path):
+    import yaml
+
+    from attnkit.demo.cli import MARKER, RECIPE, _prepare_cache, cached_focus
+
+    cache = tmp_path / "old"
+    (cache / "best").mkdir(parents=True)
+    (cache / "best" / "model.safetensors").write_bytes(b"")
+    (cache / "checkpoints").mkdir()
+    older = {**RECIPE, "train": {"max_steps": 1_000_000, "eval_every": 400, "log_every": 25, "max_tokens": 3072,
+                                 "warmup": 300, "lr": 1.5e-3, "patience": None}}  # no data.focus: whole dictionary
+    (cache / "recipe.yaml").write_text(yaml.safe_dump(older, allow_unicode=True))
+    assert cached_focus(cache) is None
+    with pytest.raises(UserError, match="holds a demo model from an older attnkit .* pass --retrain to replace it"):
+        _prepare_cache(cache, "你好", ["你好"], retrain=False)
+    assert (cache / "best" / "model.safetensors").is_file()
+    assert _prepare_cache(cache, "你好", ["你好"], retrain=True)
+    assert sorted(p.name for p in cache.iterdir()) == [MARKER] and cached_focus(cache) == "你好"
+
+
+def test_demo_names_its_default_cache_without_claiming_a_flag(tmp_path, monkeypatch, capsys):
+    from attnkit.demo.cli import default_cache
+
+    monkeypatch.setenv("ATTNKIT_HOME", str(tmp_path / "home"))
+    cache = default_cache(["你好"])
+    cache.mkdir(parents=True)
+    (cache / "notes.txt").write_text("mine")
+    for retrain in ([], ["--retrain"]):
+        assert main(["demo", "--steps", "2", "--heatmap", str(tmp_path / "h.png"), *retrain, "你好"]) == 2
+        err = error_of(capsys)
+        assert f"the demo cache {cache}: the folder is not empty and is not a demo cache" in err
+        assert "--cache " + str(cache) not in err and "pass --cache DIR to use another folder" in err
+    assert [p.name for p in cache.iterdir()] == ["notes.txt"]
 
 
 def test_demo_refuses_a_cache_of_other_phrases_and_uses_its_own(model_dir, tmp_path, capsys):

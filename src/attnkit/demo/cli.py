@@ -75,13 +75,27 @@ def _subset(wanted, saved) -> bool:
     return wanted == saved
 
 
+def _demo_recipe(cache: Path) -> dict | None:
+    """The recipe of a folder laid out exactly as a demo training run, whose data, tokenizer and model
+    sections are the demo's (apart from data.focus), or None."""
+    import yaml
+
+    if not {p.name for p in cache.iterdir()} <= _CACHE_ENTRIES:
+        return None
+    try:
+        recipe = yaml.safe_load((cache / "recipe.yaml").read_text("utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    if not _subset({k: RECIPE[k] for k in ("data", "tokenizer", "model")}, recipe):
+        return None
+    return recipe
+
+
 def cached_focus(cache: Path) -> str | None:
     """The focus text of the demo model cached in ``cache``, or None when ``cache`` is not
     recognisably a demo cache: its marker file, or (caches written before the marker) exactly the
     layout of a training run whose recipe is the demo's."""
     import json
-
-    import yaml
 
     try:
         marker = json.loads((cache / MARKER).read_text("utf-8"))
@@ -89,16 +103,19 @@ def cached_focus(cache: Path) -> str | None:
             return marker["focus"]
     except (OSError, ValueError):
         pass
-    if not {p.name for p in cache.iterdir()} <= _CACHE_ENTRIES:
+    recipe = _demo_recipe(cache)
+    if recipe is None:
         return None
-    try:
-        recipe = yaml.safe_load((cache / "recipe.yaml").read_text("utf-8"))
-    except (OSError, ValueError, yaml.YAMLError):
-        return None
-    fixed = {**RECIPE, "train": {k: v for k, v in RECIPE["train"].items() if k not in ("max_steps", "max_minutes")}}
-    if not _subset(fixed, recipe) or not isinstance(recipe["data"].get("focus"), str):
+    fixed = {k: v for k, v in RECIPE["train"].items() if k not in ("max_steps", "max_minutes")}
+    if not _subset(fixed, recipe.get("train")) or not isinstance(recipe["data"].get("focus"), str):
         return None
     return recipe["data"]["focus"]
+
+
+def _older_demo_cache(cache: Path) -> bool:
+    """Whether ``cache`` is a demo cache written before the demo recorded its phrases (data.focus) and its
+    current training settings: the demo's layout and recipe apart from those. --retrain may replace it."""
+    return _demo_recipe(cache) is not None
 
 
 def _check(args, phrases: list[str]) -> None:
@@ -119,26 +136,45 @@ def _check(args, phrases: list[str]) -> None:
         raise UserError(f"--cache {args.cache}: is a file, not a folder")
 
 
-def _prepare_cache(cache: Path, focus: str, phrases: list[str], retrain: bool) -> bool:
+def _prepare_cache(cache: Path, focus: str, phrases: list[str], retrain: bool, where: str | None = None) -> bool:
     """Whether to train into ``cache``; deletes an earlier demo model only when the folder is
-    recognisably the demo's own. A folder holding anything else is refused, never emptied."""
+    recognisably the demo's own, and only the entries the demo writes there. A folder holding anything
+    else is refused, never emptied. ``where`` names the folder in errors (default ``--cache CACHE``)."""
     import json
     import shutil
 
+    where = where or f"--cache {cache}"
+    other = "choose another --cache" if where.startswith("--cache") else "pass --cache DIR to use another folder"
+    if cache.exists() and not cache.is_dir():
+        raise UserError(f"{where}: is a file, not a folder; move it away, or {other}")
     if cache.is_dir() and any(cache.iterdir()):
         found = cached_focus(cache)
-        if found is None:
-            raise UserError(f"--cache {cache}: the folder is not empty and is not a demo cache (no {MARKER}); "
-                            "refusing to delete what is in it: choose a new or empty folder")
-        if found != focus and not retrain:
-            raise UserError(f"--cache {cache} holds the demo model for other phrases (the characters {found}); "
-                            f"choose another --cache for {' '.join(phrases)}, or pass --retrain to replace it")
-        if (cache / "best" / "model.safetensors").is_file() and not retrain:
+        if found is None and not _older_demo_cache(cache):
+            raise UserError(f"{where}: the folder is not empty and is not a demo cache (no {MARKER}); refusing to "
+                            f"delete what is in it: move it away, or {other} (a new or empty folder)")
+        if found is None and not retrain:
+            raise UserError(f"{where} holds a demo model from an older attnkit (its phrases were not recorded); "
+                            f"pass --retrain to replace it, or {other}")
+        if found is not None and found != focus and not retrain:
+            raise UserError(f"{where} holds the demo model for other phrases (the characters {found}); "
+                            f"{other} for {' '.join(phrases)}, or pass --retrain to replace it")
+        if found is not None and (cache / "best" / "model.safetensors").is_file() and not retrain:
             return False
-        shutil.rmtree(cache)
+        extra = sorted(p.name for p in cache.iterdir() if p.name not in _CACHE_ENTRIES)
+        if extra:
+            shown = ", ".join(extra[:5]) + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
+            raise UserError(f"{where} holds files the demo did not write ({shown}); refusing to delete them with "
+                            f"the demo model: move them away, or {other}")
     cache.mkdir(parents=True, exist_ok=True)
+    # the marker first: a run killed from here on leaves a folder that is still recognisably the demo's
     (cache / MARKER).write_text(json.dumps({"focus": focus, "phrases": phrases}, ensure_ascii=False) + "\n",
                                 encoding="utf-8")
+    for name in sorted(_CACHE_ENTRIES - {MARKER}):  # the earlier model and training run, nothing else
+        entry = cache / name
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        elif entry.exists() or entry.is_symlink():
+            entry.unlink()
     return True
 
 
@@ -149,8 +185,9 @@ def run(args) -> int:
     phrases = args.phrases or list(PHRASES)
     _check(args, phrases)
     cache = args.cache or default_cache(phrases)
+    where = None if args.cache is not None else f"the demo cache {cache}"
     model_dir = cache / "best"
-    if _prepare_cache(cache, focus_text(phrases), phrases, args.retrain):
+    if _prepare_cache(cache, focus_text(phrases), phrases, args.retrain, where):
         recipe = recipe_from_dict({**RECIPE, "data": {**RECIPE["data"], "focus": focus_text(phrases)},
                                    "train": {**RECIPE["train"], "max_steps": args.steps, "max_minutes": args.minutes}})
         print(f"training a small Transformer for {args.steps} updates (at most {args.minutes:g} minutes) on the "
