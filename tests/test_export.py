@@ -6,6 +6,7 @@ outputs token for token, and ``MarianTokenizer`` the same ids as attnkit's own t
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -298,6 +299,50 @@ def test_export_replaces_an_earlier_marian_export_only_with_force(trained, tmp_p
     assert json.loads((hf / "config.json").read_text())["d_model"] == 1  # not replaced silently
     assert main([*args, "--force"]) == 0
     assert _tree(hf) == first
+
+
+def test_a_failed_forced_export_keeps_the_earlier_one_and_leaves_no_partial_one(trained, tmp_path, monkeypatch,
+                                                                              capsys):
+    import attnkit.interop.marian as marian
+    from attnkit.text import TokenizerError
+
+    hf = tmp_path / "hf"
+    args = ["export", "--model", str(trained["root"] / "model"), "--out", str(hf), "--force"]
+    assert main(args) == 0
+    first = _tree(hf)
+
+    def fail(*_, **__):
+        raise TokenizerError("this tokenizer cannot be exported")
+
+    monkeypatch.setattr(marian, "_write_tokenizers", fail)
+    assert main(args) == 2
+    assert "this tokenizer cannot be exported" in capsys.readouterr().err
+    assert _tree(hf) == first and sorted(p.name for p in tmp_path.iterdir()) == ["hf"]
+
+
+def test_a_failed_forced_ctranslate2_export_keeps_the_earlier_one(trained, tmp_path, monkeypatch, capsys):
+    pytest.importorskip("ctranslate2", reason="ctranslate2 is not installed (pip install ctranslate2)")
+    import attnkit.interop.ct2 as ct2
+    from attnkit.interop.marian import ExportError
+
+    c = tmp_path / "c"
+    args = ["export", "--model", str(trained["root"] / "model"), "--format", "ctranslate2", "--out", str(c), "--force"]
+    assert main(args) == 0
+    first = _tree(c)
+
+    class Failing:
+        def __init__(self, marian_dir):
+            pass
+
+        def convert(self, output_dir, **_):
+            Path(output_dir).mkdir()
+            (Path(output_dir) / "model.bin").write_bytes(b"half")
+            raise ExportError("conversion failed")
+
+    monkeypatch.setattr(ct2, "_converter_class", lambda: Failing)
+    assert main(args) == 2
+    assert "conversion failed" in capsys.readouterr().err
+    assert _tree(c) == first and sorted(p.name for p in tmp_path.iterdir()) == ["c"]
 
 
 def test_ctranslate2_export_prints_no_progress_bar_or_sacremoses_advice(trained, tmp_path, capsys):

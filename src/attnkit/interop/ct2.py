@@ -23,10 +23,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import warnings
 from pathlib import Path
 
-from .marian import ExportError
+from .marian import ExportError, swap_in, temp_sibling
 
 __all__ = ["export_ctranslate2", "QUANTIZATIONS"]
 
@@ -122,7 +123,7 @@ def _read_vocab(path: Path) -> list[str]:
 
 def check_ctranslate2_out(out_dir: str | os.PathLike, force: bool) -> Path:
     """``out_dir`` if a conversion may be written there: a new folder, or with ``force`` an empty one or
-    an earlier CTranslate2 model (CTranslate2 deletes the whole folder before writing)."""
+    an earlier CTranslate2 model (replaced as a whole once the new one is complete)."""
     out = Path(out_dir)
     if out.exists():
         if not force:
@@ -147,4 +148,14 @@ def export_ctranslate2(marian_dir: str | os.PathLike, out_dir: str | os.PathLike
                           "(export a model folder that has its tokenizers, as training saves them)")
     out = check_ctranslate2_out(out_dir, force)
     converter = _converter_class()(str(marian_dir))
-    return Path(converter.convert(str(out), quantization=quantization, force=force))
+    # Converted into a new folder beside ``out`` and swapped in only when complete: a failed conversion
+    # leaves an earlier model as it was, and no partial one.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_sibling(out, "new")
+    try:
+        converter.convert(str(tmp), quantization=quantization)
+        swap_in(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return out

@@ -56,6 +56,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import secrets
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -341,6 +343,32 @@ def check_marian_out(out: Path, force: bool) -> list[Path]:
     return entries
 
 
+def temp_sibling(out: Path, what: str) -> Path:
+    """A name for a hidden folder beside ``out`` that does not exist yet (same file system: renames are atomic)."""
+    while True:
+        path = out.parent / f".{out.name}.{what}-{os.getpid()}-{secrets.token_hex(4)}"
+        if not (path.exists() or path.is_symlink()):
+            return path
+
+
+def swap_in(new: Path, out: Path) -> None:
+    """Put the complete folder ``new`` at ``out``; what was at ``out`` is deleted only once ``new`` is there."""
+    if not (out.exists() or out.is_symlink()):
+        os.rename(new, out)
+        return
+    old = temp_sibling(out, "old")
+    os.rename(out, old)
+    try:
+        os.rename(new, out)
+    except OSError:
+        os.rename(old, out)
+        raise
+    if old.is_dir() and not old.is_symlink():
+        shutil.rmtree(old)
+    else:
+        old.unlink()
+
+
 def export_marian(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
                   max_positions: int = DEFAULT_MAX_POSITIONS, force: bool = False) -> MarianExport:
     """Write the attnkit model in ``model_dir`` (a model folder or a training output, whose ``best/`` is
@@ -358,23 +386,31 @@ def export_marian(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     out = Path(out_dir)
     if out.resolve() == folder.resolve() or _is_attnkit_model_folder(out):
         raise ExportError(f"{out} holds an attnkit model, which the export would overwrite; choose another --out")
-    earlier = check_marian_out(out, force)
+    check_marian_out(out, force)
     model, _ = load_model(folder)
     check_exportable(model.config)
-    for old in earlier:  # an earlier export, replaced as a whole (no file of it left over)
-        old.unlink()
-    out.mkdir(parents=True, exist_ok=True)
-    save_file(marian_state_dict(model), str(out / "model.safetensors"), metadata={"format": "pt"})
-    (out / "config.json").write_text(json.dumps(marian_config(model, max_positions=max_positions), indent=2) + "\n")
-    (out / "generation_config.json").write_text(json.dumps(_generation_config(model, max_positions), indent=2) + "\n")
-    files, notes = ["config.json", "generation_config.json", "model.safetensors"], []
-    if (folder / "tokenizers.json").is_file():
-        src_tok, tgt_tok = load_folder_tokenizers(folder)
-        for side, tok, n in (("source", src_tok, model.src_vocab_size), ("target", tgt_tok, model.tgt_vocab_size)):
-            if tok.vocab_size != n:
-                raise ExportError(f"the {side} tokenizer has {tok.vocab_size} ids but the model {n}")
-        tok_files, notes = _write_tokenizers(out, src_tok, tgt_tok, max_positions)
-        files += tok_files
-    else:
-        notes.append(f"{folder} has no tokenizers (tokenizers.json): only the model was written; feed token ids")
+    # Written into a new folder beside ``out`` and swapped in only when complete: a failure (a tokenizer that
+    # cannot be exported, a full disk) leaves the earlier export as it was, and no partial one.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_sibling(out, "new")
+    tmp.mkdir()
+    try:
+        save_file(marian_state_dict(model), str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        (tmp / "config.json").write_text(json.dumps(marian_config(model, max_positions=max_positions), indent=2) + "\n")
+        (tmp / "generation_config.json").write_text(json.dumps(_generation_config(model, max_positions), indent=2)
+                                                    + "\n")
+        files, notes = ["config.json", "generation_config.json", "model.safetensors"], []
+        if (folder / "tokenizers.json").is_file():
+            src_tok, tgt_tok = load_folder_tokenizers(folder)
+            for side, tok, n in (("source", src_tok, model.src_vocab_size), ("target", tgt_tok, model.tgt_vocab_size)):
+                if tok.vocab_size != n:
+                    raise ExportError(f"the {side} tokenizer has {tok.vocab_size} ids but the model {n}")
+            tok_files, notes = _write_tokenizers(tmp, src_tok, tgt_tok, max_positions)
+            files += tok_files
+        else:
+            notes.append(f"{folder} has no tokenizers (tokenizers.json): only the model was written; feed token ids")
+        swap_in(tmp, out)  # an earlier export (or empty folder) is replaced as a whole: no file of it left over
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
     return MarianExport(out, tuple(files), tuple(notes))
