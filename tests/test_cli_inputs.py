@@ -125,6 +125,24 @@ def test_saved_model_files_honour_the_umask(model_dir, tmp_path):
     assert not [p for p in (tmp_path / "m").iterdir() if p.name.startswith(".")]  # no temporary file left
 
 
+def test_saving_a_model_never_sets_the_umask(tmp_path, monkeypatch):
+    """Setting the umask to read it races with other threads creating files: it is only read."""
+    real_umask = os.umask
+    old = real_umask(0o027)
+    try:
+        def refuse(mask):
+            raise AssertionError(f"os.umask({mask:o}) called while saving")
+
+        monkeypatch.setattr(os, "umask", refuse)
+        save_model(build_model(TransformerConfig(d_model=8, heads=2, encoder_layers=1, decoder_layers=1, ffn_dim=8),
+                               8, 8), tmp_path / "m")
+        monkeypatch.undo()
+    finally:
+        real_umask(old)
+    for name in ("config.json", "model.safetensors"):
+        assert stat.S_IMODE((tmp_path / "m" / name).stat().st_mode) == 0o640, name
+
+
 # ----------------------------------------------------------------------------------------------- info
 
 

@@ -37,10 +37,34 @@ def build_model(config: ModelConfig | dict[str, Any], src_vocab_size: int, tgt_v
     raise ConfigError(f"not a model config: {type(config).__name__}")
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
+def _umask_now() -> int | None:
+    """The process's umask as Linux reports it (/proc/self/status), without changing it; None elsewhere."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _read_umask_once() -> int:
+    mask = _umask_now()
+    if mask is None:  # no /proc: read it the only portable way, once, at import (before any save thread runs)
+        mask = os.umask(0o022)
+        os.umask(mask)
     return mask
+
+
+_UMASK_AT_IMPORT = _read_umask_once()
+
+
+def _umask() -> int:
+    """The umask for new files. Never set to read it (setting it, even briefly, would race with other
+    threads creating files): from /proc where there is one, else the umask the process had at import."""
+    mask = _umask_now()
+    return _UMASK_AT_IMPORT if mask is None else mask
 
 
 def _atomic_write(path: Path, write) -> None:
