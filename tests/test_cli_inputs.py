@@ -455,9 +455,16 @@ def test_evaluate_hyp_and_ref_options(tmp_path, capsys):
                  "--output", str(tmp_path / "o.txt")]) == 2
     assert "with --hyp there is none to write" in error_of(capsys)
     assert not (tmp_path / "o.txt").exists()
-    with pytest.raises(SystemExit) as exit_:
-        main(["evaluate", "--hyp", str(tmp_path / "h.txt"), "--ref", str(tmp_path / "r.txt"), "--target-lang", "xx"])
-    assert exit_.value.code == 2 and "invalid choice: 'xx'" in capsys.readouterr().err
+    for lang in ("english", "e1", "EN", ""):
+        with pytest.raises(SystemExit) as exit_:
+            main(["evaluate", "--hyp", str(tmp_path / "h.txt"), "--ref", str(tmp_path / "r.txt"), "--target-lang", lang])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and "argument --target-lang: expected a language code of 2 or 3 lowercase " \
+            f"letters such as en, zh or de, got {lang!r}" in err
+    for lang in ("de", "en", "yue"):  # any language: sacreBLEU's 13a tokenizer
+        assert main(["evaluate", "--hyp", str(tmp_path / "h.txt"), "--ref", str(tmp_path / "r.txt"), "--json",
+                     "--target-lang", lang]) == 0
+        assert "13a" in json.loads(capsys.readouterr().out)["bleu"]["signature"]
 
 
 # ------------------------------------------------------------------------------- plot, report, explain

@@ -12,6 +12,18 @@ from attnkit.cli import UserError, check_output_file, note_replaced, split_lines
 MAX_ISSUES_SHOWN = 20
 
 
+def _language(code: str) -> str:
+    """A language code as sacreBLEU takes them: two or three lowercase letters (en, zh, de, yue)."""
+    import argparse
+    import re
+
+    if not re.fullmatch(r"[a-z]{2,3}", code):
+        hint = f" (did you mean {code.lower()}?)" if re.fullmatch(r"[A-Za-z]{2,3}", code) else ""
+        raise argparse.ArgumentTypeError(f"expected a language code of 2 or 3 lowercase letters such as en, zh "
+                                         f"or de, got {code!r}{hint}")
+    return code
+
+
 def add_arguments(parser) -> None:
     parser.add_argument("--hyp", help="hypotheses, one per line")
     parser.add_argument("--ref", help="references, one per line (line-aligned with --hyp)")
@@ -19,9 +31,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--test", help="test pairs in the manythings format (English<TAB>Chinese<TAB>attribution)")
     parser.add_argument("--direction", default="zh-en", choices=["zh-en", "en-zh"], help="with --test (default zh-en)")
     parser.add_argument("--beam", type=int, default=4, help="beam size with --model (default 4)")
-    parser.add_argument("--target-lang", default=None, choices=["en", "zh"],
-                        help="target language for BLEU's tokenizer: zh uses 'zh', en '13a' "
-                             "(default: the --direction's target with --test, else en)")
+    parser.add_argument("--target-lang", default=None, type=_language, metavar="LANG",
+                        help="target language code for BLEU's tokenizer: zh uses 'zh', any other (en, de, ...) "
+                             "'13a' (default: the --direction's target with --test, else en)")
     parser.add_argument("--by-length", action="store_true", help="also BLEU by source-length bucket (needs --test)")
     parser.add_argument("--output", help="with --model: write the translations to this file")
     parser.add_argument("--json", action="store_true", help="print JSON")
