@@ -254,7 +254,7 @@ def test_export_command_to_ctranslate2(trained, tmp_path, capsys):
     pytest.importorskip("ctranslate2", reason="ctranslate2 is not installed (pip install ctranslate2)")
     args = ["export", "--model", str(trained["root"] / "model"), "--format", "ctranslate2", "--out", str(tmp_path / "c")]
     assert main(args) == 0 and (tmp_path / "c" / "model.bin").is_file()
-    assert main(args) == 2 and "already exists" in capsys.readouterr().err
+    assert main(args) == 2 and "holds an earlier CTranslate2 model" in capsys.readouterr().err
     assert main([*args, "--force", "--quantization", "int8"]) == 0
     save_model(build_model(TransformerConfig(**EXPORTABLE), 20, 20), tmp_path / "bare")
     assert main(["export", "--model", str(tmp_path / "bare"), "--format", "ctranslate2", "--out", str(tmp_path / "d")]) == 2
@@ -359,3 +359,40 @@ def test_ctranslate2_export_prints_no_progress_bar_or_sacremoses_advice(trained,
     from transformers.utils import logging as hf_logging
 
     assert hf_logging.is_progress_bar_enabled()  # restored for the rest of the process
+
+
+def test_export_writes_into_the_out_folder_itself_keeping_a_symlink_its_mode_and_the_current_folder(
+        trained, tmp_path, monkeypatch, capsys):
+    import os
+    import stat
+
+    model = str(trained["root"] / "model")
+    real = tmp_path / "real"
+    real.mkdir()
+    real.chmod(0o2750)
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    for force in ([], ["--force"]):  # into the empty folder, then over the earlier export
+        assert main(["export", "--model", model, "--out", str(link), *force]) == 0
+        assert link.is_symlink() and (real / "model.safetensors").is_file()
+        assert stat.S_IMODE(real.stat().st_mode) == 0o2750
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    assert main(["export", "--model", model, "--out", "."]) == 0 and (here / "config.json").is_file()
+    assert main(["export", "--model", model, "--out", ".", "--force"]) == 0 and Path(os.getcwd()) == here
+    # a staging folder left by a killed export is the export's own: cleaned up, never in the way
+    (here / ".attnkit-export-123-abcd").mkdir()
+    (here / ".attnkit-export-123-abcd" / "model.safetensors").write_bytes(b"half")
+    assert main(["export", "--model", model, "--out", ".", "--force"]) == 0
+    assert not [p for p in here.iterdir() if p.name.startswith(".attnkit-export-")]
+
+
+def test_ctranslate2_force_never_replaces_a_folder_holding_other_files(trained, tmp_path, capsys):
+    pytest.importorskip("ctranslate2", reason="ctranslate2 is not installed (pip install ctranslate2)")
+    c = tmp_path / "c"
+    args = ["export", "--model", str(trained["root"] / "model"), "--format", "ctranslate2", "--out", str(c)]
+    assert main(args) == 0
+    (c / "notes.txt").write_text("mine")
+    assert main([*args, "--force"]) == 2
+    assert "is not an earlier CTranslate2 model" in capsys.readouterr().err and (c / "notes.txt").read_text() == "mine"

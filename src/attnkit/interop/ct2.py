@@ -23,11 +23,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
+import re
 import warnings
 from pathlib import Path
 
-from .marian import ExportError, swap_in, temp_sibling
+from .marian import ExportError, abandon_staging, move_up, staged_entries, start_staging
 
 __all__ = ["export_ctranslate2", "QUANTIZATIONS"]
 
@@ -121,16 +121,30 @@ def _read_vocab(path: Path) -> list[str]:
     return tokens
 
 
-def check_ctranslate2_out(out_dir: str | os.PathLike, force: bool) -> Path:
-    """``out_dir`` if a conversion may be written there: a new folder, or with ``force`` an empty one or
-    an earlier CTranslate2 model (replaced as a whole once the new one is complete)."""
+# What a CTranslate2 conversion of a MarianMT model writes: a folder holding only these (model.bin among
+# them) is an earlier model, which force=True may replace.
+_CT2_FILE = re.compile(r"(model\.bin|config\.json|(shared_|source_|target_)?vocabulary\.(json|txt))")
+
+
+def check_ctranslate2_out(out_dir: str | os.PathLike, force: bool) -> tuple[Path, list[Path]]:
+    """``out_dir`` if a conversion may be written there — a new or empty folder, or with ``force`` an earlier
+    CTranslate2 model (whose files are replaced once the new ones are complete) — and the earlier files."""
     out = Path(out_dir)
-    if out.exists():
-        if not force:
-            raise ExportError(f"{out} already exists; choose another folder or pass force=True (--force)")
-        if not out.is_dir() or (any(out.iterdir()) and not (out / "model.bin").is_file()):
-            raise ExportError(f"{out} is not an empty folder or a CTranslate2 model, refusing to replace it")
-    return out
+    if not out.exists():
+        return out, []
+    if not out.is_dir():
+        raise ExportError(f"{out} is a file, not a folder")
+    entries = staged_entries(out)
+    if not entries:
+        return out, []
+    earlier = (out / "model.bin").is_file() and all(p.is_file() and _CT2_FILE.fullmatch(p.name) for p in entries)
+    if not earlier:
+        raise ExportError(f"{out} is not empty ({len(entries)} entries, e.g. {entries[0].name}) and is not an earlier "
+                          "CTranslate2 model; choose a new or empty folder for --out")
+    if not force:
+        raise ExportError(f"{out} holds an earlier CTranslate2 model; choose another folder, or pass force=True "
+                          "(--force) to replace it")
+    return out, entries
 
 
 def export_ctranslate2(marian_dir: str | os.PathLike, out_dir: str | os.PathLike, quantization: str | None = None,
@@ -146,16 +160,15 @@ def export_ctranslate2(marian_dir: str | os.PathLike, out_dir: str | os.PathLike
     if missing:
         raise ExportError(f"{marian_dir} is not a MarianMT export with tokenizer files: {', '.join(missing)} missing "
                           "(export a model folder that has its tokenizers, as training saves them)")
-    out = check_ctranslate2_out(out_dir, force)
+    out, earlier = check_ctranslate2_out(out_dir, force)
     converter = _converter_class()(str(marian_dir))
-    # Converted into a new folder beside ``out`` and swapped in only when complete: a failed conversion
+    # Converted into a staging folder inside ``out`` and moved up only when complete: a failed conversion
     # leaves an earlier model as it was, and no partial one.
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_sibling(out, "new")
+    tmp, created = start_staging(out)
     try:
         converter.convert(str(tmp), quantization=quantization)
-        swap_in(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+    except BaseException:
+        abandon_staging(tmp, out, created)
+        raise
+    move_up(tmp, out, earlier)
     return out

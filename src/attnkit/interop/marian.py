@@ -326,7 +326,7 @@ def check_marian_out(out: Path, force: bool) -> list[Path]:
         return []
     if not out.is_dir():
         raise ExportError(f"{out} is a file, not a folder")
-    entries = sorted(out.iterdir())
+    entries = staged_entries(out)
     if not entries:
         return []
     try:
@@ -343,30 +343,53 @@ def check_marian_out(out: Path, force: bool) -> list[Path]:
     return entries
 
 
-def temp_sibling(out: Path, what: str) -> Path:
-    """A name for a hidden folder beside ``out`` that does not exist yet (same file system: renames are atomic)."""
-    while True:
-        path = out.parent / f".{out.name}.{what}-{os.getpid()}-{secrets.token_hex(4)}"
-        if not (path.exists() or path.is_symlink()):
-            return path
+# Exports are written into a hidden folder of this name inside --out, and their files moved up only when all
+# are written; one left by a killed export is ours to delete.
+STAGING_PREFIX = ".attnkit-export-"
 
 
-def swap_in(new: Path, out: Path) -> None:
-    """Put the complete folder ``new`` at ``out``; what was at ``out`` is deleted only once ``new`` is there."""
-    if not (out.exists() or out.is_symlink()):
-        os.rename(new, out)
-        return
-    old = temp_sibling(out, "old")
-    os.rename(out, old)
-    try:
-        os.rename(new, out)
-    except OSError:
-        os.rename(old, out)
-        raise
-    if old.is_dir() and not old.is_symlink():
-        shutil.rmtree(old)
-    else:
-        old.unlink()
+def staged_entries(out: Path) -> list[Path]:
+    """The entries of ``out`` apart from staging folders left by an interrupted export (deleted here)."""
+    entries = []
+    for p in sorted(out.iterdir()):
+        if p.name.startswith(STAGING_PREFIX) and p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            entries.append(p)
+    return entries
+
+
+def start_staging(out: Path) -> tuple[Path, bool]:
+    """A new staging folder name inside ``out`` (created with its parents when missing), and whether
+    ``out`` was created here."""
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    return out / f"{STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}", created
+
+
+def move_up(staged: Path, out: Path, earlier: list[Path]) -> None:
+    """Move every file of the complete export in ``staged`` into ``out`` (each an atomic replace), then delete
+    the files of the ``earlier`` export that the new one does not have, then ``staged``. ``out`` itself —
+    a symlink, its permissions, a shell inside it — is left as it is."""
+    names = set()
+    for p in sorted(staged.iterdir()):
+        os.replace(p, out / p.name)
+        names.add(p.name)
+    for p in earlier:
+        if p.name not in names and (p.is_file() or p.is_symlink()):
+            p.unlink()
+    staged.rmdir()
+
+
+def abandon_staging(staged: Path, out: Path, created: bool) -> None:
+    """After a failed export: delete ``staged``, and ``out`` too when this export created it (and it is empty)."""
+    if staged.exists():
+        shutil.rmtree(staged)
+    if created:
+        try:
+            out.rmdir()
+        except OSError:
+            pass
 
 
 def export_marian(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
@@ -386,13 +409,12 @@ def export_marian(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     out = Path(out_dir)
     if out.resolve() == folder.resolve() or _is_attnkit_model_folder(out):
         raise ExportError(f"{out} holds an attnkit model, which the export would overwrite; choose another --out")
-    check_marian_out(out, force)
+    earlier = check_marian_out(out, force)
     model, _ = load_model(folder)
     check_exportable(model.config)
-    # Written into a new folder beside ``out`` and swapped in only when complete: a failure (a tokenizer that
-    # cannot be exported, a full disk) leaves the earlier export as it was, and no partial one.
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_sibling(out, "new")
+    # Written into a staging folder inside ``out`` and moved up only when complete: a failure (a tokenizer
+    # that cannot be exported, a full disk) leaves the earlier export as it was, and no partial one.
+    tmp, created = start_staging(out)
     tmp.mkdir()
     try:
         save_file(marian_state_dict(model), str(tmp / "model.safetensors"), metadata={"format": "pt"})
@@ -409,8 +431,8 @@ def export_marian(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
             files += tok_files
         else:
             notes.append(f"{folder} has no tokenizers (tokenizers.json): only the model was written; feed token ids")
-        swap_in(tmp, out)  # an earlier export (or empty folder) is replaced as a whole: no file of it left over
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+    except BaseException:
+        abandon_staging(tmp, out, created)
+        raise
+    move_up(tmp, out, earlier)  # no file of an earlier export is left over
     return MarianExport(out, tuple(files), tuple(notes))
