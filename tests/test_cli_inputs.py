@@ -276,6 +276,43 @@ def test_demo_replaces_a_cache_written_before_focus_only_with_retrain(tmp_path):
     assert sorted(p.name for p in cache.iterdir()) == [MARKER] and cached_focus(cache) == "你好"
 
 
+def test_demo_retrain_never_takes_a_users_own_focused_run_for_an_older_cache(tmp_path):
+    import yaml
+
+    from attnkit.demo.cli import RECIPE, _prepare_cache
+
+    run = tmp_path / "mine"
+    (run / "best").mkdir(parents=True)
+    (run / "best" / "model.safetensors").write_bytes(b"weeks of training")
+    # the demo's data, tokenizer and model, but a focus and training settings of one's own
+    mine = {**RECIPE, "data": {**RECIPE["data"], "focus": "我的"},
+            "train": {**RECIPE["train"], "max_steps": 200_000, "lr": 5e-4, "eval_every": 1000}}
+    (run / "recipe.yaml").write_text(yaml.safe_dump(mine, allow_unicode=True))
+    for retrain in (False, True):
+        with pytest.raises(UserError, match="is not a demo cache"):
+            _prepare_cache(run, "你好", ["你好"], retrain=retrain)
+    assert (run / "best" / "model.safetensors").read_bytes() == b"weeks of training"
+
+
+def test_demo_writes_its_new_marker_only_after_deleting_the_earlier_model(model_dir, tmp_path, monkeypatch):
+    import shutil as sh
+
+    from attnkit.demo.cli import _prepare_cache, cached_focus
+
+    cache = demo_cache(model_dir, tmp_path / "cache", "电脑")
+
+    def killed(path, *args, **kwargs):
+        raise KeyboardInterrupt  # the process stops while the earlier model is being deleted
+
+    monkeypatch.setattr(sh, "rmtree", killed)
+    with pytest.raises(KeyboardInterrupt):
+        _prepare_cache(cache, "你好", ["你好"], retrain=True)
+    monkeypatch.undo()
+    assert cached_focus(cache) == "电脑"  # never the 电脑 model under a 你好 marker
+    with pytest.raises(UserError, match="holds the demo model for other phrases"):
+        _prepare_cache(cache, "你好", ["你好"], retrain=False)
+
+
 def test_demo_names_its_default_cache_without_claiming_a_flag(tmp_path, monkeypatch, capsys):
     from attnkit.demo.cli import default_cache
 

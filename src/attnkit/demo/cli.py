@@ -113,9 +113,22 @@ def cached_focus(cache: Path) -> str | None:
 
 
 def _older_demo_cache(cache: Path) -> bool:
-    """Whether ``cache`` is a demo cache written before the demo recorded its phrases (data.focus) and its
-    current training settings: the demo's layout and recipe apart from those. --retrain may replace it."""
-    return _demo_recipe(cache) is not None
+    """Whether ``cache`` is a demo cache written before the demo recorded its phrases: the demo's layout and
+    recipe, without data.focus (a run that has one is someone's own focused run, never taken for the
+    demo's). --retrain may replace it."""
+    recipe = _demo_recipe(cache)
+    if recipe is None or "focus" in (recipe.get("data") or {}):
+        return False
+    return any(_subset(train, recipe.get("train")) for train in _OLDER_TRAIN)
+
+
+# The demo's training settings before it recorded its phrases (whole-dictionary runs), --minutes aside.
+_OLDER_TRAIN = (
+    {"max_steps": 1_000_000, "eval_every": 400, "log_every": 25, "max_tokens": 3072, "warmup": 300, "lr": 1.5e-3,
+     "patience": None},
+    {"max_steps": 1_000_000, "eval_every": 500, "log_every": 25, "max_tokens": 4096, "warmup": 500, "lr": 1e-3,
+     "patience": None},
+)
 
 
 def _check(args, phrases: list[str]) -> None:
@@ -166,15 +179,16 @@ def _prepare_cache(cache: Path, focus: str, phrases: list[str], retrain: bool, w
             raise UserError(f"{where} holds files the demo did not write ({shown}); refusing to delete them with "
                             f"the demo model: move them away, or {other}")
     cache.mkdir(parents=True, exist_ok=True)
-    # the marker first: a run killed from here on leaves a folder that is still recognisably the demo's
-    (cache / MARKER).write_text(json.dumps({"focus": focus, "phrases": phrases}, ensure_ascii=False) + "\n",
-                                encoding="utf-8")
     for name in sorted(_CACHE_ENTRIES - {MARKER}):  # the earlier model and training run, nothing else
         entry = cache / name
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry)
         elif entry.exists() or entry.is_symlink():
             entry.unlink()
+    # the marker only now: a run killed before this point leaves the earlier marker and no model (never the
+    # earlier phrases' model under the new phrases' marker)
+    (cache / MARKER).write_text(json.dumps({"focus": focus, "phrases": phrases}, ensure_ascii=False) + "\n",
+                                encoding="utf-8")
     return True
 
 
