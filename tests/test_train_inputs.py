@@ -2,6 +2,7 @@
 flag, file or line, before anything the user had is touched; a resumed run is the run it continues."""
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -151,19 +152,41 @@ def test_resuming_on_other_training_data_is_refused(recipe, run_copy, tmp_path, 
     assert _snapshot(run_copy) == before
 
 
-def test_resuming_with_another_dev_set_or_the_same_data_by_another_path_is_allowed(
+def test_resuming_with_the_same_data_by_another_path_is_allowed_and_another_dev_set_refused(
         recipe, run_copy, tmp_path, monkeypatch, capsys):
     other_dev = tmp_path / "dev2.tsv"
     other_dev.write_text("".join((recipe.parent / "dev.tsv").read_text(encoding="utf-8").splitlines(True)[:5]),
                          encoding="utf-8")
     before = _snapshot(run_copy)
     monkeypatch.chdir(recipe.parent.parent)  # the run was started with absolute paths, from elsewhere
-    for change in (["--dev", str(other_dev), "--set", "data.dev_max_sentences=3"],
-                   ["--train", f"{recipe.parent.name}/train.tsv"],
-                   ["--train", f"{recipe.parent.name}/../{recipe.parent.name}/train.tsv"]):
+    for change in (["--train", f"{recipe.parent.name}/train.tsv"],
+                   ["--train", f"{recipe.parent.name}/../{recipe.parent.name}/train.tsv"],
+                   ["--dev", f"{recipe.parent.name}/dev.tsv"]):
         assert main(_train(recipe, run_copy, "--resume", *change)) == 0, capsys.readouterr().err
         assert "already reached max_steps=3" in capsys.readouterr().out
+    for change, key in ((["--dev", str(other_dev)], "data.dev"), (["--set", "data.dev_max_sentences=3"],
+                                                                  "data.dev_max_sentences")):
+        assert main(_train(recipe, run_copy, "--resume", *change)) == 2
+        assert f"--resume: {key}:" in capsys.readouterr().err  # its BLEU would not compare with the best so far
     assert _snapshot(run_copy) == before
+
+
+def test_resuming_from_another_folder_never_takes_another_file_of_the_same_name(recipe, tmp_path, monkeypatch,
+                                                                               capsys):
+    data = Path(shutil.copytree(recipe.parent, tmp_path / "data"))
+    relative = data / "relative.yaml"
+    relative.write_text(RECIPE.format(train="train.tsv", dev="dev.tsv").replace("max_steps: 3", "max_steps: 1")
+                        .replace("eval_every: 2", "eval_every: 1"), encoding="utf-8")
+    monkeypatch.chdir(data)
+    out = tmp_path / "run"
+    assert main(_train(relative, out)) == 0
+    elsewhere = Path(shutil.copytree(data, tmp_path / "elsewhere"))  # another train.tsv (here: a copy)
+    monkeypatch.chdir(elsewhere)
+    capsys.readouterr()
+    assert main(_train(relative, out, "--resume")) == 2  # "train.tsv" now names elsewhere/train.tsv
+    err = capsys.readouterr().err
+    assert f"data.train: 'train.tsv' named '{data / 'train.tsv'}' when the run was saved, " \
+           f"'{elsewhere / 'train.tsv'}' now" in err
 
 
 def test_resuming_from_another_folder_with_a_relative_data_path_is_allowed(recipe, tmp_path, monkeypatch, capsys):
@@ -189,8 +212,12 @@ def test_resuming_when_the_data_file_changed_in_place_is_refused(recipe, run_cop
     saved = yaml.safe_load((run_copy / "recipe.yaml").read_text(encoding="utf-8"))
     lines = (moved / "train.tsv").read_text(encoding="utf-8").splitlines(True)
     (moved / "train.tsv").write_text("".join(lines[:250]), encoding="utf-8")
-    saved["data"]["train"] = str(moved / "train.tsv")  # the same path in both recipes
+    saved["data"]["train"] = str(moved / "train.tsv")  # the same path in both recipes and the checkpoint
     (run_copy / "recipe.yaml").write_text(yaml.safe_dump(saved), encoding="utf-8")
+    for state_file in (run_copy / "checkpoints").glob("*/trainer.json"):
+        state = json.loads(state_file.read_text(encoding="utf-8"))
+        state["train_files"] = str(moved / "train.tsv")
+        state_file.write_text(json.dumps(state), encoding="utf-8")
     changed = moved / "changed.yaml"
     changed.write_text(yaml.safe_dump(saved), encoding="utf-8")
     assert main(_train(changed, run_copy, "--resume", "--max-steps", "5")) == 2

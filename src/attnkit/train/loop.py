@@ -41,7 +41,7 @@ __all__ = ["train", "TrainResult", "TrainError", "optimizer_update"]
 # (the data read and how it is batched). The rest (limits, learning rate, validation) may change.
 _FIXED_SECTIONS = ("data", "tokenizer", "model")
 # test is never read by training; strict only refuses bad lines; dev and dev_max_sentences are validation only
-_FREE_DATA_KEYS = {"data.test", "data.strict", "data.dev", "data.dev_max_sentences"}
+_FREE_DATA_KEYS = {"data.test", "data.strict"}
 _FIXED_TRAIN_KEYS = ("train.max_tokens", "train.seed")  # the batches and their order
 
 
@@ -168,7 +168,7 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callabl
         else:
             stale += 1
         state = {"data_position": position.to_dict(), "elapsed": elapsed(), "best_bleu": best_bleu, "stale": stale,
-                 "train_files": _resolved(recipe.data.train)}
+                 "train_files": _resolved(recipe.data.train), "dev_files": _resolved(recipe.data.dev)}
         extra = {"training": {"step": step, "epoch": position.epoch, **metrics}}
         path = save_checkpoint(out, step, model, optimizer, (src_tok, tgt_tok), state, extra)
         if dev_loader is None or better:
@@ -293,8 +293,8 @@ def _same_files(old, new, recorded) -> bool:
     """Whether ``old`` (data.train of the saved recipe, as written then) and ``new`` (now) name the same
     file(s): ``new`` resolved from the current folder is ``recorded`` (``old`` resolved when the checkpoint
     was written; for older checkpoints, ``old`` resolved from the current folder). The data fingerprint
-    checks their contents."""
-    if old == new:
+    checks only the pairs' token lengths, not their text."""
+    if old == new and not isinstance(recorded, str):  # a relative name may now name another file
         return True
     if (isinstance(old, list) and isinstance(new, list) and len(old) == len(new)
             and (recorded is None or isinstance(recorded, list) and len(recorded) == len(new))):
@@ -320,19 +320,27 @@ def _check_same_run(out: Path, recipe: Recipe, ckpt: Path | None = None) -> None
         raise TrainError(f"--resume: {path} is not a recipe (a mapping of sections)")
     old, new = _flat({k: saved.get(k) for k in (*_FIXED_SECTIONS, "train")}), _flat(_plain(recipe))
     fixed = lambda k: (k.split(".")[0] in _FIXED_SECTIONS and k not in _FREE_DATA_KEYS) or k in _FIXED_TRAIN_KEYS  # noqa: E731
-    recorded = None
+    recorded = {}
     if ckpt is not None:
         try:
-            recorded = json.loads((ckpt / "trainer.json").read_text(encoding="utf-8")).get("train_files")
-        except (OSError, ValueError, AttributeError):
-            recorded = None  # reported by the checks that need the state
-    same = lambda k: (_same_files(old.get(k), new.get(k), recorded) if k == "data.train"  # noqa: E731
-                      else old.get(k) == new.get(k))
+            recorded = json.loads((ckpt / "trainer.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            pass  # reported by the checks that need the state
+    recorded = recorded if isinstance(recorded, dict) else {}
+    # the files compare as the files they name (the dev set too: its BLEU decides best/ and patience)
+    same = lambda k: (_same_files(old.get(k), new.get(k), recorded.get(f"{k[5:]}_files"))  # noqa: E731
+                      if k in ("data.train", "data.dev") else old.get(k) == new.get(k))
     changed = sorted(k for k in set(old) | set(new) if fixed(k) and not same(k))
     if changed:
-        shown = "; ".join(f"{k}: {old.get(k)!r} in {path.name}, {new.get(k)!r} now" for k in changed)
-        raise TrainError(f"--resume: {shown}. The model, tokenizers, training data and batching of a run cannot "
-                         f"change when it resumes: drop the change(s), or train into a new --out")
+        def says(k: str) -> str:
+            if old.get(k) == new.get(k):  # the same name, now for another file
+                return (f"{k}: {old.get(k)!r} named {recorded.get(f'{k[5:]}_files')!r} when the run was saved, "
+                        f"{_resolved(new.get(k))!r} now")
+            return f"{k}: {old.get(k)!r} in {path.name}, {new.get(k)!r} now"
+
+        shown = "; ".join(says(k) for k in changed)
+        raise TrainError(f"--resume: {shown}. The model, tokenizers, data (training and dev) and batching of a run "
+                         f"cannot change when it resumes: drop the change(s), or train into a new --out")
 
 
 def _already_done(out: Path, ckpt: Path, t) -> TrainResult | None:
