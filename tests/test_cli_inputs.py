@@ -498,10 +498,14 @@ def test_evaluate_hyp_and_ref_options(tmp_path, capsys):
         err = capsys.readouterr().err
         assert exit_.value.code == 2 and "argument --target-lang: expected a language code of 2 or 3 lowercase " \
             f"letters such as en, zh or de, got {lang!r}" in err
-    for lang in ("de", "en", "yue"):  # any language: sacreBLEU's 13a tokenizer
+    for lang, tokenizer in (("de", "13a"), ("en", "13a"), ("yue", "zh"), ("cmn", "zh"), ("zh", "zh")):
         assert main(["evaluate", "--hyp", str(tmp_path / "h.txt"), "--ref", str(tmp_path / "r.txt"), "--json",
-                     "--target-lang", lang]) == 0
-        assert "13a" in json.loads(capsys.readouterr().out)["bleu"]["signature"]
+                     "--target-lang", lang]) == 0  # Chinese languages: the zh tokenizer; others sacreBLEU's 13a
+        assert f"tok:{tokenizer}|" in json.loads(capsys.readouterr().out)["bleu"]["signature"]
+    for lang in ("ja", "ko"):
+        with pytest.raises(SystemExit):
+            main(["evaluate", "--hyp", str(tmp_path / "h.txt"), "--ref", str(tmp_path / "r.txt"), "--target-lang", lang])
+        assert f"{lang}: text in this language is not split into words" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------- plot, report, explain
