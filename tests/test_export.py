@@ -396,3 +396,42 @@ def test_ctranslate2_force_never_replaces_a_folder_holding_other_files(trained, 
     (c / "notes.txt").write_text("mine")
     assert main([*args, "--force"]) == 2
     assert "is not an earlier CTranslate2 model" in capsys.readouterr().err and (c / "notes.txt").read_text() == "mine"
+
+
+def test_a_failure_while_moving_the_files_in_says_so_and_force_can_export_again(trained, tmp_path, monkeypatch,
+                                                                                 capsys):
+    import os
+
+    import attnkit.interop.marian as marian
+
+    out = tmp_path / "hf"
+    args = ["export", "--model", str(trained["root"] / "model"), "--out", str(out), "--force"]
+    assert main(args) == 0
+    first = _tree(out)
+    real, calls = os.replace, []
+
+    def fails_third(src, dst):
+        calls.append(Path(dst).name)
+        if len(calls) == 3:
+            raise PermissionError(1, "Operation not permitted", str(dst))
+        return real(src, dst)
+
+    monkeypatch.setattr(marian.os, "replace", fails_third)
+    assert main(args) == 2
+    assert "holds part of each export: export again with --force" in capsys.readouterr().err
+    assert "config.json" not in calls  # the file that marks a complete export is moved in last
+    monkeypatch.undo()
+    assert main(args) == 0 and _tree(out) == first  # the same export again: as before
+
+
+def test_a_staging_folder_of_an_export_still_running_is_left_to_it(trained, tmp_path):
+    import os
+
+    from attnkit.interop.marian import staged_entries
+
+    out = tmp_path / "hf"
+    mine = out / f".attnkit-export-{os.getpid()}-abcd"  # this process: still running
+    gone = out / ".attnkit-export-999999999-abcd"  # no such process
+    for folder in (mine, gone):
+        folder.mkdir(parents=True)
+    assert staged_entries(out) == [] and mine.is_dir() and not gone.exists()

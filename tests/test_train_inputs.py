@@ -363,3 +363,13 @@ def test_help_shows_the_readme_usage(capsys):
                  "--max-steps N", "--lr LR", "--set section.key=value"):
         assert part in usage
     assert "FLAG_" not in usage
+
+
+def test_a_pair_of_relative_data_files_compares_as_the_files_it_names(tmp_path, monkeypatch):
+    from attnkit.train.loop import _same_files
+
+    monkeypatch.chdir(tmp_path)
+    then = [str(tmp_path / "data" / "train.zh"), str(tmp_path / "data" / "train.en")]  # recorded at the checkpoint
+    assert not _same_files(["train.zh", "train.en"], ["train.zh", "train.en"], then)  # same words, other files now
+    assert _same_files(["train.zh", "train.en"], ["data/train.zh", "data/train.en"], then)
+    assert _same_files(["train.zh", "train.en"], ["train.zh", "train.en"], None)  # an older checkpoint: as written

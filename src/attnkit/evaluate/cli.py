@@ -24,14 +24,15 @@ def _language(code: str) -> str:
     if code in CHINESE:
         return "zh"  # Han text is not split into words: the 13a tokenizer would score it as one token per sentence
     if code in UNSEGMENTED:
-        raise argparse.ArgumentTypeError(f"{code}: text in this language is not split into words, and sacreBLEU's "
-                                         "tokenizer for it (MeCab) is not installed here; score it with chrF instead")
+        raise argparse.ArgumentTypeError(f"{code}: text in this language is not split into words, and no tokenizer "
+                                         "for it is installed here (sacreBLEU's ja/ko ones need MeCab; it has none "
+                                         "for Thai, Lao, Burmese or Khmer): score it with chrF instead")
     return code
 
 
 # Codes of Chinese languages and scripts (ISO 639-1/-2/-3), scored with sacreBLEU's zh tokenizer.
 CHINESE = frozenset({"zh", "zho", "chi", "cmn", "yue", "wuu", "hak", "nan", "gan", "hsn", "cjy", "lzh"})
-UNSEGMENTED = frozenset({"ja", "jpn", "ko", "kor", "th", "tha"})
+UNSEGMENTED = frozenset({"ja", "jpn", "ko", "kor", "th", "tha", "lo", "lao", "my", "mya", "bur", "km", "khm"})
 
 
 def add_arguments(parser) -> None:
@@ -43,7 +44,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--beam", type=int, default=4, help="beam size with --model (default 4)")
     parser.add_argument("--target-lang", default=None, type=_language, metavar="LANG",
                         help="target language code for BLEU's tokenizer: Chinese (zh, yue, cmn, ...) uses 'zh', "
-                             "any other (en, de, ...) '13a'; ja/ko/th are refused (no MeCab here) "
+                             "any other (en, de, ...) '13a'; ja, ko, th, lo, my and km are refused (no tokenizer for them here) "
                              "(default: the --direction's target with --test, else en)")
     parser.add_argument("--by-length", action="store_true", help="also BLEU by source-length bucket (needs --test)")
     parser.add_argument("--output", help="with --model: write the translations to this file")

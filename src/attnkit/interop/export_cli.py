@@ -56,8 +56,8 @@ def run(args) -> int:
                 out = export_ctranslate2(result.out_dir, args.out, args.quantization, force=args.force)
     except (ExportError, ConfigError, TokenizerError, FileNotFoundError) as err:
         raise UserError(str(err)) from None
-    except OSError as err:  # e.g. a folder that cannot be written
-        raise UserError(f"--out {args.out}: {err.strerror or err}") from None
+    except OSError as err:  # e.g. a folder that cannot be written, a file that cannot be read
+        raise UserError(f"{err.filename or args.out}: {err.strerror or err}") from None
     for note in notes:
         print(f"attnkit export: note: {note}", file=sys.stderr)
     print(f"wrote {args.format} model to {out}")

@@ -348,12 +348,24 @@ def check_marian_out(out: Path, force: bool) -> list[Path]:
 STAGING_PREFIX = ".attnkit-export-"
 
 
+def _running(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def staged_entries(out: Path) -> list[Path]:
-    """The entries of ``out`` apart from staging folders left by an interrupted export (deleted here)."""
+    """The entries of ``out`` apart from staging folders: those left by an interrupted export (whose
+    process is gone) are deleted here, those of an export still running are left to it."""
     entries = []
     for p in sorted(out.iterdir()):
         if p.name.startswith(STAGING_PREFIX) and p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p)
+            if not _running(p.name[len(STAGING_PREFIX):].split("-")[0]):
+                shutil.rmtree(p)
         else:
             entries.append(p)
     return entries
@@ -371,14 +383,19 @@ def move_up(staged: Path, out: Path, earlier: list[Path]) -> None:
     """Move every file of the complete export in ``staged`` into ``out`` (each an atomic replace), then delete
     the files of the ``earlier`` export that the new one does not have, then ``staged``. ``out`` itself —
     a symlink, its permissions, a shell inside it — is left as it is."""
-    names = set()
-    for p in sorted(staged.iterdir()):
-        os.replace(p, out / p.name)
-        names.add(p.name)
-    for p in earlier:
-        if p.name not in names and (p.is_file() or p.is_symlink()):
-            p.unlink()
-    staged.rmdir()
+    files = sorted(staged.iterdir(), key=lambda p: p.name == "config.json")  # config.json, which marks an export, last
+    try:
+        for p in files:
+            os.replace(p, out / p.name)
+        names = {p.name for p in files}
+        for p in earlier:
+            if p.name not in names and (p.is_file() or p.is_symlink()):
+                p.unlink()
+        staged.rmdir()
+    except OSError as err:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise ExportError(f"{out}: moving the new export's files in failed ({err.strerror or err}: {err.filename}); "
+                          "the folder now holds part of each export: export again with --force") from None
 
 
 def abandon_staging(staged: Path, out: Path, created: bool) -> None:

@@ -37,10 +37,11 @@ from .schedule import learning_rate
 
 __all__ = ["train", "TrainResult", "TrainError", "optimizer_update"]
 
-# What a resumed run must share with the run it continues: the model, the tokenizers and the data stream
-# (the data read and how it is batched). The rest (limits, learning rate, validation) may change.
+# What a resumed run must share with the run it continues: the model, the tokenizers, the data stream (the
+# data read and how it is batched) and the dev set, whose BLEU decides best/ and patience. The rest (limits,
+# learning rate, how often to validate) may change.
 _FIXED_SECTIONS = ("data", "tokenizer", "model")
-# test is never read by training; strict only refuses bad lines; dev and dev_max_sentences are validation only
+# test is never read by training; strict only refuses bad lines
 _FREE_DATA_KEYS = {"data.test", "data.strict"}
 _FIXED_TRAIN_KEYS = ("train.max_tokens", "train.seed")  # the batches and their order
 
@@ -294,7 +295,7 @@ def _same_files(old, new, recorded) -> bool:
     file(s): ``new`` resolved from the current folder is ``recorded`` (``old`` resolved when the checkpoint
     was written; for older checkpoints, ``old`` resolved from the current folder). The data fingerprint
     checks only the pairs' token lengths, not their text."""
-    if old == new and not isinstance(recorded, str):  # a relative name may now name another file
+    if old == new and recorded is None:  # a relative name may now name another file: compare with the record
         return True
     if (isinstance(old, list) and isinstance(new, list) and len(old) == len(new)
             and (recorded is None or isinstance(recorded, list) and len(recorded) == len(new))):
@@ -307,8 +308,9 @@ def _same_files(old, new, recorded) -> bool:
 
 
 def _check_same_run(out: Path, recipe: Recipe, ckpt: Path | None = None) -> None:
-    """--resume: refuse a recipe whose model, tokenizers, training data or batching differ from the saved one
-    (``data.train`` compares as the file it names: ``ckpt``'s state records it resolved)."""
+    """--resume: refuse a recipe whose model, tokenizers, data (training or dev) or batching differ from the
+    saved one (``data.train`` and ``data.dev`` compare as the files they name: ``ckpt``'s state records them
+    resolved)."""
     path = out / "recipe.yaml"
     if not path.is_file():
         return  # nothing to compare with: the checkpoint's weights and data position are still checked
