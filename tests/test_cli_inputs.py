@@ -559,3 +559,19 @@ def test_explain_refuses_negative_digits(digits, capsys):
     assert main(["explain", "toy", "--digits", digits]) == 2
     assert f"--digits must be >= 0, got {digits}" in error_of(capsys)
     assert main(["explain", "toy", "--digits", "0"]) == 0
+
+
+def test_evaluate_report_and_plot_note_truncated_sources_too(short_model, tmp_path, capsys):
+    test = tmp_path / "test.tsv"
+    test.write_text("Hello.\t你好\tx\nThanks a lot.\t你好谢谢你好谢谢你好\tx\n", encoding="utf-8")
+    assert main(["evaluate", "--model", str(short_model), "--test", str(test), "--beam", "1"]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if "truncated" in line]
+    assert notes == [f"attnkit evaluate: note: {test}:2 was truncated to its first 7 tokens (the model's longest source)"]
+    lines = tmp_path / "in.txt"
+    lines.write_text("你好\n你好谢谢你好谢谢你好\n", encoding="utf-8")
+    assert main(["report", "--model", str(short_model), "--input", str(lines), "--output",
+                 str(tmp_path / "r.html"), "--beam", "1"]) == 0
+    assert f"attnkit report: note: sentence 2 of {lines} was truncated" in capsys.readouterr().err
+    assert main(["plot", "--model", str(short_model), "你好谢谢你好谢谢你好", "--output", str(tmp_path / "p.png"),
+                 "--beam", "1"]) == 0
+    assert "attnkit plot: note: the sentence was truncated to its first 7 tokens" in capsys.readouterr().err

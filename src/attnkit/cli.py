@@ -67,6 +67,18 @@ def note_replaced(path, command: str) -> None:
     print(f"attnkit {command}: note: replaced the existing file {path}", file=sys.stderr)
 
 
+def note_truncated(command: str, results, limit: int, where, shown: int = 20) -> None:
+    """Say on stderr which sources were cut to the model's longest source (``limit`` tokens) before
+    translating: ``results`` are the translations (``.truncated``), ``where(i)`` names the i-th source
+    ("stdin line 3"); past ``shown`` notes, the rest are counted."""
+    cut = [i for i, r in enumerate(results) if r.truncated]
+    for i in cut[:shown]:
+        print(f"attnkit {command}: note: {where(i)} was truncated to its first {limit} tokens "
+              "(the model's longest source)", file=sys.stderr)
+    if len(cut) > shown:
+        print(f"attnkit {command}: note: {len(cut) - shown} more sources were truncated", file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="attnkit", description="Attention mechanisms made real.")
     parser.add_argument("--version", action="version", version=_version())

@@ -6,7 +6,7 @@ import json
 import math
 import sys
 
-from attnkit.cli import UserError, split_lines
+from attnkit.cli import UserError, note_truncated, split_lines
 
 
 def add_arguments(parser) -> None:
@@ -48,12 +48,8 @@ def run(args) -> int:
     done = translator.translate([lines[n] for n in keep], beam=args.beam, length_penalty=args.length_penalty,
                                 batch_size=args.batch_size, need_attention=args.json)
     by_line = dict(zip(keep, done))
-    limit = translator.max_source_tokens()
-    for n in keep:
-        if by_line[n].truncated:
-            where = f"argument {n + 1}" if args.text else f"stdin line {n + 1}"
-            print(f"attnkit translate: note: {where} was truncated to its first {limit} tokens "
-                  "(the model's longest source)", file=sys.stderr)
+    note_truncated("translate", done, translator.max_source_tokens(),
+                   lambda i: f"argument {keep[i] + 1}" if args.text else f"stdin line {keep[i] + 1}")
     for n, source in enumerate(lines):
         t = by_line.get(n)
         if args.json:

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from attnkit.cli import UserError, check_output_file, note_replaced, split_lines
+from attnkit.cli import UserError, check_output_file, note_replaced, note_truncated, split_lines
 
 # Issues printed one per line before the summary; the rest are counted.
 MAX_ISSUES_SHOWN = 20
@@ -101,7 +101,10 @@ def run(args) -> int:
             _report_skipped(report)
         sources = [p.src for p in report.pairs]
         refs = [p.tgt for p in report.pairs]
-        hyps = [t.text for t in translator.translate(sources, beam=args.beam)]
+        done = translator.translate(sources, beam=args.beam)
+        note_truncated("evaluate", done, translator.max_source_tokens(),
+                       lambda i: str(report.pairs[i].origin or f"test pair {i + 1}"))
+        hyps = [t.text for t in done]
         if args.output:
             existed = Path(args.output).is_file()
             try:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from attnkit.cli import UserError, check_output_file, note_replaced
+from attnkit.cli import UserError, check_output_file, note_replaced, note_truncated
 
 
 def add_arguments(parser) -> None:
@@ -52,6 +52,7 @@ def run(args) -> int:
             rows, cols, title = pieces, pieces, f"{args.text}: decoder self-attention"
         else:
             result = translator.translate([args.text], beam=args.beam, need_attention=True)[0]
+            note_truncated("plot", [result], translator.max_source_tokens(), lambda i: "the sentence")
             if result.attention is None:
                 raise ValueError(f"a {translator.model.config.kind} model has no attention to plot")
             attention = result.attention

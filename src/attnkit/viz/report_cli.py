@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from attnkit.cli import UserError, check_output_file, note_replaced
+from attnkit.cli import UserError, check_output_file, note_replaced, note_truncated
 
 # Models whose decoder has no attention: nothing to show.
 NO_ATTENTION = ("seq2seq-fixed", "seq2seq-context")
@@ -75,6 +75,7 @@ def run(args) -> int:
         print(f"reporting the first {args.max_sentences} of {len(sentences)} sentences (--max-sentences)")
         sentences = sentences[: args.max_sentences]
     results = translator.translate(sentences, beam=args.beam, need_attention=True)
+    note_truncated("report", results, translator.max_source_tokens(), lambda i: f"sentence {i + 1} of {args.input}")
     layers, heads = results[0].attention.shape[:2]
     info = {"model": str(folder), "kind": kind, "decoder layers": layers, "heads": heads,
             "decoding": "greedy" if args.beam == 1 else f"beam {args.beam}"}
