@@ -301,15 +301,20 @@ def test_export_replaces_an_earlier_marian_export_only_with_force(trained, tmp_p
     assert _tree(hf) == first
 
 
+def _an_earlier_export(trained, tmp_path):
+    """A MarianMT export in ``tmp_path/hf``: ``(folder, the forced export's arguments, its files)``."""
+    hf = tmp_path / "hf"
+    args = ["export", "--model", str(trained["root"] / "model"), "--out", str(hf), "--force"]
+    assert main(args) == 0
+    return hf, args, _tree(hf)
+
+
 def test_a_failed_forced_export_keeps_the_earlier_one_and_leaves_no_partial_one(trained, tmp_path, monkeypatch,
                                                                               capsys):
     import attnkit.interop.marian as marian
     from attnkit.text import TokenizerError
 
-    hf = tmp_path / "hf"
-    args = ["export", "--model", str(trained["root"] / "model"), "--out", str(hf), "--force"]
-    assert main(args) == 0
-    first = _tree(hf)
+    hf, args, first = _an_earlier_export(trained, tmp_path)
 
     def fail(*_, **__):
         raise TokenizerError("this tokenizer cannot be exported")
@@ -404,10 +409,7 @@ def test_a_failure_while_moving_the_files_in_says_so_and_force_can_export_again(
 
     import attnkit.interop.marian as marian
 
-    out = tmp_path / "hf"
-    args = ["export", "--model", str(trained["root"] / "model"), "--out", str(out), "--force"]
-    assert main(args) == 0
-    first = _tree(out)
+    out, args, first = _an_earlier_export(trained, tmp_path)
     real, calls = os.replace, []
 
     def fails_third(src, dst):

@@ -669,7 +669,7 @@ def test_multi_head_attention_over_no_positions():
 
 def test_unknown_names_and_a_nan_eps_are_refused_at_construction():
     for kwargs, words in ((dict(score="foo"), "unknown score 'foo'"), (dict(normalize="x"), "unknown normalize 'x'"),
-                          (dict(backend="fast"), "unknown backend 'fast'; choose one of")):
+                          (dict(backend="fast"), "unknown backend 'fast'; choose 'auto' or one of")):
         with pytest.raises(ValueError, match=words):
             MultiHeadAttention(16, 4, **kwargs)
     MultiHeadAttention(16, 4, score=lambda q, k: q @ k.transpose(-2, -1), backend="eager")  # a callable is fine

@@ -171,8 +171,9 @@ def test_resuming_with_the_same_data_by_another_path_is_allowed_and_another_dev_
     assert _snapshot(run_copy) == before
 
 
-def test_resuming_from_another_folder_never_takes_another_file_of_the_same_name(recipe, tmp_path, monkeypatch,
-                                                                               capsys):
+def _run_with_relative_paths(recipe, tmp_path, monkeypatch):
+    """A one-step run started in a copy of the data folder, its recipe naming the files relative to it:
+    ``(data folder, recipe, --out)``."""
     data = Path(shutil.copytree(recipe.parent, tmp_path / "data"))
     relative = data / "relative.yaml"
     relative.write_text(RECIPE.format(train="train.tsv", dev="dev.tsv").replace("max_steps: 3", "max_steps: 1")
@@ -180,6 +181,12 @@ def test_resuming_from_another_folder_never_takes_another_file_of_the_same_name(
     monkeypatch.chdir(data)
     out = tmp_path / "run"
     assert main(_train(relative, out)) == 0
+    return data, relative, out
+
+
+def test_resuming_from_another_folder_never_takes_another_file_of_the_same_name(recipe, tmp_path, monkeypatch,
+                                                                               capsys):
+    data, relative, out = _run_with_relative_paths(recipe, tmp_path, monkeypatch)
     elsewhere = Path(shutil.copytree(data, tmp_path / "elsewhere"))  # another train.tsv (here: a copy)
     monkeypatch.chdir(elsewhere)
     capsys.readouterr()
@@ -191,13 +198,7 @@ def test_resuming_from_another_folder_never_takes_another_file_of_the_same_name(
 
 def test_resuming_from_another_folder_with_a_relative_data_path_is_allowed(recipe, tmp_path, monkeypatch, capsys):
     """The same file named relative to the folder the run started in, then relative to another one."""
-    data = Path(shutil.copytree(recipe.parent, tmp_path / "data"))
-    relative = data / "relative.yaml"
-    relative.write_text(RECIPE.format(train="train.tsv", dev="dev.tsv").replace("max_steps: 3", "max_steps: 1")
-                        .replace("eval_every: 2", "eval_every: 1"), encoding="utf-8")
-    monkeypatch.chdir(data)
-    out = tmp_path / "run"
-    assert main(_train(relative, out)) == 0
+    data, relative, out = _run_with_relative_paths(recipe, tmp_path, monkeypatch)
     (tmp_path / "sub").mkdir()
     monkeypatch.chdir(tmp_path / "sub")
     capsys.readouterr()

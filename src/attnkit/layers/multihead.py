@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnkit import native
-from attnkit.attention import BACKENDS, NORMALIZERS, SCORES, AttentionOutput, attend, causal_mask, combine_masks
+from attnkit.attention import (AttentionOutput, attend, causal_mask, combine_masks, get_backend, get_normalizer,
+                               get_score)
 
 from .cache import KVCache, StaticKVCache
 from .checks import check_features
@@ -36,14 +37,6 @@ def _positive_int(name: str, n: Any) -> int:
     if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
         raise ValueError(f"{name} must be a positive integer, got {n!r}")
     return n
-
-
-def _known(what: str, value, names, other: str | None) -> None:
-    """Refuse at construction a name that the first forward pass would refuse."""
-    if isinstance(value, str) and value in names or other is not None and callable(value):
-        return
-    choices = f"one of {sorted(names)}" + (f" or {other}" if other else "")
-    raise ValueError(f"unknown {what} {value!r}; choose {choices}")
 
 
 class MultiHeadAttention(nn.Module):
@@ -90,10 +83,9 @@ class MultiHeadAttention(nn.Module):
                 f"score {score!r} has parameters of its own; use AdditiveAttention or LuongAttention, "
                 "or pass a callable score"
             )
-        _known("score", score, SCORES, "a callable (q, k) -> (..., i, j)")
-        _known("normalize", normalize, NORMALIZERS, "a callable (scores, mask) -> weights")
+        get_score(score), get_normalizer(normalize)  # an unknown name refused now, not at the first forward pass
         if backend != "auto":
-            _known("backend", backend, BACKENDS, None)
+            get_backend(backend)
         self.d_model, self.num_heads, self.head_dim = d_model, num_heads, d_model // num_heads
         self.dropout = float(dropout)
         self.score, self.normalize, self.backend = score, normalize, backend

@@ -61,6 +61,12 @@ def check_same_batch(src: Tensor, tgt_in: Tensor) -> None:
         raise ValueError(f"tgt_in has {tgt_in.shape[0]} sentences but src {src.shape[0]}: one target per source")
 
 
+def check_step_rows(prev_tokens: Tensor, rows: int) -> None:
+    """A decoding step's ``prev_tokens`` has one token per row of the decoder state."""
+    if prev_tokens.shape[0] != rows:
+        raise ValueError(f"prev_tokens has {prev_tokens.shape[0]} rows but the state {rows}")
+
+
 def check_top(width: int, n: int, blocked: int | None) -> None:
     """That the ``n`` best of ``width`` entries, ``blocked`` (a token id or None) left out, can be given."""
     if blocked is not None and not 0 <= blocked < width:

@@ -23,7 +23,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from attnkit.attention import AttentionOutput, attend
 from attnkit.layers import AdditiveAttention, Dropout, LuongAttention, PreparedMemory
 
-from .base import Seq2SeqModel, check_same_batch, check_tokens
+from .base import Seq2SeqModel, check_same_batch, check_step_rows, check_tokens
 from .config import AttentionConfig, RNNConfig
 
 __all__ = ["RNNSeq2Seq", "RNNState"]
@@ -153,8 +153,7 @@ class RNNSeq2Seq(Seq2SeqModel):
 
     def decode_step(self, state: RNNState, prev_tokens: Tensor, *, need_attention: bool = False):
         check_tokens("prev_tokens", prev_tokens, self.tgt_vocab_size, 1)
-        if prev_tokens.shape[0] != state.src_mask.shape[0]:
-            raise ValueError(f"prev_tokens has {prev_tokens.shape[0]} rows but the state {state.src_mask.shape[0]}")
+        check_step_rows(prev_tokens, state.src_mask.shape[0])
         y = self.dropout(self.tgt_embed(prev_tokens)).unsqueeze(1)  # (b, 1, E)
         attention = None
         kind = self.config.kind

@@ -28,7 +28,7 @@ from attnkit.layers import (
 )
 from attnkit.layers.transformer import runs_hooks
 
-from .base import Seq2SeqModel, check_same_batch, check_tokens
+from .base import Seq2SeqModel, check_same_batch, check_step_rows, check_tokens
 from .config import ConfigError, TransformerConfig
 
 __all__ = ["TransformerSeq2Seq", "TransformerState"]
@@ -165,8 +165,7 @@ class TransformerSeq2Seq(Seq2SeqModel):
         """The decoder's output ``(b, 1, d)`` (after the final norm) at the next position, and the cross-attention
         maps of every layer when asked."""
         check_tokens("prev_tokens", prev_tokens, self.tgt_vocab_size, 1)
-        if prev_tokens.shape[0] != state.src_mask.shape[0]:
-            raise ValueError(f"prev_tokens has {prev_tokens.shape[0]} rows but the state {state.src_mask.shape[0]}")
+        check_step_rows(prev_tokens, state.src_mask.shape[0])
         x = self.tgt_pos(self.tgt_embed(prev_tokens[:, None]) * self.scale, offset=state.position)  # (b, 1, d)
         memory_mask = state.src_mask.unsqueeze(1) if state.padded else None  # (b, 1, s)
         if not need_attention:
