@@ -144,9 +144,7 @@ def _check(args, phrases: list[str]) -> None:
             raise UserError(f"phrase {n} is empty: give Chinese phrases to translate")
     if not any(_HAN.search(p) for p in phrases):
         raise UserError(f"the phrases must contain Chinese characters, got {' '.join(phrases)!r}")
-    check_output_file(args.heatmap, "--heatmap", (".png", ".svg"))
-    if args.cache is not None and args.cache.exists() and not args.cache.is_dir():
-        raise UserError(f"--cache {args.cache}: is a file, not a folder")
+    check_output_file(args.heatmap, "--heatmap", (".png", ".svg"))  # --cache: checked by _prepare_cache
 
 
 def _prepare_cache(cache: Path, focus: str, phrases: list[str], retrain: bool, where: str | None = None) -> bool:
