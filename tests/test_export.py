@@ -214,6 +214,99 @@ def test_ctranslate2_translates_like_attnkit(trained, tmp_path):
         assert [[to_ids[t] for t in r.hypotheses[0]] for r in results] == ours, f"beam_size={size}"
 
 
+DIRECT = {  # models MarianMT cannot express, which export to CTranslate2 directly
+    "post-norm, without transformers": dict(),  # MarianMT could express it: the route when transformers is absent
+    "pre-norm": dict(norm_first=True),
+    "pre-norm-learned": dict(norm_first=True, positions="learned", max_len=24),
+    "post-norm-learned": dict(positions="learned", max_len=24),
+    "pre-norm-shared-untied-odd": dict(norm_first=True, share_embeddings=True, tie_output=False, d_model=27, heads=3),
+}
+
+
+def _direct_model(options: dict, folder: Path):
+    """A random model of ``options`` with character tokenisers (a space among them), every LayerNorm and
+    bias perturbed so that a weight put in the wrong place shows; saved in ``folder``."""
+    torch.manual_seed(3)
+    text = "机器翻译 注意力，我们学习中文。你好吗？"
+    src_tok = CharTokenizer.train([text])
+    tgt_tok = src_tok if options.get("share_embeddings") else CharTokenizer.train(["attention is all we need!"])
+    model = build_model(TransformerConfig(**{**EXPORTABLE, **options}), src_tok.vocab_size, tgt_tok.vocab_size).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.LayerNorm):
+                m.weight.copy_(1 + 0.3 * torch.randn_like(m.weight))
+                m.bias.copy_(0.3 * torch.randn_like(m.bias))
+            elif isinstance(m, torch.nn.Linear) and m.bias is not None:
+                m.bias.copy_(0.3 * torch.randn_like(m.bias))
+    save_model(model, folder)
+    save_tokenizers(folder, src_tok, tgt_tok)
+    return model, src_tok, tgt_tok
+
+
+@pytest.mark.parametrize("name", list(DIRECT))
+def test_models_marian_cannot_express_export_to_ctranslate2_directly(name, tmp_path, monkeypatch):
+    """CTranslate2's teacher-forced log-probs equal attnkit's, and its greedy and beam-4 outputs are
+    attnkit's token for token, on a model whose every weight matters."""
+    import sys
+
+    ctranslate2 = pytest.importorskip("ctranslate2", reason="ctranslate2 is not installed (pip install ctranslate2)")
+    import attnkit.interop.ct2 as ct2
+    from attnkit.interop.ct2 import export_model_ctranslate2
+    from attnkit.interop.marian import tokenizer_pieces
+
+    model, src_tok, tgt_tok = _direct_model(DIRECT[name], tmp_path / "model")
+    if "without transformers" in name:
+        monkeypatch.setitem(sys.modules, "transformers", None)  # import transformers raises ImportError
+        monkeypatch.setattr(ct2, "export_ctranslate2", None)  # the MarianMT route is not taken
+    else:
+        with pytest.raises(ExportError):
+            export_marian(tmp_path / "model", tmp_path / "marian")
+    result = export_model_ctranslate2(tmp_path / "model", tmp_path / "ct2")
+    assert "model.bin" in result.files
+    assert bool(result.notes) == (model.config.positions == "learned")  # learned tables end at max_len
+    translator = ctranslate2.Translator(str(result.out_dir), device="cpu", inter_threads=1, intra_threads=1)
+    src_pieces, tgt_pieces = tokenizer_pieces(src_tok), tokenizer_pieces(tgt_tok)
+    texts = ["机器翻译", "注意力", "我们学习中文。", "你好吗？", "翻译 注意力", "中"]
+    ids = [src_tok.encode(t) + [2] for t in texts]
+    src = _pad(ids)
+    sources = [[src_pieces[i] for i in row] for row in ids]
+    greedy = [h.tokens for h in greedy_decode(model, src, max_len=MAX_LEN)]
+    beam = [h[0].tokens for h in beam_search(model, src, beam_size=4, length_penalty=0.0, max_len=MAX_LEN)]
+    for size, ours in ((1, greedy), (4, beam)):
+        # min_decoding_length: CTranslate2 blocks EOS at the first step unless told not to (its default is 1)
+        results = translator.translate_batch(sources, beam_size=size, length_penalty=0.0, max_decoding_length=MAX_LEN,
+                                             min_decoding_length=0)
+        assert [[tgt_pieces.index(t) for t in r.hypotheses[0]] for r in results] == ours, f"beam_size={size}"
+    # and every output position on targets of random tokens, not only on what the model prefers
+    targets = [torch.randint(3, len(tgt_pieces), (n,)).tolist() for n in (1, 5, 9, 12, 3, 7)]
+    scored = translator.score_batch(sources, [[tgt_pieces[i] for i in row] for row in targets])
+    with torch.no_grad():
+        for n, (row, target) in enumerate(zip(ids, targets)):
+            logp = model(torch.tensor([row]), torch.tensor([[1] + target]))[0].log_softmax(-1)[0]
+            ours = [logp[j, token].item() for j, token in enumerate(target + [2])]
+            assert ours == pytest.approx(scored[n].log_probs, abs=1e-4), texts[n]
+
+
+def test_the_export_command_takes_the_direct_route_only_for_what_marian_cannot_express(trained, tmp_path, capsys,
+                                                                                      monkeypatch):
+    pytest.importorskip("ctranslate2", reason="ctranslate2 is not installed (pip install ctranslate2)")
+    import attnkit.interop.ct2 as ct2
+
+    _direct_model(DIRECT["pre-norm-learned"], tmp_path / "pre")
+    routes, real = [], ct2.ctranslate2_spec
+    monkeypatch.setattr(ct2, "ctranslate2_spec", lambda *a, **k: routes.append("direct") or real(*a, **k))
+    args = ["export", "--format", "ctranslate2", "--max-positions", "100"]
+    assert main([*args, "--model", str(tmp_path / "pre"), "--out", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr()
+    assert "learned positions end at 24" in out.err and (tmp_path / "a" / "model.bin").is_file()
+    assert routes == ["direct"]
+    assert main([*args, "--model", str(trained["root"] / "model"), "--out", str(tmp_path / "b")]) == 0
+    assert routes == ["direct"] and (tmp_path / "b" / "model.bin").is_file()  # post-norm sinusoidal: via MarianMT
+    assert main([*args, "--model", str(tmp_path / "pre"), "--out", str(tmp_path / "a")]) == 2
+    assert "holds an earlier CTranslate2 model" in capsys.readouterr().err
+    assert main([*args, "--model", str(tmp_path / "pre"), "--out", str(tmp_path / "a"), "--force"]) == 0
+
+
 # ------------------------------------------------------------------------------------- refusals and the command
 
 

@@ -16,6 +16,15 @@ model, q/k/v fusion, embeddings, positions, projection) — with a loader that k
 decoding starts from ``<s>`` (``decoder_start_token_id``), no vocabulary row is dropped, and the source
 and target vocabularies are the tokenizer's own. Sources are given to ``translate_batch`` as tokens
 followed by ``</s>`` (what ``MarianTokenizer`` produces).
+
+Models that MarianMT cannot express — pre-norm blocks (attnkit's default) or learned positions — are
+described to CTranslate2 directly (:func:`ctranslate2_spec`): its own ``TransformerSpec``, which has the
+pre-norm layout with the stacks' final LayerNorms, filled from attnkit's weights as they are, the
+positions as a table of ``max_positions`` rows (attnkit's interleaved sinusoids, or its learned rows),
+and the same vocabularies, special tokens and start token as above. :func:`export_model_ctranslate2`
+takes either route from an attnkit model folder: through MarianMT when MarianMT can express the model
+and ``transformers`` is installed (what the speed benchmarks compare), directly otherwise (which needs
+only ``ctranslate2``).
 """
 
 from __future__ import annotations
@@ -27,9 +36,18 @@ import re
 import warnings
 from pathlib import Path
 
-from .marian import ExportError, abandon_staging, move_up, staged_entries, start_staging
+from .marian import (
+    DEFAULT_MAX_POSITIONS,
+    UNK,
+    ExportError,
+    MarianExport,
+    abandon_staging,
+    move_up,
+    staged_entries,
+    start_staging,
+)
 
-__all__ = ["export_ctranslate2", "QUANTIZATIONS"]
+__all__ = ["export_ctranslate2", "export_model_ctranslate2", "ctranslate2_spec", "QUANTIZATIONS"]
 
 # CTranslate2's weight types for `quantization` (ctranslate2.converters.Converter.convert)
 QUANTIZATIONS = ("int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16", "bfloat16", "float32")
@@ -172,3 +190,191 @@ def export_ctranslate2(marian_dir: str | os.PathLike, out_dir: str | os.PathLike
         raise
     move_up(tmp, out, earlier)
     return out
+
+
+# ---------------------------------------------------------------------------------- without MarianMT
+
+
+def _ctranslate2_specs():
+    try:
+        from ctranslate2.converters.converter import Converter
+        from ctranslate2.specs import common_spec, transformer_spec
+    except ImportError:
+        raise ExportError(
+            "exporting to CTranslate2 needs the ctranslate2 package: pip install ctranslate2 "
+            "(or install attnkit with the bench extra)"
+        ) from None
+    return Converter, common_spec, transformer_spec
+
+
+def _linear(spec, *linears) -> None:
+    """``spec`` (a CTranslate2 LinearSpec) as ``linears`` stacked by their outputs (q, k, v fused as
+    CTranslate2 holds them); a bias only if one of them has one (zeros for those without)."""
+    import torch
+
+    spec.weight = torch.cat([lin.weight for lin in linears]).float().contiguous()
+    if any(lin.bias is not None for lin in linears):
+        spec.bias = torch.cat([lin.bias if lin.bias is not None else lin.weight.new_zeros(lin.out_features)
+                               for lin in linears]).float().contiguous()
+
+
+def _norm(spec, norm) -> None:
+    spec.gamma = norm.weight.float().contiguous()
+    spec.beta = norm.bias.float().contiguous()
+
+
+def _positions(pos, n: int):
+    """The first ``n`` rows of a positional encoding's table, as attnkit adds them."""
+    from attnkit.layers import LearnedPositionalEncoding
+
+    if isinstance(pos, LearnedPositionalEncoding):
+        return pos.embedding.weight[:n].float().contiguous()
+    return pos.encoding(n).float().contiguous()
+
+
+def _check_direct(model) -> float:
+    """What the direct description assumes of ``model``; returns its LayerNorms' one epsilon."""
+    from torch import nn
+
+    from attnkit.models.transformer import TransformerSeq2Seq
+
+    if not isinstance(model, TransformerSeq2Seq):
+        kind = getattr(model.config, "kind", type(model).__name__)
+        raise ExportError(f"only Transformer models export to CTranslate2; this model is {kind!r}")
+    eps = {m.eps for m in model.modules() if isinstance(m, nn.LayerNorm)}
+    if len(eps) != 1:  # CTranslate2 has one layer_norm_epsilon for the whole model
+        raise ExportError(f"the model's LayerNorms use different eps values ({sorted(eps)}); CTranslate2 takes one")
+    activations = {block.ffn.activation_name for block in [*model.encoder, *model.decoder]}
+    if activations != {"relu"}:
+        raise ExportError(f"the feed-forward activation is {sorted(activations)}; the export writes ReLU only")
+    return eps.pop()
+
+
+def ctranslate2_spec(model, src_pieces: list[str], tgt_pieces: list[str], *,
+                     max_positions: int = DEFAULT_MAX_POSITIONS):
+    """A CTranslate2 ``TransformerSpec`` of ``model`` (an attnkit Transformer, pre- or post-norm, with
+    sinusoidal or learned positions) with the vocabularies ``src_pieces``/``tgt_pieces`` (id order):
+    embeddings scaled by √d_model, positions as a table of ``max_positions`` rows (at most the learned
+    table's), q/k/v fused as CTranslate2 holds them, the output layer without bias, decoding started
+    from BOS. Weights are attnkit's, unpermuted."""
+    import torch
+
+    _, common_spec, transformer_spec = _ctranslate2_specs()
+    eps = _check_direct(model)
+    c = model.config
+    for side, pieces, n in (("source", src_pieces, model.src_vocab_size), ("target", tgt_pieces, model.tgt_vocab_size)):
+        if len(pieces) != n:
+            raise ExportError(f"the {side} tokenizer has {len(pieces)} ids but the model {n}")
+        if len(set(pieces)) != n:
+            twice = sorted({p for p in pieces if pieces.count(p) > 1})[:5]
+            raise ExportError(f"the {side} vocabulary names a piece twice ({', '.join(map(repr, twice))}); "
+                              "CTranslate2 needs every piece once")
+    spec = transformer_spec.TransformerSpec.from_config((c.encoder_layers, c.decoder_layers), c.heads,
+                                                        pre_norm=c.norm_first, activation=common_spec.Activation.RELU)
+    with torch.no_grad():
+        for stack, embed, pos, blocks, final in ((spec.encoder, model.src_embed, model.src_pos, model.encoder,
+                                                  model.encoder_norm),
+                                                 (spec.decoder, model.tgt_embed, model.tgt_pos, model.decoder,
+                                                  model.decoder_norm)):
+            embeddings = stack.embeddings[0] if isinstance(stack.embeddings, list) else stack.embeddings
+            embeddings.weight = embed.weight.float().contiguous()
+            stack.scale_embeddings = True  # × √d_model, as attnkit scales them
+            stack.position_encodings.encodings = _positions(pos, max_positions)
+            if c.norm_first:
+                _norm(stack.layer_norm, final)
+            for layer, block in zip(stack.layer, blocks):
+                attn = block.self_attn
+                _linear(layer.self_attention.linear[0], attn.q_proj, attn.k_proj, attn.v_proj)
+                _linear(layer.self_attention.linear[1], attn.out_proj)
+                _norm(layer.self_attention.layer_norm, block.self_attn_norm)
+                if blocks is model.decoder:
+                    cross = block.cross_attn
+                    _linear(layer.attention.linear[0], cross.q_proj)
+                    _linear(layer.attention.linear[1], cross.k_proj, cross.v_proj)
+                    _linear(layer.attention.linear[2], cross.out_proj)
+                    _norm(layer.attention.layer_norm, block.cross_attn_norm)
+                _linear(layer.ffn.linear_0, block.ffn.linear1)
+                _linear(layer.ffn.linear_1, block.ffn.linear2)
+                _norm(layer.ffn.layer_norm, block.ffn_norm)
+        _linear(spec.decoder.projection, model.output)
+    spec.config.bos_token = tgt_pieces[c.bos_id]
+    spec.config.eos_token = tgt_pieces[c.eos_id]
+    spec.config.unk_token = tgt_pieces[UNK]
+    spec.config.decoder_start_token = tgt_pieces[c.bos_id]
+    spec.config.layer_norm_epsilon = eps
+    spec.register_source_vocabulary(src_pieces)
+    spec.register_target_vocabulary(tgt_pieces)
+    return spec
+
+
+def export_model_ctranslate2(model_dir: str | os.PathLike, out_dir: str | os.PathLike, quantization: str | None = None,
+                             *, max_positions: int = DEFAULT_MAX_POSITIONS, force: bool = False) -> MarianExport:
+    """Write the attnkit Transformer in ``model_dir`` (a model folder with its tokenisers, or a training
+    output) as a CTranslate2 model in ``out_dir``: through a MarianMT export when MarianMT can express the
+    model and ``transformers`` is installed, described directly otherwise (see the module docstring). ``quantization``, ``force`` as for
+    :func:`export_ctranslate2`; ``max_positions`` bounds the source and output lengths."""
+    import tempfile
+
+    from attnkit.decode.translator import load_folder_tokenizers, resolve_model_dir
+    from attnkit.models import load_model
+
+    from .marian import _is_attnkit_model_folder, check_exportable, export_marian, tokenizer_pieces
+
+    if quantization is not None and quantization not in QUANTIZATIONS:
+        raise ExportError(f"quantization must be one of {', '.join(QUANTIZATIONS)}, got {quantization!r}")
+    if isinstance(max_positions, bool) or not isinstance(max_positions, int) or max_positions <= 0:
+        raise ExportError(f"max_positions must be a positive integer, got {max_positions!r}")
+    folder = resolve_model_dir(model_dir)
+    out = Path(out_dir)
+    if out.resolve() == folder.resolve() or _is_attnkit_model_folder(out):
+        raise ExportError(f"{out} holds an attnkit model, which the export would overwrite; choose another --out")
+    out, earlier = check_ctranslate2_out(out, force)  # before the work, not after it
+    model, _ = load_model(folder)
+    _check_direct(model)  # a Transformer, which either route can write
+    if not (folder / "tokenizers.json").is_file():
+        raise ExportError(f"{folder} has no tokenizers (tokenizers.json), and a CTranslate2 model needs its "
+                          "vocabularies; export a folder saved with its tokenizers, as training does")
+    try:
+        check_exportable(model.config)
+    except ExportError:
+        direct = True
+    else:
+        direct = not _transformers_importable()  # the MarianMT route loads the export with transformers
+    if not direct:
+        with tempfile.TemporaryDirectory(prefix="attnkit-marian-") as tmp:
+            result = export_marian(folder, Path(tmp) / "marian", max_positions=max_positions)
+            export_ctranslate2(result.out_dir, out, quantization, force=force)
+        return MarianExport(out, _files(out), result.notes)
+    Converter, _, _ = _ctranslate2_specs()
+    src_tok, tgt_tok = load_folder_tokenizers(folder)
+    notes = []
+    if model.config.positions == "learned" and max_positions > model.config.max_len:
+        notes.append(f"the model's learned positions end at {model.config.max_len}: the exported model accepts "
+                     f"sources and outputs of at most {model.config.max_len} tokens, not {max_positions}")
+        max_positions = model.config.max_len
+    spec = ctranslate2_spec(model, tokenizer_pieces(src_tok), tokenizer_pieces(tgt_tok), max_positions=max_positions)
+
+    class AttnkitConverter(Converter):
+        def _load(self):
+            return spec
+
+    tmp, created = start_staging(out)
+    try:
+        AttnkitConverter().convert(str(tmp), quantization=quantization)
+    except BaseException:
+        abandon_staging(tmp, out, created)
+        raise
+    move_up(tmp, out, earlier)
+    return MarianExport(out, _files(out), tuple(notes))
+
+
+def _transformers_importable() -> bool:
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _files(out: Path) -> tuple[str, ...]:
+    return tuple(sorted(p.name for p in out.iterdir() if _CT2_FILE.fullmatch(p.name)))

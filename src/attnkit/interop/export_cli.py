@@ -1,13 +1,12 @@
 """``attnkit export --model DIR --format marian|ctranslate2 --out DIR``: a trained Transformer as a Hugging
 Face MarianMT folder (config, safetensors, MarianTokenizer files), or as a CTranslate2 model converted
-from that folder by CTranslate2's own machinery (see :mod:`attnkit.interop.marian` and
+from that folder by CTranslate2's own machinery — or, for a model MarianMT cannot express (pre-norm,
+learned positions), described to CTranslate2 directly (see :mod:`attnkit.interop.marian` and
 :mod:`attnkit.interop.ct2` for what exports and what is refused)."""
 
 from __future__ import annotations
 
 import sys
-import tempfile
-from pathlib import Path
 
 FORMATS = ("marian", "ctranslate2")
 
@@ -44,16 +43,11 @@ def run(args) -> int:
             result = export_marian(args.model, args.out, max_positions=args.max_positions, force=args.force)
             out, notes = result.out_dir, result.notes
         else:
-            from .ct2 import check_ctranslate2_out, export_ctranslate2
+            from .ct2 import export_model_ctranslate2
 
-            check_ctranslate2_out(args.out, args.force)  # before the work, not after it
-            with tempfile.TemporaryDirectory(prefix="attnkit-marian-") as tmp:
-                result = export_marian(args.model, Path(tmp) / "marian", max_positions=args.max_positions)
-                notes = result.notes
-                if "vocab.json" not in result.files:
-                    raise UserError(f"{args.model} has no tokenizers (tokenizers.json), and a CTranslate2 model "
-                                    "needs its vocabularies; export a folder saved with its tokenizers, as training does")
-                out = export_ctranslate2(result.out_dir, args.out, args.quantization, force=args.force)
+            result = export_model_ctranslate2(args.model, args.out, args.quantization,
+                                              max_positions=args.max_positions, force=args.force)
+            out, notes = result.out_dir, result.notes
     except (ExportError, ConfigError, TokenizerError, FileNotFoundError) as err:
         raise UserError(str(err)) from None
     except OSError as err:  # e.g. a folder that cannot be written, a file that cannot be read

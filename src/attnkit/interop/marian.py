@@ -68,7 +68,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "ExportError", "MarianExport", "export_marian", "check_exportable", "marian_config", "marian_state_dict",
-    "residual_permutation", "DEFAULT_MAX_POSITIONS",
+    "residual_permutation", "tokenizer_pieces", "DEFAULT_MAX_POSITIONS",
 ]
 
 DEFAULT_MAX_POSITIONS = 1024
@@ -253,22 +253,31 @@ def _char_spm(chars: list[str]) -> bytes:
     return model.getvalue()
 
 
+def tokenizer_pieces(tok) -> list[str]:
+    """The vocabulary of one attnkit tokeniser as the exports write it, in id order: a SentencePiece
+    side's own pieces; for a character side the special pieces, then its characters, a space written as
+    SentencePiece's ``▁`` (unless ``▁`` is itself a character of the vocabulary)."""
+    from attnkit.text import CharTokenizer, SentencePieceTokenizer
+
+    if isinstance(tok, SentencePieceTokenizer):
+        return [tok.id_to_piece(i) for i in range(tok.vocab_size)]
+    if not isinstance(tok, CharTokenizer):
+        raise ExportError(f"cannot export the vocabulary of a {type(tok).__name__}")
+    chars = tok.chars
+    return [tok.id_to_piece(i) for i in range(4)] + [SPIECE_SPACE if c == " " and SPIECE_SPACE not in chars else c
+                                                    for c in chars]
+
+
 def _tokenizer_files(tok) -> tuple[bytes, dict[str, int], list[str]]:
     """``(spm model, piece → id, notes)`` of one attnkit tokeniser, for ``MarianTokenizer``."""
     import sentencepiece as spm
 
-    from attnkit.text import CharTokenizer, SentencePieceTokenizer
+    from attnkit.text import SentencePieceTokenizer
 
+    vocab = {piece: i for i, piece in enumerate(tokenizer_pieces(tok))}
     if isinstance(tok, SentencePieceTokenizer):
-        vocab = {tok.id_to_piece(i): i for i in range(tok.vocab_size)}
         return tok.model_proto, vocab, []
-    if not isinstance(tok, CharTokenizer):
-        raise ExportError(f"cannot write a MarianTokenizer for a {type(tok).__name__}")
     chars = tok.chars
-    vocab = {tok.id_to_piece(i): i for i in range(4)}
-    for i, c in enumerate(chars, start=4):
-        piece = SPIECE_SPACE if c == " " and SPIECE_SPACE not in chars else c
-        vocab[piece] = i
     proto = _char_spm([SPIECE_SPACE if c == " " else c for c in chars])
     sp = spm.SentencePieceProcessor(model_proto=proto)
     lost = [c for c in chars if [vocab.get(p, UNK) for p in sp.encode(c, out_type=str)] != tok.encode(c)]
