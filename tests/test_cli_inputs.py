@@ -397,6 +397,8 @@ def test_translate_splits_stdin_at_newlines_only(model_dir, monkeypatch, capsys)
     records = [json.loads(line) for line in out[:-1].split("\n")]
     assert [r["source"] for r in records] == lines  # one output per input line, no \r left on them
     assert records[3]["translation"] == ""
+    # and one record per line for readers that split at every Unicode line break (str.splitlines)
+    assert [json.loads(line)["source"] for line in out.splitlines()] == lines
 
 
 @pytest.mark.parametrize("option,value,says", [

@@ -47,6 +47,18 @@ def check_output_file(path, flag: str, suffixes: tuple[str, ...] = ()):
     return path
 
 
+# Characters that JSON leaves raw but that Python's str.splitlines (and so many JSON-lines readers) split at
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+def json_line(obj) -> str:
+    """``obj`` as one line of JSON, non-ASCII text kept readable: the line breaks JSON allows raw inside a
+    string (U+0085, U+2028, U+2029) are escaped too, so that every reader sees one line per record."""
+    import json
+
+    return json.dumps(obj, ensure_ascii=False).translate(_LINE_BREAKS)
+
+
 def split_lines(text: str) -> list[str]:
     """The lines of ``text`` as ``wc -l`` and editors count them: split at ``\\n`` only (a ``\\r`` before
     it is dropped), no empty line after a final newline, a byte-order mark at the start removed.

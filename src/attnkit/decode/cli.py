@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 
-from attnkit.cli import UserError, note_truncated, split_lines
+from attnkit.cli import UserError, json_line, note_truncated, split_lines
 
 
 def add_arguments(parser) -> None:
@@ -58,7 +57,7 @@ def run(args) -> int:
                 record.update(src_pieces=t.src_pieces, tgt_pieces=t.tgt_pieces, score=round(t.score, 4))
                 if t.attention is not None:  # the source piece each output piece attends to most
                     record["alignment"] = [int(i) for i in t.attention.mean(dim=(0, 1)).argmax(-1).tolist()]
-            print(json.dumps(record, ensure_ascii=False))
+            print(json_line(record))
         else:
             print(t.text if t else "")  # an empty line stays an empty line: outputs stay line-aligned
     return 0

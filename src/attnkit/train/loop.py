@@ -23,6 +23,7 @@ from typing import Callable, Collection
 import torch
 import yaml
 
+from attnkit.cli import json_line
 from attnkit.data.batching import BatchLoader, DataPosition, encode_pairs
 from attnkit.decode.translator import Translator
 from attnkit.evaluate import corpus_scores
@@ -155,7 +156,7 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callabl
         return elapsed_before + time.monotonic() - started
 
     def report(event: dict) -> None:
-        logfile.write(json.dumps(event, ensure_ascii=False) + "\n")
+        logfile.write(json_line(event) + "\n")
         logfile.flush()
 
     def checkpoint(reason: str) -> None:
