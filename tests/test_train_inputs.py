@@ -270,6 +270,15 @@ def test_resuming_another_model_without_a_saved_recipe_is_a_clear_error(recipe, 
      "--set model.attention={kind: foo}: model.attention.kind must be one of"),
     (["--set", "tokenizer.tgt.vocab_size=big"], "tokenizer.tgt.vocab_size must be an integer, got 'big'"),
     (["--set", "tokenizer.joint=maybe"], "tokenizer.joint must be true or false, got 'maybe'"),
+    # ranges checked by the model and tokenizer configs themselves name the flag and the recipe key too
+    (["--set", "model.d_model=-1"], "--set model.d_model=-1: model.d_model must be a positive integer, got -1"),
+    (["--set", "model.heads=3"], "--set model.heads=3: model.heads (3) must divide d_model"),
+    (["--set", "model.dropout=2"], "--set model.dropout=2: model.dropout must be a number in [0, 1), got 2"),
+    (["--model", "seq2seq-attention", "--set", "model.attention.hidden=0"],
+     "--set model.attention.hidden=0: model.attention.hidden must be a positive integer, got 0"),
+    (["--set", "tokenizer.tgt.vocab_size=5"],
+     "--set tokenizer.tgt.vocab_size=5: tokenizer.tgt.vocab_size must be >= 260 (256 bytes + 4 specials), got 5"),
+    (["--set", "tokenizer.src.min_freq=0"], "--set tokenizer.src.min_freq=0: tokenizer.src.min_freq must be >= 1, got 0"),
     (["--format", "cedict", "--train", "t.tsv"], "--train t.tsv: data.train is not read with data.format='cedict'"),
     (["--model", "lstm"], "--model must be one of seq2seq-fixed, seq2seq-context, seq2seq-attention, transformer, got 'lstm'"),
 ])
@@ -286,6 +295,21 @@ def test_a_bad_value_in_the_recipe_file_names_the_file_and_key(recipe, tmp_path,
     path.write_text(recipe.read_text(encoding="utf-8").replace("max_steps: 3,", "max_steps: 3, lr: abc,"), encoding="utf-8")
     assert main(_train(path, tmp_path / "out")) == 2
     assert f"{path}: train.lr must be a number, got 'abc'" in capsys.readouterr().err
+
+
+def test_a_range_checked_by_the_model_or_tokenizer_config_in_the_recipe_file_names_the_file_and_key(recipe, tmp_path,
+                                                                                                   capsys):
+    path = tmp_path / "base.yaml"
+    data = yaml.safe_load(recipe.read_text(encoding="utf-8"))
+    data["tokenizer"]["tgt"] = {"kind": "sentencepiece", "vocab_size": 7}
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    assert main(_train(path, tmp_path / "out")) == 2
+    assert f"{path}: tokenizer.tgt.vocab_size must be >= 260" in capsys.readouterr().err
+    data["tokenizer"]["tgt"]["vocab_size"] = 400
+    data["model"]["ffn_dim"] = 0
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    assert main(_train(path, tmp_path / "out")) == 2
+    assert f"{path}: model.ffn_dim must be a positive integer, got 0" in capsys.readouterr().err
 
 
 def test_format_cedict_on_the_command_line_drops_the_recipe_files_with_a_note(recipe, capsys):

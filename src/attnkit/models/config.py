@@ -21,17 +21,22 @@ ATTENTION_KINDS = ("bahdanau", "luong-dot", "luong-general", "luong-concat", "sc
 
 
 class ConfigError(ValueError):
-    """A configuration value that is missing, unknown or out of range; the message names the key."""
+    """A configuration value that is missing, unknown or out of range; the message names the key, and
+    ``key`` is that key (``d_model``, ``attention.hidden``) when one value is at fault, else None."""
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.key = key
 
 
 def _positive(name: str, value: Any) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}", name)
 
 
 def _probability(name: str, value: Any) -> None:
     if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise ConfigError(f"{name} must be a number in [0, 1), got {value!r}")
+        raise ConfigError(f"{name} must be a number in [0, 1), got {value!r}", name)
 
 
 @dataclass(frozen=True)
@@ -46,13 +51,14 @@ class AttentionConfig:
 
     def __post_init__(self):
         if self.kind not in ATTENTION_KINDS:
-            raise ConfigError(f"attention.kind must be one of {list(ATTENTION_KINDS)}, got {self.kind!r}")
+            raise ConfigError(f"attention.kind must be one of {list(ATTENTION_KINDS)}, got {self.kind!r}", "attention.kind")
         if self.normalize not in NORMALIZERS:
-            raise ConfigError(f"attention.normalize must be one of {sorted(NORMALIZERS)}, got {self.normalize!r}")
+            raise ConfigError(f"attention.normalize must be one of {sorted(NORMALIZERS)}, got {self.normalize!r}",
+                              "attention.normalize")
         if self.hidden is not None:
             _positive("attention.hidden", self.hidden)
         if not self.temperature > 0:
-            raise ConfigError(f"attention.temperature must be > 0, got {self.temperature!r}")
+            raise ConfigError(f"attention.temperature must be > 0, got {self.temperature!r}", "attention.temperature")
 
 
 @dataclass(frozen=True)
@@ -80,7 +86,7 @@ class RNNConfig:
         if self.kind not in RNN_KINDS:
             raise ConfigError(f"kind must be one of {list(MODEL_KINDS)}, got {self.kind!r}")
         if self.cell not in ("gru", "lstm"):
-            raise ConfigError(f"cell must be 'gru' or 'lstm', got {self.cell!r}")
+            raise ConfigError(f"cell must be 'gru' or 'lstm', got {self.cell!r}", "cell")
         for name in ("embed_dim", "hidden", "layers"):
             _positive(name, getattr(self, name))
         _probability("dropout", self.dropout)
@@ -114,11 +120,11 @@ class TransformerConfig:
         for name in ("d_model", "heads", "encoder_layers", "decoder_layers", "ffn_dim", "max_len"):
             _positive(name, getattr(self, name))
         if self.d_model % self.heads:
-            raise ConfigError(f"heads ({self.heads}) must divide d_model ({self.d_model})")
+            raise ConfigError(f"heads ({self.heads}) must divide d_model ({self.d_model})", "heads")
         _probability("dropout", self.dropout)
         _probability("attention_dropout", self.attention_dropout)
         if self.positions not in ("sinusoidal", "learned"):
-            raise ConfigError(f"positions must be 'sinusoidal' or 'learned', got {self.positions!r}")
+            raise ConfigError(f"positions must be 'sinusoidal' or 'learned', got {self.positions!r}", "positions")
         _special_ids(self)
 
 
@@ -127,7 +133,7 @@ def _special_ids(config) -> None:
     ids = {"pad_id": config.pad_id, "bos_id": config.bos_id, "eos_id": config.eos_id}
     for name, value in ids.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ConfigError(f"{name} must be a non-negative integer, got {value!r}")
+            raise ConfigError(f"{name} must be a non-negative integer, got {value!r}", name)
     if len(set(ids.values())) < 3:
         raise ConfigError(f"pad_id, bos_id and eos_id must be three different tokens, got {ids}")
 

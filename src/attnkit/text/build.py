@@ -27,6 +27,7 @@ from attnkit.text.char import CharTokenizer
 from attnkit.text.spm import MODEL_TYPES, SentencePieceTokenizer
 
 __all__ = [
+    "SpecError",
     "CharSpec",
     "SentencePieceSpec",
     "TokenizerSpec",
@@ -36,6 +37,16 @@ __all__ = [
     "save_tokenizers",
     "load_tokenizers",
 ]
+
+
+class SpecError(ValueError):
+    """A tokenizer spec value out of range: ``key`` is the field (``vocab_size``), ``detail`` what is wrong
+    with it (``must be >= 260 …, got 5``); the message names the tokenizer kind, the field and the detail."""
+
+    def __init__(self, kind: str, key: str, detail: str):
+        super().__init__(f"{kind}: {key} {detail}")
+        self.key, self.detail = key, detail
+        self.side: str | None = None  # set by TokenizerConfig.from_dict: "src" or "tgt"
 
 
 @dataclass(frozen=True)
@@ -49,9 +60,9 @@ class CharSpec:
 
     def __post_init__(self) -> None:
         if self.min_freq < 1:
-            raise ValueError(f"char tokenizer: min_freq must be >= 1, got {self.min_freq}")
+            raise SpecError("char tokenizer", "min_freq", f"must be >= 1, got {self.min_freq}")
         if self.max_size is not None and self.max_size < 5:
-            raise ValueError(f"char tokenizer: max_size must be >= 5 or None, got {self.max_size}")
+            raise SpecError("char tokenizer", "max_size", f"must be >= 5 or None, got {self.max_size}")
 
 
 @dataclass(frozen=True)
@@ -65,11 +76,11 @@ class SentencePieceSpec:
 
     def __post_init__(self) -> None:
         if self.model_type not in MODEL_TYPES:
-            raise ValueError(f"sentencepiece: model_type must be one of {', '.join(MODEL_TYPES)}, got {self.model_type!r}")
+            raise SpecError("sentencepiece", "model_type", f"must be one of {', '.join(MODEL_TYPES)}, got {self.model_type!r}")
         if self.vocab_size < 260:
-            raise ValueError(f"sentencepiece: vocab_size must be >= 260 (256 bytes + 4 specials), got {self.vocab_size}")
+            raise SpecError("sentencepiece", "vocab_size", f"must be >= 260 (256 bytes + 4 specials), got {self.vocab_size}")
         if not 0 < self.character_coverage <= 1:
-            raise ValueError(f"sentencepiece: character_coverage must be in (0, 1], got {self.character_coverage}")
+            raise SpecError("sentencepiece", "character_coverage", f"must be in (0, 1], got {self.character_coverage}")
 
 
 TokenizerSpec = Union[CharSpec, SentencePieceSpec]
@@ -124,7 +135,11 @@ def _spec_from_dict(data: dict[str, Any], side: str) -> TokenizerSpec:
     unknown = set(data) - known
     if unknown:
         raise ValueError(f"tokenizer {side} ({kind}): unknown keys {sorted(unknown)} (known: {', '.join(sorted(known))})")
-    return spec_cls(**data)
+    try:
+        return spec_cls(**data)
+    except SpecError as err:
+        err.side = side  # which side's spec (src or tgt)
+        raise
 
 
 def train_tokenizer(spec: TokenizerSpec, texts: Iterable[str]) -> Tokenizer:

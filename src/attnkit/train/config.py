@@ -22,6 +22,7 @@ from attnkit.configfile import load_yaml
 from attnkit.models import ConfigError, ModelConfig, config_from_dict, config_to_dict
 from attnkit.models.config import RNNConfig, TransformerConfig, dataclass_from_dict
 from attnkit.text import TokenizerConfig
+from attnkit.text.build import SpecError
 from attnkit.text.build import CharSpec, SentencePieceSpec
 
 from .schedule import SCHEDULES
@@ -263,12 +264,23 @@ def recipe_from_dict(data: dict[str, Any]) -> Recipe:
     _check_model(data.get("model"))
     try:
         tokenizer = TokenizerConfig.from_dict(data.get("tokenizer") or {})
+    except SpecError as err:  # a range: name the recipe key, so that the file or --set that gave it is named
+        key = f"tokenizer.{err.side or 'src'}.{err.key}"
+        raise RecipeError(key, f"{key} {err.detail}") from None
     except (ValueError, TypeError) as err:
         raise ConfigError(str(err)) from None
+    try:
+        model = config_from_dict(data.get("model") or {"kind": "transformer"})
+    except RecipeError:
+        raise
+    except ConfigError as err:
+        if err.key is None:
+            raise
+        raise RecipeError(f"model.{err.key}", f"model.{err}") from None
     return Recipe(
         data=_section(DataSettings, data.get("data"), "data"),
         tokenizer=tokenizer,
-        model=config_from_dict(data.get("model") or {"kind": "transformer"}),
+        model=model,
         train=_section(TrainSettings, data.get("train") or {"max_steps": 1000}, "train"),
     )
 
