@@ -256,6 +256,8 @@ def test_models_marian_cannot_express_export_to_ctranslate2_directly(name, tmp_p
 
     model, src_tok, tgt_tok = _direct_model(DIRECT[name], tmp_path / "model")
     if "without transformers" in name:
+        import ctranslate2.converters.transformers  # noqa: F401  (imported as it is, before transformers is hidden)
+
         monkeypatch.setitem(sys.modules, "transformers", None)  # import transformers raises ImportError
         monkeypatch.setattr(ct2, "export_ctranslate2", None)  # the MarianMT route is not taken
     else:
@@ -263,13 +265,17 @@ def test_models_marian_cannot_express_export_to_ctranslate2_directly(name, tmp_p
             export_marian(tmp_path / "model", tmp_path / "marian")
     result = export_model_ctranslate2(tmp_path / "model", tmp_path / "ct2")
     assert "model.bin" in result.files
+    config = json.loads((result.out_dir / "config.json").read_text())
+    assert config["layer_norm_epsilon"] == model.encoder[0].ffn_norm.eps
     assert bool(result.notes) == (model.config.positions == "learned")  # learned tables end at max_len
     translator = ctranslate2.Translator(str(result.out_dir), device="cpu", inter_threads=1, intra_threads=1)
     src_pieces, tgt_pieces = tokenizer_pieces(src_tok), tokenizer_pieces(tgt_tok)
-    texts = ["机器翻译", "注意力", "我们学习中文。", "你好吗？", "翻译 注意力", "中"]
+    texts = ["机器翻译", "注意力", "我们学习中文。", "你好吗？", "翻译 注意力", "中猫"]  # 猫: unknown
     ids = [src_tok.encode(t) + [2] for t in texts]
     src = _pad(ids)
-    sources = [[src_pieces[i] for i in row] for row in ids]
+    # a character of no piece goes in as it is: CTranslate2 reads it as its unk_token, as attnkit does
+    sources = [[c if i == 3 else src_pieces[i] for c, i in zip(text, row)] + ["</s>"] for text, row in zip(texts, ids)]
+    assert "猫" in sources[-1]
     greedy = [h.tokens for h in greedy_decode(model, src, max_len=MAX_LEN)]
     beam = [h[0].tokens for h in beam_search(model, src, beam_size=4, length_penalty=0.0, max_len=MAX_LEN)]
     for size, ours in ((1, greedy), (4, beam)):
@@ -305,6 +311,10 @@ def test_the_export_command_takes_the_direct_route_only_for_what_marian_cannot_e
     assert main([*args, "--model", str(tmp_path / "pre"), "--out", str(tmp_path / "a")]) == 2
     assert "holds an earlier CTranslate2 model" in capsys.readouterr().err
     assert main([*args, "--model", str(tmp_path / "pre"), "--out", str(tmp_path / "a"), "--force"]) == 0
+    capsys.readouterr()
+    assert main([*args, "--model", str(tmp_path / "pre"), "--out", str(tmp_path / "c"), "--max-positions", "0"]) == 2
+    assert "--max-positions must be a positive integer, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
 
 
 # ------------------------------------------------------------------------------------- refusals and the command

@@ -349,8 +349,10 @@ def export_model_ctranslate2(model_dir: str | os.PathLike, out_dir: str | os.Pat
     src_tok, tgt_tok = load_folder_tokenizers(folder)
     notes = []
     if model.config.positions == "learned" and max_positions > model.config.max_len:
-        notes.append(f"the model's learned positions end at {model.config.max_len}: the exported model accepts "
-                     f"sources and outputs of at most {model.config.max_len} tokens, not {max_positions}")
+        n = model.config.max_len
+        notes.append(f"the model's learned positions end at {n}: the exported model accepts sources and outputs "
+                     f"of at most {n} tokens, not {max_positions} (CTranslate2 refuses longer ones: translate with "
+                     f"max_input_length={n}, max_decoding_length={n})")
         max_positions = model.config.max_len
     spec = ctranslate2_spec(model, tokenizer_pieces(src_tok), tokenizer_pieces(tgt_tok), max_positions=max_positions)
 

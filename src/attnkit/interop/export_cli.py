@@ -38,6 +38,8 @@ def run(args) -> int:
 
     if args.format == "marian" and args.quantization:
         raise UserError("--quantization applies to --format ctranslate2 only")
+    if args.max_positions <= 0:
+        raise UserError(f"--max-positions must be a positive integer, got {args.max_positions}")
     try:
         if args.format == "marian":
             result = export_marian(args.model, args.out, max_positions=args.max_positions, force=args.force)
