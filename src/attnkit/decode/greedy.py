@@ -61,46 +61,62 @@ def greedy_decode(
     limit = max_lengths(src, src_mask, cfg.pad_id, max_len=max_len, max_len_ratio=max_len_ratio,
                         max_len_offset=max_len_offset, model_steps=model.max_output_steps).to(src.device)
     T = int(limit.max()) if b else 0
-    tokens = torch.full((b, max(T, 1)), cfg.pad_id, dtype=torch.long, device=src.device)  # (b, T)
-    lengths = torch.zeros(b, dtype=torch.long, device=src.device)  # tokens without EOS
-    ended = torch.zeros(b, dtype=torch.bool, device=src.device)  # produced EOS (one attention row more)
-    scores = torch.zeros(b, dtype=torch.float64, device=src.device)
-    maps: Tensor | None = None  # (b, layers, heads, T, s), allocated at the first step
     if T == 0:
         return [Hypothesis([], 0.0, None) for _ in range(b)]
+    # Each step's token and log-prob of every running sentence, written as they come; a sentence's output and
+    # score are read from its row once decoding is over (few tensor operations per step: see the loop).
+    chosen = torch.empty((b, T), dtype=torch.long, device=src.device)
+    chosen_logp = torch.empty((b, T), dtype=torch.float64, device=src.device)  # any float dtype, exactly
+    last = [T - 1] * b  # the step at which each sentence finished (its EOS, or its length limit)
+    maps: Tensor | None = None  # (b, layers, heads, T, s), allocated at the first step
     state = model.encode(src, src_mask)
     reserve_steps(state, T)  # the caches allocated once for the longest output
     rows = torch.arange(b, device=src.device)  # the sentences still in the decoder state
     everyone = True  # rows is still all of them
+    row_ids = list(range(b))  # rows as Python ints
+    limits = limit.tolist()
+    next_limit = min(limits)  # the first step + 1 at which a running sentence reaches its limit
     prev = torch.full((b,), cfg.bos_id, dtype=torch.long, device=src.device)
     for step in range(T):
         # The most likely token and its log-prob (rows,); EOS gets -inf after normalising before min_len,
         # as transformers does.
         best_logp, best, state, attention = step_top(model, state, prev, 1, cfg.eos_id if step < min_len else None,
                                                      need_attention=need_attention)
-        best_logp, best = best_logp[:, 0], best[:, 0]
-        eos = best == cfg.eos_id
+        best = best[:, 0]
         at = slice(None) if everyone else rows  # a slice writes in place where an index would scatter
-        scores[at] += best_logp.double()
-        tokens[at, step] = best.masked_fill(eos, cfg.pad_id)
-        lengths[at] += (~eos).long()
-        ended[at] = eos
-        done = eos | (limit[at] <= step + 1)
+        chosen[at, step] = best
+        chosen_logp[at, step] = best_logp[:, 0] if everyone else best_logp[:, 0].double()  # an index needs one dtype
         if need_attention:
             att = torch.stack([a[:, :, 0] for a in attention], 1)  # (rows, layers, heads, s)
             if maps is None:
                 maps = att.new_zeros(b, att.shape[1], att.shape[2], T, att.shape[3])
             maps[at, :, :, step] = att
-        finished = int(done.sum())
-        if finished == done.numel():
+        done = best == cfg.eos_id
+        if step + 1 >= next_limit:
+            done |= limit[at] <= step + 1
+        if not bool(done.any()):
+            prev = best
+            continue
+        flags = done.tolist()
+        for n, flag in zip(row_ids, flags):
+            if flag:
+                last[n] = step
+        if all(flags):
             break
-        if finished:
-            keep = (~done).nonzero().flatten()
-            state, rows, best = state.reorder(keep), rows[keep], best[keep]
-            everyone = False
-        prev = best
+        keep = (~done).nonzero().flatten()
+        state, rows, prev = state.reorder(keep), rows[keep], best[keep]
+        row_ids = [n for n, flag in zip(row_ids, flags) if not flag]
+        next_limit = min(limits[n] for n in row_ids)
+        everyone = False
     out = []
-    for n, (length, eos, score) in enumerate(zip(lengths.tolist(), ended.tolist(), scores.tolist())):
-        att = maps[n, :, :, : length + eos].clone() if maps is not None else None
-        out.append(Hypothesis(tokens[n, :length].tolist(), score, att))
+    tokens, logps = chosen.tolist(), chosen_logp.tolist()
+    for n in range(b):
+        steps = last[n] + 1
+        eos = tokens[n][steps - 1] == cfg.eos_id
+        length = steps - eos  # tokens without the EOS
+        score = 0.0
+        for value in logps[n][:steps]:  # summed in step order in double precision, as the steps come
+            score += value
+        att = maps[n, :, :, :steps].clone() if maps is not None else None
+        out.append(Hypothesis(tokens[n][:length], score, att))
     return out
