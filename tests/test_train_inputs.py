@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from attnkit.cli import build_parser, main
@@ -355,12 +356,40 @@ def test_a_null_or_empty_nested_section_means_its_defaults(recipe, value):
     assert load_recipe(args).model.attention == AttentionConfig()
 
 
-def test_max_epochs_that_end_before_the_first_step_are_a_clear_error(recipe, tmp_path, capsys):
-    args = ["--set", "train.max_steps=null", "--set", "train.max_epochs=1", "--set", "train.accumulate=1000"]
-    assert main(_train(recipe, tmp_path / "out", *args)) == 2
-    err = capsys.readouterr().err
-    assert "train.max_epochs=1 ended before the first optimizer step (train.accumulate=1000" in err
-    assert not (tmp_path / "out" / "best").exists()
+def test_the_last_batches_fewer_than_accumulate_make_one_more_update_with_their_mean_gradient(recipe, tmp_path,
+                                                                                             capsys, monkeypatch):
+    """An epoch of fewer batches than train.accumulate (or the last batches of the last epoch) is not thrown
+    away: it makes one last update, as transformers' Trainer does, with the mean gradient of its batches —
+    the gradient that accumulate = that many batches gives."""
+    import re
+
+    import attnkit.train.loop as loop
+
+    grads = []
+    original = loop.optimizer_update
+
+    def recording(model, *args, **kwargs):
+        grads.append([p.grad.clone() for p in model.parameters()])
+        return original(model, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "optimizer_update", recording)
+    epoch = ["--set", "train.max_steps=null", "--set", "train.max_epochs=1"]
+    assert main(_train(recipe, tmp_path / "a", *epoch, "--set", "train.accumulate=1000")) == 0
+    out = capsys.readouterr().out
+    found = re.search(r"the last (\d+) batch\(es\) of epoch 1, fewer than train.accumulate=1000, made update 1", out)
+    assert found and "stopped at step 1" in out, out
+    assert (tmp_path / "a" / "best" / "model.safetensors").is_file()
+    events = [json.loads(line) for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    assert events[-1]["event"] == "stop" and events[-1]["step"] == 1
+    batches = int(found.group(1))
+    assert batches > 1
+    assert main(_train(recipe, tmp_path / "b", *epoch, "--set", f"train.accumulate={batches}")) == 0
+    assert "made update" not in capsys.readouterr().out  # a whole group: the usual update
+    assert len(grads) == 2
+    # the same sums, scaled in another order: equal to float32 rounding (over all parameters at once, as some,
+    # like the key biases, have gradients of rounding noise alone: softmax ignores a shift of every score)
+    leftover, whole = (torch.cat([g.flatten() for g in gs]) for gs in grads)
+    assert (leftover - whole).norm() <= 1e-5 * whole.norm()
 
 
 def test_too_short_a_max_len_for_every_pair_is_a_clear_error(recipe, tmp_path, capsys):

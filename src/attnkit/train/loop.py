@@ -227,6 +227,14 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callabl
                 break
         else:
             reason = f"reached max_epochs={t.max_epochs}"
+            if pending:  # the last batches, fewer than train.accumulate: one more update, their mean gradient
+                for param in model.parameters():
+                    if param.grad is not None:
+                        param.grad.mul_(t.accumulate / pending)
+                step += 1
+                optimizer_update(model, optimizer, step, t, d_model=getattr(recipe.model, "d_model", 512))
+                log(f"the last {pending} batch(es) of epoch {t.max_epochs}, fewer than train.accumulate="
+                    f"{t.accumulate}, made update {step}")
             if step and (latest_checkpoint(out) is None or not latest_checkpoint(out).name.endswith(f"{step:06d}")):
                 checkpoint(reason)
     finally:
@@ -235,9 +243,6 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callabl
             signal.signal(s, h)
         report({"event": "stop", "step": step, "reason": reason, "best_bleu": best_bleu, "elapsed": round(elapsed(), 1)})
         logfile.close()
-    if step == 0 and reason and reason.startswith("reached max_epochs"):
-        raise TrainError(f"train.max_epochs={t.max_epochs} ended before the first optimizer step (train.accumulate="
-                         f"{t.accumulate} batches make one step): raise train.max_epochs or lower train.accumulate")
     log(f"stopped at step {step}: {reason}; best dev BLEU {best_bleu if best_bleu is None else round(best_bleu, 2)}; "
         f"model in {best_dir}")
     return TrainResult(out, step, best_bleu, best_dir, reason or "")
