@@ -113,6 +113,23 @@ def test_a_corrupt_sentencepiece_model_is_named(command, copy, inputs, capsys):
     assert f"{tok / 'sentencepiece.model'}: not a sentencepiece model" in error_of(capsys)
 
 
+@pytest.mark.parametrize("command", ["translate", "info", "export"])
+def test_an_exported_folder_given_as_a_model_says_which_engine_runs_it(command, inputs, tmp_path, capsys):
+    marian = tmp_path / "marian"
+    marian.mkdir()
+    (marian / "config.json").write_text(json.dumps({"model_type": "marian", "d_model": 16}))
+    (marian / "model.safetensors").write_bytes(b"")
+    assert main(MODEL_COMMANDS[command](marian, inputs)) == 2
+    assert "a Hugging Face 'marian' model config, not an attnkit one: run that folder with transformers" \
+        in error_of(capsys)
+    ct2 = tmp_path / "ct2"
+    ct2.mkdir()
+    for name in ("model.bin", "config.json", "shared_vocabulary.json"):
+        (ct2 / name).write_text("{}")
+    assert main(MODEL_COMMANDS[command](ct2, inputs)) == 2
+    assert "it looks like a CTranslate2 model: run it with ctranslate2.Translator" in error_of(capsys)
+
+
 def test_saved_model_files_honour_the_umask(model_dir, tmp_path):
     old = os.umask(0o022)
     try:

@@ -107,9 +107,12 @@ def resolve_model_dir(path: str | Path) -> Path:
         return path
     if (path / "best" / MODEL_FILE).is_file():
         return path / "best"
+    if (path / "model.bin").is_file():  # what `attnkit export --format ctranslate2` writes
+        hint = "it looks like a CTranslate2 model: run it with ctranslate2.Translator, as the README's Interoperability shows"
+    else:
+        hint = "train one with `attnkit train` or `attnkit demo`"
     raise FileNotFoundError(
-        f"{path} holds no attnkit model: expected {MODEL_FILE} in it or in {path / 'best'} "
-        "(train one with `attnkit train` or `attnkit demo`)"
+        f"{path} holds no attnkit model: expected {MODEL_FILE} in it or in {path / 'best'} ({hint})"
     )
 
 
@@ -124,11 +127,15 @@ def load_model(folder: str | Path) -> tuple[Seq2SeqModel, dict[str, Any]]:
     for p in (config_path, weights_path):
         if not p.is_file():
             raise FileNotFoundError(f"{folder} is not an attnkit model folder: {p.name} is missing")
+    meta = None
     try:
         meta = json.loads(config_path.read_text(encoding="utf-8"))
         config = config_from_dict(meta["model"])
         model = build_model(config, meta["src_vocab_size"], meta["tgt_vocab_size"])
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as err:
+        if isinstance(meta, dict) and "model_type" in meta and "model" not in meta:  # e.g. `attnkit export`'s MarianMT
+            raise ConfigError(f"{config_path}: a Hugging Face {meta['model_type']!r} model config, not an attnkit one: "
+                              "run that folder with transformers (README, Interoperability)") from None
         raise ConfigError(f"{config_path}: not a valid attnkit model config ({err})") from None
     except ConfigError as err:
         raise ConfigError(f"{config_path}: {err}") from None
