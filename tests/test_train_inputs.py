@@ -275,6 +275,9 @@ def test_resuming_another_model_without_a_saved_recipe_is_a_clear_error(recipe, 
     (["--set", "model.d_model=-1"], "--set model.d_model=-1: model.d_model must be a positive integer, got -1"),
     (["--set", "model.heads=3"], "--set model.heads=3: model.heads (3) must divide d_model"),
     (["--set", "model.dropout=2"], "--set model.dropout=2: model.dropout must be a number in [0, 1), got 2"),
+    (["--set", "model.d_model=7"], "--set model.d_model=7: model.heads (2) must divide d_model (7)"),  # either key
+    (["--set", "model.bos_id=0"], "--set model.bos_id=0: model.pad_id, bos_id and eos_id must be three different"),
+    (["--set", "model.foo=1"], "--set model.foo=1: model: unknown key(s) ['foo'] for TransformerConfig"),
     (["--model", "seq2seq-attention", "--set", "model.attention.hidden=0"],
      "--set model.attention.hidden=0: model.attention.hidden must be a positive integer, got 0"),
     (["--set", "tokenizer.tgt.vocab_size=5"],
@@ -376,11 +379,17 @@ def test_the_last_batches_fewer_than_accumulate_make_one_more_update_with_their_
     epoch = ["--set", "train.max_steps=null", "--set", "train.max_epochs=1"]
     assert main(_train(recipe, tmp_path / "a", *epoch, "--set", "train.accumulate=1000")) == 0
     out = capsys.readouterr().out
-    found = re.search(r"the last (\d+) batch\(es\) of epoch 1, fewer than train.accumulate=1000, made update 1", out)
+    found = re.search(r"the last (\d+) batch\(es\) of the run, fewer than train.accumulate=1000, made update 1", out)
     assert found and "stopped at step 1" in out, out
     assert (tmp_path / "a" / "best" / "model.safetensors").is_file()
     events = [json.loads(line) for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
-    assert events[-1]["event"] == "stop" and events[-1]["step"] == 1
+    assert [(e["event"], e["step"]) for e in events] == [("train", 1), ("valid", 1), ("stop", 1)]
+    assert events[0]["loss"] > 0 and events[0]["lr"] > 0
+    # the run reached its max_epochs: --resume has nothing to do, and writes nothing
+    before = (tmp_path / "a" / "log.jsonl").read_text()
+    assert main(_train(recipe, tmp_path / "a", *epoch, "--set", "train.accumulate=1000", "--resume")) == 0
+    assert "already reached max_epochs=1 at step 1 (raise --max-epochs to train on)" in capsys.readouterr().out
+    assert (tmp_path / "a" / "log.jsonl").read_text() == before
     batches = int(found.group(1))
     assert batches > 1
     assert main(_train(recipe, tmp_path / "b", *epoch, "--set", f"train.accumulate={batches}")) == 0

@@ -61,7 +61,7 @@ def greedy_decode(
     limit = max_lengths(src, src_mask, cfg.pad_id, max_len=max_len, max_len_ratio=max_len_ratio,
                         max_len_offset=max_len_offset, model_steps=model.max_output_steps).to(src.device)
     T = int(limit.max()) if b else 0
-    if T == 0:
+    if T <= 0:  # (a negative max_len_offset can make every limit negative)
         return [Hypothesis([], 0.0, None) for _ in range(b)]
     # Each step's token and log-prob of every running sentence, written as they come; a sentence's output and
     # score are read from its row once decoding is over (few tensor operations per step: see the loop).

@@ -22,9 +22,10 @@ ATTENTION_KINDS = ("bahdanau", "luong-dot", "luong-general", "luong-concat", "sc
 
 class ConfigError(ValueError):
     """A configuration value that is missing, unknown or out of range; the message names the key, and
-    ``key`` is that key (``d_model``, ``attention.hidden``) when one value is at fault, else None."""
+    ``key`` is that key (``d_model``, ``attention.hidden``), or the keys whose values clash together
+    (``("heads", "d_model")``), or None."""
 
-    def __init__(self, message: str, key: str | None = None):
+    def __init__(self, message: str, key: str | tuple[str, ...] | None = None):
         super().__init__(message)
         self.key = key
 
@@ -84,7 +85,7 @@ class RNNConfig:
 
     def __post_init__(self):
         if self.kind not in RNN_KINDS:
-            raise ConfigError(f"kind must be one of {list(MODEL_KINDS)}, got {self.kind!r}")
+            raise ConfigError(f"kind must be one of {list(MODEL_KINDS)}, got {self.kind!r}", "kind")
         if self.cell not in ("gru", "lstm"):
             raise ConfigError(f"cell must be 'gru' or 'lstm', got {self.cell!r}", "cell")
         for name in ("embed_dim", "hidden", "layers"):
@@ -120,7 +121,7 @@ class TransformerConfig:
         for name in ("d_model", "heads", "encoder_layers", "decoder_layers", "ffn_dim", "max_len"):
             _positive(name, getattr(self, name))
         if self.d_model % self.heads:
-            raise ConfigError(f"heads ({self.heads}) must divide d_model ({self.d_model})", "heads")
+            raise ConfigError(f"heads ({self.heads}) must divide d_model ({self.d_model})", ("heads", "d_model"))
         _probability("dropout", self.dropout)
         _probability("attention_dropout", self.attention_dropout)
         if self.positions not in ("sinusoidal", "learned"):
@@ -135,7 +136,7 @@ def _special_ids(config) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ConfigError(f"{name} must be a non-negative integer, got {value!r}", name)
     if len(set(ids.values())) < 3:
-        raise ConfigError(f"pad_id, bos_id and eos_id must be three different tokens, got {ids}")
+        raise ConfigError(f"pad_id, bos_id and eos_id must be three different tokens, got {ids}", tuple(ids))
 
 
 ModelConfig = Union[RNNConfig, TransformerConfig]
@@ -147,7 +148,7 @@ def config_from_dict(data: dict[str, Any]) -> ModelConfig:
         raise ConfigError(f"a model config must be a mapping, got {type(data).__name__}")
     kind = data.get("kind", "transformer")
     if kind not in MODEL_KINDS:
-        raise ConfigError(f"kind must be one of {list(MODEL_KINDS)}, got {kind!r}")
+        raise ConfigError(f"kind must be one of {list(MODEL_KINDS)}, got {kind!r}", "kind")
     cls = TransformerConfig if kind == "transformer" else RNNConfig
     data = dict(data)
     if cls is RNNConfig and "attention" in data:
@@ -166,7 +167,8 @@ def dataclass_from_dict(cls, data: Any, prefix: str):
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ConfigError(f"unknown key(s) {[prefix + k for k in unknown]} for {cls.__name__}; known: {sorted(names)}")
+        raise ConfigError(f"unknown key(s) {[prefix + k for k in unknown]} for {cls.__name__}; known: {sorted(names)}",
+                          tuple(prefix + k for k in unknown))
     try:
         return cls(**data)
     except TypeError as err:

@@ -89,12 +89,14 @@ def load_recipe(args):
         raise UserError(f"{args.config}: {err}") from None
 
 
-def _origin(origins: dict[str, str], key: str) -> str | None:
-    """The command-line option that set ``key`` or a section holding it (``--set model.attention={...}``
-    sets ``model.attention.kind``): the latest such, or None when the value came from the recipe file."""
+def _origin(origins: dict[str, str], key: str | tuple[str, ...]) -> str | None:
+    """The command-line option that set ``key`` (or one of several keys) or a section holding it
+    (``--set model.attention={...}`` sets ``model.attention.kind``): the latest such, or None when the value
+    came from the recipe file."""
+    keys = (key,) if isinstance(key, str) else key
     found = None
     for set_key, option in origins.items():
-        if key == set_key or key.startswith(set_key + "."):
+        if any(k == set_key or k.startswith(set_key + ".") for k in keys):
             found = option
     return found
 

@@ -34,9 +34,10 @@ FORMATS = ("manythings", "tsv", "moses", "cedict")
 
 
 class RecipeError(ConfigError):
-    """A recipe value of the wrong type or out of range; ``key`` is its full name (``train.lr``)."""
+    """A recipe value of the wrong type or out of range; ``key`` is its full name (``train.lr``), or the
+    names of the values that clash together."""
 
-    def __init__(self, key: str, message: str):
+    def __init__(self, key: str | tuple[str, ...], message: str):
         super().__init__(message)
         self.key = key
 
@@ -276,7 +277,9 @@ def recipe_from_dict(data: dict[str, Any]) -> Recipe:
     except ConfigError as err:
         if err.key is None:
             raise
-        raise RecipeError(f"model.{err.key}", f"model.{err}") from None
+        keys = (err.key,) if isinstance(err.key, str) else err.key
+        message = f"model.{err}" if str(err).startswith(keys[0]) else f"model: {err}"
+        raise RecipeError(tuple(f"model.{k}" for k in keys), message) from None
     return Recipe(
         data=_section(DataSettings, data.get("data"), "data"),
         tokenizer=tokenizer,

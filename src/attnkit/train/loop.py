@@ -169,7 +169,9 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callabl
             stale = 0
         else:
             stale += 1
+        epochs_done = position.epoch + (position.batch >= len(loader.sampler.epoch_batches(position.epoch)))
         state = {"data_position": position.to_dict(), "elapsed": elapsed(), "best_bleu": best_bleu, "stale": stale,
+                 "epochs_done": epochs_done,
                  "train_files": _resolved(recipe.data.train), "dev_files": _resolved(recipe.data.dev)}
         extra = {"training": {"step": step, "epoch": position.epoch, **metrics}}
         path = save_checkpoint(out, step, model, optimizer, (src_tok, tgt_tok), state, extra)
@@ -232,9 +234,16 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callabl
                     if param.grad is not None:
                         param.grad.mul_(t.accumulate / pending)
                 step += 1
-                optimizer_update(model, optimizer, step, t, d_model=getattr(recipe.model, "d_model", 512))
-                log(f"the last {pending} batch(es) of epoch {t.max_epochs}, fewer than train.accumulate="
-                    f"{t.accumulate}, made update {step}")
+                lr = optimizer_update(model, optimizer, step, t, d_model=getattr(recipe.model, "d_model", 512))
+                now = time.monotonic()
+                event = {"event": "train", "step": step, "epoch": position.epoch,
+                         "loss": round(loss_sum / max(tokens, 1), 4),
+                         "tokens_per_s": round(window_tokens / max(now - window_start, 1e-9)), "lr": lr,
+                         "elapsed": round(elapsed(), 1)}
+                report(event)
+                bar.update(step, event, elapsed())
+                log(f"the last {pending} batch(es) of the run, fewer than train.accumulate={t.accumulate}, made "
+                    f"update {step}")
             if step and (latest_checkpoint(out) is None or not latest_checkpoint(out).name.endswith(f"{step:06d}")):
                 checkpoint(reason)
     finally:
@@ -365,6 +374,8 @@ def _already_done(out: Path, ckpt: Path, t) -> TrainResult | None:
         why, raise_it = f"reached max_minutes={t.max_minutes:g}", "raise --max-minutes"
     elif t.patience is not None and stale >= t.patience:
         why, raise_it = f"no better dev BLEU in {t.patience} validations", "raise train.patience"
+    elif t.max_epochs is not None and state.get("epochs_done", 0) >= t.max_epochs:
+        why, raise_it = f"reached max_epochs={t.max_epochs}", "raise --max-epochs"
     else:
         return None
     best_dir = out / "best" if (out / "best").is_dir() else None
