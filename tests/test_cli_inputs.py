@@ -405,6 +405,22 @@ def stdin(monkeypatch, data: bytes) -> None:
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"))
 
 
+@pytest.mark.parametrize("args, says", [
+    (["translate", "--model", "{m}", "机器\udce9x"], "argument: not valid UTF-8 (byte 0xe9 after '机器')"),
+    (["translate", "--model", "{m}", "你好", "\udcff"], "argument 2: not valid UTF-8 (byte 0xff after '')"),
+    (["plot", "--model", "{m}", "注意\udcff", "--output", "{tmp}/p.png"], "the sentence to plot: not valid UTF-8"),
+    (["demo", "--cache", "{tmp}/cache", "\udcff"], "phrase: not valid UTF-8 (byte 0xff"),
+    (["attention", "a\udcffb"], "the sentence: not valid UTF-8 (byte 0xff after 'a')"),
+])
+def test_a_text_argument_that_is_not_utf8_is_refused_naming_it(args, says, model_dir, tmp_path, capsys):
+    """Bytes that are not UTF-8 reach Python as lone surrogates (surrogateescape): refused, as on stdin,
+    before any work, rather than written back raw."""
+    args = [a.format(m=model_dir, tmp=tmp_path) for a in args]
+    assert main(args) == 2
+    assert says in error_of(capsys)
+    assert not (tmp_path / "p.png").exists() and not (tmp_path / "cache").exists()
+
+
 def test_translate_splits_stdin_at_newlines_only(model_dir, monkeypatch, capsys):
     lines = ["你好\u2028谢谢", "机器\x85翻译", "注意\x0c力\x1c你", "", "谢谢"]
     stdin(monkeypatch, ("\r\n".join(lines) + "\r\n").encode("utf-8"))

@@ -59,6 +59,20 @@ def json_line(obj) -> str:
     return json.dumps(obj, ensure_ascii=False).translate(_LINE_BREAKS)
 
 
+def check_utf8_arguments(texts, what: str) -> None:
+    """Refuse a text argument that is not valid UTF-8 (Python keeps its bytes as lone surrogates, which would
+    otherwise reach tokenizers and outputs as they are), naming it; ``what`` says which (``"argument"``)."""
+    for n, text in enumerate(texts, start=1):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:
+            code = ord(text[err.start])
+            byte = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"U+{code:04X}"
+            before = text[max(err.start - 8, 0): err.start].encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            raise UserError(f"{what}{f' {n}' if len(texts) > 1 else ''}: not valid UTF-8 ({byte} after "
+                            f"{before!r})") from None
+
+
 def split_lines(text: str) -> list[str]:
     """The lines of ``text`` as ``wc -l`` and editors count them: split at ``\\n`` only (a ``\\r`` before
     it is dropped), no empty line after a final newline, a byte-order mark at the start removed.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import sys
 
-from attnkit.cli import UserError, json_line, note_truncated, split_lines
+from attnkit.cli import UserError, check_utf8_arguments, json_line, note_truncated, split_lines
 
 
 def add_arguments(parser) -> None:
@@ -19,6 +19,7 @@ def add_arguments(parser) -> None:
 
 def _lines(args):
     if args.text:
+        check_utf8_arguments(args.text, "argument")
         return list(args.text)
     data = sys.stdin.buffer.read()
     try:

@@ -7,7 +7,7 @@ import os
 import re
 from pathlib import Path
 
-from attnkit.cli import UserError, check_output_file, note_replaced
+from attnkit.cli import UserError, check_output_file, check_utf8_arguments, note_replaced
 
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 
@@ -195,6 +195,7 @@ def run(args) -> int:
     from attnkit.train import recipe_from_dict, train
 
     phrases = args.phrases or list(PHRASES)
+    check_utf8_arguments(phrases, "phrase")
     _check(args, phrases)
     cache = args.cache or default_cache(phrases)
     where = None if args.cache is not None else f"the demo cache {cache}"

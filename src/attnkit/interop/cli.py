@@ -41,9 +41,10 @@ def _rounded(weights, digits: int):
 
 
 def run(args) -> int:
-    from attnkit.cli import UserError, check_output_file, note_replaced
+    from attnkit.cli import UserError, check_output_file, check_utf8_arguments, note_replaced
     from attnkit.interop import ModelFolderError, load_pretrained
 
+    check_utf8_arguments([args.sentence], "the sentence")
     if args.digits < 0:
         raise UserError(f"--digits must be >= 0, got {args.digits}")
     if args.output:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from attnkit.cli import UserError, check_output_file, note_replaced, note_truncated
+from attnkit.cli import UserError, check_output_file, check_utf8_arguments, note_replaced, note_truncated
 
 
 def add_arguments(parser) -> None:
@@ -38,6 +38,7 @@ def run(args) -> int:
         raise UserError(f"--beam must be >= 1, got {args.beam}")
     if not args.text.strip():
         raise UserError("the sentence to plot is empty")
+    check_utf8_arguments([args.text], "the sentence to plot")
     check_output_file(args.output, "--output", (".png", ".svg"))
     try:
         translator = Translator.load(args.model)
