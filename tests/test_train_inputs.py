@@ -283,6 +283,11 @@ def test_resuming_another_model_without_a_saved_recipe_is_a_clear_error(recipe, 
     (["--set", "tokenizer.tgt.vocab_size=5"],
      "--set tokenizer.tgt.vocab_size=5: tokenizer.tgt.vocab_size must be >= 260 (256 bytes + 4 specials), got 5"),
     (["--set", "tokenizer.src.min_freq=0"], "--set tokenizer.src.min_freq=0: tokenizer.src.min_freq must be >= 1, got 0"),
+    (["--set", "tokenizer.joint=true"], "--set tokenizer.joint=true: tokenizer.joint needs the same spec on both sides"),
+    (["--set", "tokenizer.tgt.kind=foo"], "--set tokenizer.tgt.kind=foo: tokenizer.tgt.kind must be one of char, "
+                                          "sentencepiece, got 'foo'"),
+    (["--set", "tokenizer.tgt.vocab=5"], "--set tokenizer.tgt.vocab=5: tokenizer.tgt.vocab is not a key of a "
+                                         "sentencepiece tokenizer"),
     (["--format", "cedict", "--train", "t.tsv"], "--train t.tsv: data.train is not read with data.format='cedict'"),
     (["--model", "lstm"], "--model must be one of seq2seq-fixed, seq2seq-context, seq2seq-attention, transformer, got 'lstm'"),
 ])

@@ -43,8 +43,8 @@ class SpecError(ValueError):
     """A tokenizer spec value out of range: ``key`` is the field (``vocab_size``), ``detail`` what is wrong
     with it (``must be >= 260 …, got 5``); the message names the tokenizer kind, the field and the detail."""
 
-    def __init__(self, kind: str, key: str, detail: str):
-        super().__init__(f"{kind}: {key} {detail}")
+    def __init__(self, kind: str, key: str, detail: str, message: str | None = None):
+        super().__init__(message or f"{kind}: {key} {detail}")
         self.key, self.detail = key, detail
         self.side: str | None = None  # set by TokenizerConfig.from_dict: "src" or "tgt"
 
@@ -100,7 +100,8 @@ class TokenizerConfig:
             if not isinstance(getattr(self, side), (CharSpec, SentencePieceSpec)):
                 raise TypeError(f"tokenizer {side} must be a CharSpec or SentencePieceSpec, got {getattr(self, side)!r}")
         if self.joint and self.src != self.tgt:
-            raise ValueError(f"a joint vocabulary needs the same spec on both sides, got src={self.src} and tgt={self.tgt}")
+            detail = f"needs the same spec on both sides, got src={self.src} and tgt={self.tgt}"
+            raise SpecError("tokenizer", "joint", detail, f"a joint vocabulary {detail}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TokenizerConfig":
@@ -128,14 +129,17 @@ def _spec_from_dict(data: dict[str, Any], side: str) -> TokenizerSpec:
         raise ValueError(f"tokenizer {side}: expected a mapping with a 'kind' ({' or '.join(_SPECS)}), got {data!r}")
     data = dict(data)
     kind = data.pop("kind")
-    if kind not in _SPECS:
-        raise ValueError(f"tokenizer {side}: unknown kind {kind!r} (known: {', '.join(_SPECS)})")
-    spec_cls = _SPECS[kind]
-    known = {f.name for f in fields(spec_cls) if f.init}
-    unknown = set(data) - known
-    if unknown:
-        raise ValueError(f"tokenizer {side} ({kind}): unknown keys {sorted(unknown)} (known: {', '.join(sorted(known))})")
     try:
+        if kind not in _SPECS:
+            raise SpecError("tokenizer", "kind", f"must be one of {', '.join(_SPECS)}, got {kind!r}",
+                            f"tokenizer {side}: unknown kind {kind!r} (known: {', '.join(_SPECS)})")
+        spec_cls = _SPECS[kind]
+        known = {f.name for f in fields(spec_cls) if f.init}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise SpecError("tokenizer", unknown[0], f"is not a key of a {kind} tokenizer (unknown keys {unknown}; "
+                            f"known: {', '.join(sorted(known))})",
+                            f"tokenizer {side} ({kind}): unknown keys {unknown} (known: {', '.join(sorted(known))})")
         return spec_cls(**data)
     except SpecError as err:
         err.side = side  # which side's spec (src or tgt)

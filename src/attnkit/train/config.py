@@ -266,7 +266,10 @@ def recipe_from_dict(data: dict[str, Any]) -> Recipe:
     try:
         tokenizer = TokenizerConfig.from_dict(data.get("tokenizer") or {})
     except SpecError as err:  # a range: name the recipe key, so that the file or --set that gave it is named
-        key = f"tokenizer.{err.side or 'src'}.{err.key}"
+        if err.side is None:  # joint: both sides' specs are involved
+            raise RecipeError(("tokenizer.joint", "tokenizer.src", "tokenizer.tgt"),
+                              f"tokenizer.{err.key} {err.detail}") from None
+        key = f"tokenizer.{err.side}.{err.key}"
         raise RecipeError(key, f"{key} {err.detail}") from None
     except (ValueError, TypeError) as err:
         raise ConfigError(str(err)) from None
