@@ -53,20 +53,26 @@ __all__ = ["export_ctranslate2", "export_model_ctranslate2", "ctranslate2_spec",
 QUANTIZATIONS = ("int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16", "bfloat16", "float32")
 
 
-def _ctranslate2():
+def _ctranslate2(module: str):
+    """``ctranslate2.<module>``, or an :class:`ExportError` saying how to install the package."""
+    import importlib
+
     try:
-        import ctranslate2  # noqa: F401
-        from ctranslate2.converters import transformers as ct2_transformers
+        return importlib.import_module(f"ctranslate2.{module}")
     except ImportError:
         raise ExportError(
             "exporting to CTranslate2 needs the ctranslate2 package: pip install ctranslate2 "
             "(or install attnkit with the bench extra)"
         ) from None
-    return ct2_transformers
+
+
+def _check_quantization(quantization: str | None) -> None:
+    if quantization is not None and quantization not in QUANTIZATIONS:
+        raise ExportError(f"quantization must be one of {', '.join(QUANTIZATIONS)}, got {quantization!r}")
 
 
 def _converter_class():
-    ct2 = _ctranslate2()
+    ct2 = _ctranslate2("converters.transformers")
     import torch
     import transformers
 
@@ -171,8 +177,7 @@ def export_ctranslate2(marian_dir: str | os.PathLike, out_dir: str | os.PathLike
     included) into a CTranslate2 model folder ``out_dir``; ``quantization`` is one of
     :data:`QUANTIZATIONS` or ``None`` (keep float32). ``force`` overwrites an existing ``out_dir``."""
     marian_dir = Path(marian_dir)
-    if quantization is not None and quantization not in QUANTIZATIONS:
-        raise ExportError(f"quantization must be one of {', '.join(QUANTIZATIONS)}, got {quantization!r}")
+    _check_quantization(quantization)
     missing = [n for n in ("config.json", "model.safetensors", "source.spm", "target.spm", "vocab.json")
                if not (marian_dir / n).is_file()]
     if missing:
@@ -193,18 +198,6 @@ def export_ctranslate2(marian_dir: str | os.PathLike, out_dir: str | os.PathLike
 
 
 # ---------------------------------------------------------------------------------- without MarianMT
-
-
-def _ctranslate2_specs():
-    try:
-        from ctranslate2.converters.converter import Converter
-        from ctranslate2.specs import common_spec, transformer_spec
-    except ImportError:
-        raise ExportError(
-            "exporting to CTranslate2 needs the ctranslate2 package: pip install ctranslate2 "
-            "(or install attnkit with the bench extra)"
-        ) from None
-    return Converter, common_spec, transformer_spec
 
 
 def _linear(spec, *linears) -> None:
@@ -259,7 +252,7 @@ def ctranslate2_spec(model, src_pieces: list[str], tgt_pieces: list[str], *,
     from BOS. Weights are attnkit's, unpermuted."""
     import torch
 
-    _, common_spec, transformer_spec = _ctranslate2_specs()
+    common_spec, transformer_spec = _ctranslate2("specs.common_spec"), _ctranslate2("specs.transformer_spec")
     eps = _check_direct(model)
     c = model.config
     for side, pieces, n in (("source", src_pieces, model.src_vocab_size), ("target", tgt_pieces, model.tgt_vocab_size)):
@@ -315,19 +308,13 @@ def export_model_ctranslate2(model_dir: str | os.PathLike, out_dir: str | os.Pat
     :func:`export_ctranslate2`; ``max_positions`` bounds the source and output lengths."""
     import tempfile
 
-    from attnkit.decode.translator import load_folder_tokenizers, resolve_model_dir
+    from attnkit.decode.translator import load_folder_tokenizers
     from attnkit.models import load_model
 
-    from .marian import _is_attnkit_model_folder, check_exportable, export_marian, tokenizer_pieces
+    from .marian import check_exportable, export_folders, export_marian, tokenizer_pieces
 
-    if quantization is not None and quantization not in QUANTIZATIONS:
-        raise ExportError(f"quantization must be one of {', '.join(QUANTIZATIONS)}, got {quantization!r}")
-    if isinstance(max_positions, bool) or not isinstance(max_positions, int) or max_positions <= 0:
-        raise ExportError(f"max_positions must be a positive integer, got {max_positions!r}")
-    folder = resolve_model_dir(model_dir)
-    out = Path(out_dir)
-    if out.resolve() == folder.resolve() or _is_attnkit_model_folder(out):
-        raise ExportError(f"{out} holds an attnkit model, which the export would overwrite; choose another --out")
+    _check_quantization(quantization)
+    folder, out = export_folders(model_dir, out_dir, max_positions)
     out, earlier = check_ctranslate2_out(out, force)  # before the work, not after it
     model, _ = load_model(folder)
     _check_direct(model)  # a Transformer, which either route can write
@@ -345,7 +332,7 @@ def export_model_ctranslate2(model_dir: str | os.PathLike, out_dir: str | os.Pat
             result = export_marian(folder, Path(tmp) / "marian", max_positions=max_positions)
             export_ctranslate2(result.out_dir, out, quantization, force=force)
         return MarianExport(out, _files(out), result.notes)
-    Converter, _, _ = _ctranslate2_specs()
+    Converter = _ctranslate2("converters.converter").Converter
     src_tok, tgt_tok = load_folder_tokenizers(folder)
     notes = []
     if model.config.positions == "learned" and max_positions > model.config.max_len:

@@ -418,6 +418,21 @@ def abandon_staging(staged: Path, out: Path, created: bool) -> None:
             pass
 
 
+def export_folders(model_dir: str | os.PathLike, out_dir: str | os.PathLike, max_positions: int) -> tuple[Path, Path]:
+    """What every export checks first: ``max_positions`` a positive integer, and ``(the model folder —
+    ``model_dir`` or its training output's ``best/`` —, the output folder)``, which must not be the model's
+    folder or another attnkit model folder."""
+    from attnkit.decode.translator import resolve_model_dir
+
+    if isinstance(max_positions, bool) or not isinstance(max_positions, int) or max_positions <= 0:
+        raise ExportError(f"max_positions must be a positive integer, got {max_positions!r}")
+    folder = resolve_model_dir(model_dir)
+    out = Path(out_dir)
+    if out.resolve() == folder.resolve() or _is_attnkit_model_folder(out):
+        raise ExportError(f"{out} holds an attnkit model, which the export would overwrite; choose another --out")
+    return folder, out
+
+
 def export_marian(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
                   max_positions: int = DEFAULT_MAX_POSITIONS, force: bool = False) -> MarianExport:
     """Write the attnkit model in ``model_dir`` (a model folder or a training output, whose ``best/`` is
@@ -426,15 +441,10 @@ def export_marian(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     export there (only that: a folder holding other files is refused). Raises :class:`ExportError` for a
     configuration MarianMT cannot express or such an ``out_dir``, and :class:`FileNotFoundError` for a
     folder without a model."""
-    from attnkit.decode.translator import load_folder_tokenizers, resolve_model_dir
+    from attnkit.decode.translator import load_folder_tokenizers
     from attnkit.models import load_model
 
-    if isinstance(max_positions, bool) or not isinstance(max_positions, int) or max_positions <= 0:
-        raise ExportError(f"max_positions must be a positive integer, got {max_positions!r}")
-    folder = resolve_model_dir(model_dir)
-    out = Path(out_dir)
-    if out.resolve() == folder.resolve() or _is_attnkit_model_folder(out):
-        raise ExportError(f"{out} holds an attnkit model, which the export would overwrite; choose another --out")
+    folder, out = export_folders(model_dir, out_dir, max_positions)
     earlier = check_marian_out(out, force)
     model, _ = load_model(folder)
     check_exportable(model.config)
