@@ -73,7 +73,6 @@ def greedy_decode(
     reserve_steps(state, T)  # the caches allocated once for the longest output
     rows = torch.arange(b, device=src.device)  # the sentences still in the decoder state
     everyone = True  # rows is still all of them
-    row_ids = list(range(b))  # rows as Python ints
     limits = limit.tolist()
     next_limit = min(limits)  # the first step + 1 at which a running sentence reaches its limit
     prev = torch.full((b,), cfg.bos_id, dtype=torch.long, device=src.device)
@@ -98,15 +97,17 @@ def greedy_decode(
             prev = best
             continue
         flags = done.tolist()
-        for n, flag in zip(row_ids, flags):
+        running = []
+        for n, flag in zip(rows.tolist(), flags):
             if flag:
                 last[n] = step
-        if all(flags):
+            else:
+                running.append(n)
+        if not running:
             break
         keep = (~done).nonzero().flatten()
         state, rows, prev = state.reorder(keep), rows[keep], best[keep]
-        row_ids = [n for n, flag in zip(row_ids, flags) if not flag]
-        next_limit = min(limits[n] for n in row_ids)
+        next_limit = min(limits[n] for n in running)
         everyone = False
     out = []
     tokens, logps = chosen.tolist(), chosen_logp.tolist()

@@ -183,6 +183,18 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callabl
         report(event)
         bar.message(_valid_line(event))
 
+    def report_train(lr: float) -> None:
+        """The ``train`` event of the update just made (loss and speed since the last one), and a new window."""
+        nonlocal loss_sum, tokens, window_start, window_tokens
+        now = time.monotonic()
+        event = {"event": "train", "step": step, "epoch": position.epoch, "loss": round(loss_sum / max(tokens, 1), 4),
+                 "tokens_per_s": round(window_tokens / max(now - window_start, 1e-9)), "lr": lr,
+                 "elapsed": round(elapsed(), 1)}
+        report(event)
+        bar.update(step, event, elapsed())
+        loss_sum = tokens = 0.0
+        window_start, window_tokens = now, 0
+
     model.train()
     loss_sum = tokens = 0.0
     reason = None
@@ -207,14 +219,7 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callabl
             step += 1
             lr = optimizer_update(model, optimizer, step, t, d_model=getattr(recipe.model, "d_model", 512))
             if step % t.log_every == 0:
-                now = time.monotonic()
-                event = {"event": "train", "step": step, "epoch": position.epoch, "loss": round(loss_sum / max(tokens, 1), 4),
-                         "tokens_per_s": round(window_tokens / max(now - window_start, 1e-9)), "lr": lr,
-                         "elapsed": round(elapsed(), 1)}
-                report(event)
-                bar.update(step, event, elapsed())
-                loss_sum = tokens = 0.0
-                window_start, window_tokens = now, 0
+                report_train(lr)
             if t.max_steps is not None and step >= t.max_steps:
                 reason = f"reached max_steps={t.max_steps}"
             elif t.max_minutes is not None and elapsed() >= 60 * t.max_minutes:
@@ -234,14 +239,7 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callabl
                     if param.grad is not None:
                         param.grad.mul_(t.accumulate / pending)
                 step += 1
-                lr = optimizer_update(model, optimizer, step, t, d_model=getattr(recipe.model, "d_model", 512))
-                now = time.monotonic()
-                event = {"event": "train", "step": step, "epoch": position.epoch,
-                         "loss": round(loss_sum / max(tokens, 1), 4),
-                         "tokens_per_s": round(window_tokens / max(now - window_start, 1e-9)), "lr": lr,
-                         "elapsed": round(elapsed(), 1)}
-                report(event)
-                bar.update(step, event, elapsed())
+                report_train(optimizer_update(model, optimizer, step, t, d_model=getattr(recipe.model, "d_model", 512)))
                 log(f"the last {pending} batch(es) of the run, fewer than train.accumulate={t.accumulate}, made "
                     f"update {step}")
             if step and (latest_checkpoint(out) is None or not latest_checkpoint(out).name.endswith(f"{step:06d}")):
