@@ -733,6 +733,69 @@ def test_fused_dropout_draws_from_the_seed_alone_and_its_gradient_uses_the_same_
     assert values.tolist() == [0.0, torch.tensor(1.0 / 0.7, dtype=torch.float32).item()]  # its mask is float32
 
 
+@pytest.mark.parametrize("shape", [(301, 77), (64, 24, 1024), (5,)])
+def test_relu_and_residual_dropout_are_the_separate_operations_bit_for_bit(shape):
+    """The fused passes against the operations they replace, on the same seed: the same output bits (NaN, ±0
+    and negative inputs included) and the same gradient bits."""
+    from attnkit.layers import dropout, relu_dropout, residual_dropout
+
+    g = torch.Generator().manual_seed(sum(shape))
+    x = torch.randn(shape, generator=g) * 3
+    flat = x.view(-1)
+    flat[:: 7] = -0.0
+    flat[3 % flat.numel()] = float("nan")
+    y, r = torch.randn(shape, generator=g), torch.randn(shape, generator=g) * 1e-3  # r small: the sum rounds y·s
+    grad = torch.randn(shape, generator=g)
+    for p in (0.1, 0.5):
+        seed = 1234567 + int(p * 10)
+        fused = native.relu_dropout_apply(x, p, seed)
+        separate = native.dropout_apply(torch.relu(x), p, seed)
+        assert torch.equal(fused.view(torch.int32), separate.view(torch.int32))  # the bits, NaN and -0 alike
+        summed = native.residual_dropout_apply(r, y, p, seed)
+        assert torch.equal(summed.view(torch.int32), (r + native.dropout_apply(y, p, seed)).view(torch.int32))
+        # through autograd, the same draws of torch's generator: forward and gradient bits of the two paths
+        finite = torch.nan_to_num(x)
+        outs = []
+        for fuse in (True, False):
+            xa, ra, ya = (t.clone().requires_grad_(True) for t in (finite, r, y))
+            torch.manual_seed(5)
+            h = relu_dropout(xa, p) if fuse else dropout(torch.relu(xa), p)
+            s = residual_dropout(ra, ya, p) if fuse else ra + dropout(ya, p)
+            torch.autograd.backward((h, s), (grad, grad))
+            outs.append([h.detach(), s.detach(), xa.grad, ra.grad, ya.grad])
+        for a, b in zip(outs[0][:2], outs[1][:2]):
+            assert torch.equal(a.view(torch.int32), b.view(torch.int32))
+        for a, b in zip(outs[0][2:], outs[1][2:]):  # the same values; where a positive x was dropped, the
+            assert torch.equal(a, b)  # separate path's 0 · grad may be -0 (the fused one does not keep x)
+    kept = native.relu_dropout_apply(finite, 0.3, 9) > 0  # kept and positive: the gradient flows there alone
+    assert torch.equal(native.relu_dropout_backward(grad, native.relu_dropout_apply(finite, 0.3, 9), 0.3),
+                       torch.where(kept, grad * torch.tensor(1 / 0.7, dtype=torch.float32), torch.zeros(())))
+    assert relu_dropout(x, 0.3, training=False) is not x and torch.equal(relu_dropout(finite, 0.0), torch.relu(finite))
+    assert torch.equal(residual_dropout(r, y, 0.3, training=False), r + y)
+    with pytest.raises(RuntimeError, match="one shape"):
+        native.residual_dropout_apply(r, y.view(-1)[:-1], 0.1, 1)
+    with pytest.raises(ValueError, match="dropout probability"):
+        residual_dropout(r, y, 1.0)
+
+
+def test_a_hooked_dropout_module_sees_its_call_in_the_blocks():
+    """The blocks fuse dropout into the residual sum and the feed-forward's ReLU; a forward hook on a Dropout
+    module turns that off, so the hook still runs and sees what it saw before."""
+    from attnkit.layers import BlockConfig, EncoderBlock
+
+    block = EncoderBlock(BlockConfig(d_model=32, num_heads=4, d_ff=64, dropout=0.2)).train()
+    seen = []
+    handles = [m.register_forward_hook(lambda m, i, o: seen.append(type(m).__name__))
+               for m in (block.dropout, block.ffn.dropout)]
+    x = torch.randn(2, 5, 32)
+    torch.manual_seed(0)
+    hooked = block(x).hidden
+    for h in handles:
+        h.remove()
+    torch.manual_seed(0)
+    assert torch.equal(block(x).hidden, hooked) and seen == ["Dropout"] * 3  # two residuals, one feed-forward
+
+
 def test_nan_propagates_as_in_pytorch():
     nan = float("nan")
     q, k = torch.randn(1, 1, 1, 8), torch.randn(1, 1, 5, 8)

@@ -10,7 +10,7 @@
 """
 
 from .cache import KVCache, StaticKVCache
-from .dropout import Dropout, dropout
+from .dropout import Dropout, dropout, relu_dropout, residual_dropout
 from .feedforward import ACTIVATIONS, FeedForward
 from .multihead import MultiHeadAttention
 from .packed import PackedLinear, can_pack, pack_for_inference
@@ -22,7 +22,7 @@ __all__ = [
     "MultiHeadAttention", "KVCache", "StaticKVCache",
     "AdditiveAttention", "LuongAttention", "PreparedMemory", "LUONG_KINDS",
     "SinusoidalPositionalEncoding", "LearnedPositionalEncoding", "sinusoidal_table",
-    "FeedForward", "ACTIVATIONS", "Dropout", "dropout",
+    "FeedForward", "ACTIVATIONS", "Dropout", "dropout", "relu_dropout", "residual_dropout",
     "BlockConfig", "BlockOutput", "DecoderCache", "EncoderBlock", "DecoderBlock",
     "PackedLinear", "can_pack", "pack_for_inference",
 ]

@@ -1,11 +1,12 @@
-"""Input checks shared by the layers: clear errors that name the argument, its shape and the size expected."""
+"""Checks shared by the layers: input checks with clear errors that name the argument, its shape and the size
+expected, and whether hooks would see a module's call (which the fused paths skip)."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["check_features", "check_float"]
+__all__ = ["check_features", "check_float", "runs_hooks"]
 
 
 def check_float(name: str, x: Tensor, layer: nn.Module | None = None, weight: str = "weight") -> None:
@@ -45,3 +46,13 @@ def check_features(name: str, x: Tensor, dim: int, dim_name: str, layer: nn.Modu
             f"(got shape {tuple(x.shape)})"
         )
     check_float(name, x, layer, weight)
+
+
+def runs_hooks(modules) -> bool:
+    """Whether a forward hook (or pre-hook) would run on any of ``modules``, including global ones: a fused
+    path that skips those modules' calls must not be taken then."""
+    from torch.nn.modules import module as torch_module
+
+    if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks for m in modules)

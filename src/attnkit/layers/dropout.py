@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from attnkit import native
 
-__all__ = ["Dropout", "dropout"]
+__all__ = ["Dropout", "dropout", "relu_dropout", "residual_dropout"]
 
 _LEVELS = 1 << 16
 
@@ -68,6 +68,58 @@ class _NativeDropout(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         return _NativeDropout.apply(grad, ctx.p, ctx.seed), None, None  # itself differentiable (double backward)
+
+
+def relu_dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
+    """``dropout(relu(x), p, training)``: with the compiled kernels in one pass each way — the output bit for bit
+    the two operations', the gradient their values for finite gradients (a dropped positive element's 0 is +0
+    where theirs is 0 · grad) — the backward pass reading only the output, which the next product keeps
+    anyway: ReLU's own copy of its output is not kept."""
+    _check_p(p)
+    if not training or p == 0.0 or x.numel() == 0 or not native.applies(x):
+        return dropout(torch.relu(x), p, training)
+    return _NativeReluDropout.apply(x, p, native.draw_seed())
+
+
+def residual_dropout(x: Tensor, y: Tensor, p: float, training: bool = True) -> Tensor:
+    """``x + dropout(y, p, training)``, a residual connection: with the compiled kernels and ``x``, ``y`` of one
+    shape in one pass (the same bits as the two operations)."""
+    _check_p(p)
+    if (not training or p == 0.0 or x.numel() == 0 or x.shape != y.shape or not native.applies(x, y)):
+        return x + dropout(y, p, training)
+    return _NativeResidualDropout.apply(x, y, p, native.draw_seed())
+
+
+class _NativeReluDropout(torch.autograd.Function):
+    """``relu(x) * mask(p, seed)`` by :func:`attnkit.native.relu_dropout_apply`; the gradient from the output:
+    ``grad / (1 − p)`` where it is positive."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, p: float, seed: int) -> Tensor:
+        out = native.relu_dropout_apply(x, p, seed)
+        ctx.p = p
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        (out,) = ctx.saved_tensors
+        return native.relu_dropout_backward(grad, out, ctx.p), None, None
+
+
+class _NativeResidualDropout(torch.autograd.Function):
+    """``x + y * mask(p, seed)`` by :func:`attnkit.native.residual_dropout_apply`; the gradients ``grad`` and
+    :func:`dropout`'s of ``grad``."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, y: Tensor, p: float, seed: int) -> Tensor:
+        ctx.p, ctx.seed = p, seed
+        return native.residual_dropout_apply(x, y, p, seed)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return grad, _NativeDropout.apply(grad, ctx.p, ctx.seed), None, None
 
 
 class Dropout(nn.Module):

@@ -9,8 +9,8 @@ from typing import Callable
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .checks import check_float
-from .dropout import Dropout
+from .checks import check_float, runs_hooks
+from .dropout import Dropout, relu_dropout
 
 __all__ = ["FeedForward", "ACTIVATIONS", "get_activation"]
 
@@ -59,9 +59,13 @@ class FeedForward(nn.Module):
             raise ValueError(f"FeedForward expects (..., d_model={self.d_model}), got {shape}")
         check_float("FeedForward input", x, self, "linear1.weight")
         h = self.linear1(x)  # (b, n, f)
-        if not self.fused_activation:
-            h = self.activation(h)
-        return self.linear2(self.dropout(h))  # (b, n, d)
+        if self.fused_activation:
+            h = self.dropout(h)
+        elif self.activation is F.relu and not runs_hooks((self.dropout,)):
+            h = relu_dropout(h, self.dropout.p, self.dropout.training)  # one pass each way when compiled
+        else:
+            h = self.dropout(self.activation(h))
+        return self.linear2(h)  # (b, n, d)
 
     def extra_repr(self) -> str:
         return f"activation={self.activation_name!r}"

@@ -20,7 +20,8 @@ from torch import Tensor, nn
 from attnkit import native
 
 from .cache import KVCache, StaticKVCache
-from .dropout import Dropout
+from .checks import runs_hooks
+from .dropout import Dropout, residual_dropout
 from .feedforward import ACTIVATIONS, FeedForward
 from .multihead import MultiHeadAttention
 
@@ -93,16 +94,23 @@ class DecoderCache:
 Sublayer = Callable[[Tensor], tuple[Tensor, Tensor | None]]
 
 
+def _add_dropout(x: Tensor, y: Tensor, dropout: Dropout) -> Tensor:
+    """``x + dropout(y)``: in one pass (:func:`residual_dropout`) unless a hook on ``dropout`` must see its call."""
+    if runs_hooks((dropout,)):
+        return x + dropout(y)
+    return residual_dropout(x, y, dropout.p, dropout.training)
+
+
 def _pre_norm(x: Tensor, norm: nn.LayerNorm, sublayer: Sublayer, dropout: Dropout) -> tuple[Tensor, Tensor | None]:
     y, weights = sublayer(norm(x))
-    return x + dropout(y), weights
+    return _add_dropout(x, y, dropout), weights
 
 
 def _post_norm(x: Tensor, norm: nn.LayerNorm, sublayer: Sublayer, dropout: Dropout) -> tuple[Tensor, Tensor | None]:
     y, weights = sublayer(x)
     if _native_add_norm(x, y, norm, dropout):  # the same function in one pass (decoding)
         return native.add_layer_norm(x, y, norm.weight, norm.bias, norm.eps), weights
-    return norm(x + dropout(y)), weights
+    return norm(_add_dropout(x, y, dropout)), weights
 
 
 def _native_add_norm(x: Tensor, y: Tensor, norm: nn.LayerNorm, dropout: Dropout) -> bool:
@@ -111,15 +119,6 @@ def _native_add_norm(x: Tensor, y: Tensor, norm: nn.LayerNorm, dropout: Dropout)
     return (torch.is_inference_mode_enabled() and x.shape == y.shape and not (dropout.training and dropout.p > 0)
             and type(norm) is nn.LayerNorm and norm.weight is not None and norm.bias is not None
             and len(norm.normalized_shape) == 1 and native.applies(x, y, norm.weight, norm.bias))
-
-
-def runs_hooks(modules) -> bool:
-    """Whether a forward hook (or pre-hook) would run on any of ``modules``, including global ones."""
-    from torch.nn.modules import module as torch_module
-
-    if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
-        return True
-    return any(m._forward_hooks or m._forward_pre_hooks for m in modules)
 
 
 _RESIDUAL = {"pre": _pre_norm, "post": _post_norm}

@@ -26,7 +26,7 @@ from attnkit.layers import (
     PackedLinear,
     SinusoidalPositionalEncoding,
 )
-from attnkit.layers.transformer import runs_hooks
+from attnkit.layers.checks import runs_hooks
 
 from .base import Seq2SeqModel, check_same_batch, check_step_rows, check_tokens
 from .config import ConfigError, TransformerConfig

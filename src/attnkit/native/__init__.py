@@ -24,6 +24,9 @@ For training (inside autograd functions, see ``models/loss.py`` and ``layers/dro
   one log-sum-exp per row instead of the log-probabilities, and its gradient in one pass;
 - :func:`dropout_apply` (and :func:`dropout_mask`): dropout with its mask drawn in the same pass from a
   counter-based generator, drawn again for the gradient instead of being stored;
+- :func:`relu_dropout_apply` / :func:`relu_dropout_backward` and :func:`residual_dropout_apply`: a feed-forward's
+  ReLU and its dropout, and a residual connection's sum and its dropout, each in that one pass — the same outputs,
+  bit for bit, as the separate operations (and gradients of the same values);
 - :func:`attention_train_forward` / :func:`attention_train_backward`: softmax attention with dropout on the
   weights over short sequences, reading the heads where the projection wrote them and writing the context
   and the gradients so that merging the heads copies nothing (the ``native`` attention backend).
@@ -56,7 +59,7 @@ from torch import Tensor
 
 __all__ = ["NativeBuildError", "available", "applies", "build", "draw_seed", "decode_attention", "log_softmax_topk",
            "add_layer_norm", "pack_panels", "linear_panels", "linear_log_softmax_topk", "decoder_layer_step", "decoder_stack_step", "smoothed_nll_forward", "smoothed_nll_backward", "dropout_mask",
-           "dropout_apply", "attention_train_forward", "attention_train_backward", "attention_dropout_factors",
+           "dropout_apply", "relu_dropout_apply", "relu_dropout_backward", "residual_dropout_apply", "attention_train_forward", "attention_train_backward", "attention_dropout_factors",
            "SOURCE"]
 
 SOURCE = Path(__file__).with_name("kernels.cpp")
@@ -251,6 +254,24 @@ def dropout_apply(x: Tensor, p: float, seed: int) -> Tensor:
     """``x * dropout_mask(x, p, seed)`` in one pass (no mask stored): dropout's forward pass, and with the
     same ``p`` and ``seed`` applied to the gradient, its backward pass."""
     return torch.ops.attnkit.dropout_apply(x, float(p), int(seed))
+
+
+def relu_dropout_apply(x: Tensor, p: float, seed: int) -> Tensor:
+    """``dropout_apply(relu(x), p, seed)`` in one pass, bit for bit (``relu`` as ``torch.relu``: NaN stays)."""
+    return torch.ops.attnkit.relu_dropout_apply(x, float(p), int(seed))
+
+
+def relu_dropout_backward(grad: Tensor, out: Tensor, p: float) -> Tensor:
+    """The gradient of :func:`relu_dropout_apply` with respect to ``x`` from its output ``out``: ``grad / (1 − p)``
+    where ``out > 0`` (the element kept and positive), else 0 — for finite ``grad`` the values that dropout's
+    backward pass and then ReLU's give."""
+    return torch.ops.attnkit.relu_dropout_backward(grad, out, float(p))
+
+
+def residual_dropout_apply(r: Tensor, x: Tensor, p: float, seed: int) -> Tensor:
+    """``r + dropout_apply(x, p, seed)`` in one pass, bit for bit (the product rounded before the sum); ``r``
+    and ``x`` of one shape."""
+    return torch.ops.attnkit.residual_dropout_apply(r, x, float(p), int(seed))
 
 
 def attention_train_forward(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float, p: float,

@@ -21,6 +21,11 @@
 //       a function of (seed, i) only, so the same for any number of threads.
 //   dropout_apply(x, p, seed) -> x * dropout_mask(x, p, seed) in one pass (x read in its contiguous order); the
 //       backward pass of dropout is dropout_apply(grad, p, seed): the mask is drawn again, never stored.
+//   relu_dropout_apply(x, p, seed) -> relu(x) * dropout_mask(x, p, seed) in one pass, the same bits as the two
+//       operations one after the other; relu_dropout_backward(grad, out, p) -> the gradient with respect to x
+//       from the output alone: out > 0 where the element was kept and positive (grad / (1 - p) there, else 0).
+//   residual_dropout_apply(r, x, p, seed) -> r + x * dropout_mask(x, p, seed) in one pass: the product rounded
+//       before the sum, the same bits as r + dropout_apply(x, p, seed).
 
 #include <ATen/ATen.h>
 #if defined(__AVX512F__)
@@ -1265,8 +1270,14 @@ inline uint32_t draw_at(uint64_t seed, int64_t i) {
   return static_cast<uint32_t>((word >> (16 * ((i % 32) / 8))) & 0xFFFF);
 }
 
-// out[i] = (x ? x[i] : 1) * mask[i]: the mask itself (x null) or x with dropout applied.
-void dropout_into(float* out, const float* x, int64_t n, double p, int64_t seed) {
+// What dropout_into does to each element before and after the mask.
+enum class DropoutKind { kPlain, kRelu, kResidual };
+
+// out[i] = (x ? f(x[i]) : 1) * mask[i] (+ r[i] for kResidual): the mask itself (x null), x with dropout applied,
+// relu(x) with dropout applied (kRelu), or r plus x with dropout applied (kResidual). Every element's operations
+// are the ones the separate PyTorch operations would do, in their order and rounding.
+template <DropoutKind kind>
+void dropout_into(float* out, const float* x, const float* r, int64_t n, double p, int64_t seed) {
   const uint32_t threshold = static_cast<uint32_t>(std::lround(p * 65536.0));
   const float scale = static_cast<float>(1.0 / (1.0 - p));
   const uint64_t s = static_cast<uint64_t>(seed);
@@ -1287,7 +1298,14 @@ void dropout_into(float* out, const float* x, int64_t n, double p, int64_t seed)
         if (x) {
           vf8 v;
           std::memcpy(&v, x + at, sizeof v);
+          if (kind == DropoutKind::kRelu) v = v < 0.f ? drop : v;  // as torch.relu: NaN and -0 stay
           m *= v;
+        }
+        if (kind == DropoutKind::kResidual) {
+          asm("" : "+v"(m));  // the product rounded on its own: no fused multiply-add with the sum
+          vf8 a;
+          std::memcpy(&a, r + at, sizeof a);
+          m = a + m;
         }
         std::memcpy(out + at, &m, sizeof m);
       }
@@ -1295,7 +1313,10 @@ void dropout_into(float* out, const float* x, int64_t n, double p, int64_t seed)
   });
   for (int64_t i = groups * 32; i < n; ++i) {  // the last < 32
     const float m = draw_at(s, i) >= threshold ? scale : 0.f;
-    out[i] = x ? x[i] * m : m;
+    float v = x ? x[i] : 1.f;
+    if (kind == DropoutKind::kRelu) v = v < 0.f ? 0.f : v;
+    volatile float y = x ? v * m : m;  // rounded on its own before the sum
+    out[i] = kind == DropoutKind::kResidual ? r[i] + y : static_cast<float>(y);
   }
 }
 
@@ -1303,7 +1324,7 @@ at::Tensor dropout_mask(const at::Tensor& like, double p, int64_t seed) {
   check_float_cpu(like, "like");
   TORCH_CHECK(p >= 0 && p < 1, "dropout_mask: p must be in [0, 1), got ", p);
   auto mask = at::empty(like.sizes(), like.options().memory_format(at::MemoryFormat::Contiguous));
-  dropout_into(mask.data_ptr<float>(), nullptr, mask.numel(), p, seed);
+  dropout_into<DropoutKind::kPlain>(mask.data_ptr<float>(), nullptr, nullptr, mask.numel(), p, seed);
   return mask;
 }
 
@@ -1312,7 +1333,52 @@ at::Tensor dropout_apply(const at::Tensor& x, double p, int64_t seed) {
   TORCH_CHECK(p >= 0 && p < 1, "dropout_apply: p must be in [0, 1), got ", p);
   auto xc = x.contiguous();
   auto out = at::empty_like(xc);
-  dropout_into(out.data_ptr<float>(), xc.data_ptr<float>(), xc.numel(), p, seed);
+  dropout_into<DropoutKind::kPlain>(out.data_ptr<float>(), xc.data_ptr<float>(), nullptr, xc.numel(), p, seed);
+  return out;
+}
+
+at::Tensor relu_dropout_apply(const at::Tensor& x, double p, int64_t seed) {
+  check_float_cpu(x, "x");
+  TORCH_CHECK(p >= 0 && p < 1, "relu_dropout_apply: p must be in [0, 1), got ", p);
+  auto xc = x.contiguous();
+  auto out = at::empty_like(xc);
+  dropout_into<DropoutKind::kRelu>(out.data_ptr<float>(), xc.data_ptr<float>(), nullptr, xc.numel(), p, seed);
+  return out;
+}
+
+// The gradient of relu_dropout_apply with respect to x: grad / (1 - p) (rounded as dropout_apply rounds it) where
+// the output is > 0 — kept and positive — and 0 elsewhere: the values threshold_backward after dropout's backward
+// gives for finite gradients (where a positive x was dropped, that gives 0 · grad, -0 for a negative grad).
+at::Tensor relu_dropout_backward(const at::Tensor& grad, const at::Tensor& out, double p) {
+  check_float_cpu(grad, "grad");
+  check_float_cpu(out, "out");
+  TORCH_CHECK(p >= 0 && p < 1, "relu_dropout_backward: p must be in [0, 1), got ", p);
+  TORCH_CHECK(grad.sizes() == out.sizes(), "relu_dropout_backward: grad ", grad.sizes(), " and out ", out.sizes(),
+              " must have one shape");
+  auto gc = grad.contiguous(), oc = out.contiguous();
+  auto result = at::empty_like(gc);
+  const float scale = static_cast<float>(1.0 / (1.0 - p));
+  const float* gp = gc.data_ptr<float>();
+  const float* op = oc.data_ptr<float>();
+  float* rp = result.data_ptr<float>();
+  const int64_t n = gc.numel();
+  at::parallel_for(0, n, 8192, [&](int64_t begin, int64_t end) {
+    int64_t i = begin;
+    for (; i + kLanes <= end; i += kLanes) store(rp + i, load(op + i) > 0.f ? load(gp + i) * scale : vf{});
+    for (; i < end; ++i) rp[i] = op[i] > 0 ? gp[i] * scale : 0.f;
+  });
+  return result;
+}
+
+at::Tensor residual_dropout_apply(const at::Tensor& r, const at::Tensor& x, double p, int64_t seed) {
+  check_float_cpu(r, "r");
+  check_float_cpu(x, "x");
+  TORCH_CHECK(p >= 0 && p < 1, "residual_dropout_apply: p must be in [0, 1), got ", p);
+  TORCH_CHECK(r.sizes() == x.sizes(), "residual_dropout_apply: r ", r.sizes(), " and x ", x.sizes(), " must have one shape");
+  auto rc = r.contiguous(), xc = x.contiguous();
+  auto out = at::empty_like(xc);
+  dropout_into<DropoutKind::kResidual>(out.data_ptr<float>(), xc.data_ptr<float>(), rc.data_ptr<float>(), xc.numel(),
+                                       p, seed);
   return out;
 }
 
@@ -1335,6 +1401,9 @@ TORCH_LIBRARY(attnkit, m) {
   m.def("smoothed_nll_backward(Tensor logits, Tensor lse, Tensor target, Tensor weight, float eps) -> Tensor");
   m.def("dropout_mask(Tensor like, float p, int seed) -> Tensor");
   m.def("dropout_apply(Tensor x, float p, int seed) -> Tensor");
+  m.def("relu_dropout_apply(Tensor x, float p, int seed) -> Tensor");
+  m.def("relu_dropout_backward(Tensor grad, Tensor out, float p) -> Tensor");
+  m.def("residual_dropout_apply(Tensor r, Tensor x, float p, int seed) -> Tensor");
   m.def("attention_train_forward(Tensor q, Tensor k, Tensor v, Tensor? mask, float scale, float p, int seed) -> (Tensor, Tensor)");
   // no tensor arguments: a catch-all kernel (nothing to dispatch on)
   m.def("attention_dropout_factors(int b, int h, int i, int j, float p, int seed) -> Tensor", &attention_dropout_factors);
@@ -1354,6 +1423,9 @@ TORCH_LIBRARY_IMPL(attnkit, CPU, m) {
   m.impl("smoothed_nll_backward", &smoothed_nll_backward);
   m.impl("dropout_mask", &dropout_mask);
   m.impl("dropout_apply", &dropout_apply);
+  m.impl("relu_dropout_apply", &relu_dropout_apply);
+  m.impl("relu_dropout_backward", &relu_dropout_backward);
+  m.impl("residual_dropout_apply", &residual_dropout_apply);
   m.impl("attention_train_forward", &attention_train_forward);
   m.impl("attention_train_backward", &attention_train_backward);
 }
