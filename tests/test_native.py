@@ -772,6 +772,18 @@ def test_relu_and_residual_dropout_are_the_separate_operations_bit_for_bit(shape
                        torch.where(kept, grad * torch.tensor(1 / 0.7, dtype=torch.float32), torch.zeros(())))
     assert relu_dropout(x, 0.3, training=False) is not x and torch.equal(relu_dropout(finite, 0.0), torch.relu(finite))
     assert torch.equal(residual_dropout(r, y, 0.3, training=False), r + y)
+    # twice differentiable, as the separate operations are: the same second derivatives
+    seconds = []
+    for fuse in (True, False):
+        xa, ya = finite.clone().requires_grad_(True), y.clone().requires_grad_(True)
+        torch.manual_seed(11)
+        h = relu_dropout(xa, 0.3) if fuse else dropout(torch.relu(xa), 0.3)
+        s = residual_dropout(h, ya, 0.3) if fuse else h + dropout(ya, 0.3)
+        (gx, gy) = torch.autograd.grad((s * s).sum(), (xa, ya), create_graph=True)
+        (gx.sum() + (gy * gy).sum()).backward()
+        seconds.append([gx.detach(), gy.detach(), xa.grad, ya.grad])
+    for a, b in zip(*seconds):
+        assert torch.equal(a, b)
     with pytest.raises(RuntimeError, match="one shape"):
         native.residual_dropout_apply(r, y.view(-1)[:-1], 0.1, 1)
     with pytest.raises(ValueError, match="dropout probability"):

@@ -102,10 +102,26 @@ class _NativeReluDropout(torch.autograd.Function):
         return out
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor):
         (out,) = ctx.saved_tensors
-        return native.relu_dropout_backward(grad, out, ctx.p), None, None
+        return _ReluDropoutGrad.apply(grad, out, ctx.p), None, None
+
+
+class _ReluDropoutGrad(torch.autograd.Function):
+    """:func:`attnkit.native.relu_dropout_backward` as a function of ``grad``: linear in it, with itself as its
+    gradient (and none with respect to the output, on which it depends only through where it is positive),
+    so that ReLU + dropout stays twice differentiable."""
+
+    @staticmethod
+    def forward(ctx, grad: Tensor, out: Tensor, p: float) -> Tensor:
+        ctx.p = p
+        ctx.save_for_backward(out)
+        return native.relu_dropout_backward(grad, out, p)
+
+    @staticmethod
+    def backward(ctx, gg: Tensor):
+        (out,) = ctx.saved_tensors
+        return _ReluDropoutGrad.apply(gg, out, ctx.p), None, None
 
 
 class _NativeResidualDropout(torch.autograd.Function):
