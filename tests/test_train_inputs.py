@@ -441,3 +441,42 @@ def test_a_pair_of_relative_data_files_compares_as_the_files_it_names(tmp_path, 
     assert not _same_files(["train.zh", "train.en"], ["train.zh", "train.en"], then)  # same words, other files now
     assert _same_files(["train.zh", "train.en"], ["data/train.zh", "data/train.en"], then)
     assert _same_files(["train.zh", "train.en"], ["train.zh", "train.en"], None)  # an older checkpoint: as written
+
+
+# --- errors that cross a process boundary --------------------------------------------------------------
+
+def _raised(build, *args, **kwargs) -> ValueError:
+    with pytest.raises(ValueError) as info:
+        build(*args, **kwargs)
+    return info.value
+
+
+def _error(name: str) -> ValueError:
+    from attnkit.models.config import TransformerConfig
+    from attnkit.text.build import TokenizerConfig
+    from attnkit.train.config import recipe_from_dict
+
+    return {
+        "SpecError with its side": lambda: _raised(TokenizerConfig.from_dict, {"src": {"kind": "char", "min_freq": 0}}),
+        "SpecError with a message of its own": lambda: _raised(TokenizerConfig.from_dict, {"tgt": {"kind": "foo"}}),
+        "RecipeError naming one key": lambda: _raised(
+            recipe_from_dict, {"tokenizer": {"tgt": {"kind": "sentencepiece", "vocab_size": 5}}}),
+        "RecipeError naming the keys that clash": lambda: _raised(
+            recipe_from_dict, {"tokenizer": {"joint": True, "src": {"kind": "char"}, "tgt": {"kind": "sentencepiece"}}}),
+        "ConfigError naming the keys that clash": lambda: _raised(TransformerConfig, d_model=30, heads=4),
+    }[name]()
+
+
+@pytest.mark.parametrize("name", ["SpecError with its side", "SpecError with a message of its own",
+                                  "RecipeError naming one key", "RecipeError naming the keys that clash",
+                                  "ConfigError naming the keys that clash"])
+def test_errors_with_attributes_survive_pickling_with_their_message_and_attributes(name):
+    """A worker process (a DataLoader's, a process pool's) hands its exception back pickled: what arrives
+    is the same error, its message and attributes (key, detail, side) included."""
+    import pickle
+
+    err = _error(name)
+    assert type(err).__name__ == name.split()[0] and vars(err)  # the error meant, with attributes to keep
+    back = pickle.loads(pickle.dumps(err))
+    assert type(back) is type(err) and str(back) == str(err) and back.args == err.args
+    assert vars(back) == vars(err)
