@@ -93,6 +93,31 @@ def test_an_out_holding_other_files_is_refused_and_kept(recipe, tmp_path, capsys
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
 
 
+@pytest.mark.parametrize("holding", ["checkpoints", "a trained model", "other files"])
+def test_an_out_that_already_holds_something_is_refused_as_a_train_error_and_a_file_exists_error(
+        recipe, run_copy, holding):
+    """Library users catch either: earlier versions raised FileExistsError for these, the CLI catches
+    TrainError (and prints its message, unchanged)."""
+    from attnkit.train import recipe_from_dict, train
+    from attnkit.train.loop import OutputExistsError, TrainError
+
+    out = run_copy
+    if holding == "a trained model":
+        shutil.rmtree(out / "checkpoints")
+    elif holding == "other files":
+        shutil.rmtree(out)
+        out.mkdir()
+        (out / "notes.txt").write_text("my notes\n", encoding="utf-8")
+    before = _snapshot(out)
+    loaded = recipe_from_dict(yaml.safe_load(recipe.read_text(encoding="utf-8")))
+    with pytest.raises(TrainError, match=f"already holds {holding}" if holding != "other files" else "is not empty"):
+        train(loaded, out, progress=False, log=lambda _: None)
+    with pytest.raises(FileExistsError) as caught:
+        train(loaded, out, progress=False, log=lambda _: None)
+    assert type(caught.value) is OutputExistsError and str(caught.value).startswith(f"{out} ")
+    assert _snapshot(out) == before
+
+
 def test_an_out_that_is_a_file_or_inside_one_is_refused(recipe, tmp_path, capsys):
     afile = tmp_path / "afile"
     afile.write_text("keep me\n", encoding="utf-8")
