@@ -341,6 +341,33 @@ def test_rnn_models_and_overwriting_a_model_are_refused(tmp_path):
         export_marian(tmp_path / "model", tmp_path / "model")
 
 
+@pytest.mark.parametrize("norm_first, side", [(False, "source"), (True, "target")])
+def test_a_tokenizer_of_another_size_than_the_model_is_refused_naming_the_model_folder(norm_first, side, tmp_path,
+                                                                                      capsys):
+    """Post-norm: the MarianMT export and the CTranslate2 export through it; pre-norm: the direct
+    CTranslate2 route. Each names the folder whose tokenizers.json disagrees with its model."""
+    src_tok, tgt_tok = CharTokenizer.train(["机器翻译 注意力"]), CharTokenizer.train(["attention"])
+    sizes = {"source": src_tok.vocab_size, "target": tgt_tok.vocab_size}
+    model_sizes = {**sizes, side: sizes[side] + 3}
+    folder = tmp_path / "model"
+    save_model(build_model(TransformerConfig(**{**EXPORTABLE, "norm_first": norm_first}), model_sizes["source"],
+                           model_sizes["target"]), folder)
+    save_tokenizers(folder, src_tok, tgt_tok)
+    says = f"{folder}: the {side} tokenizer (tokenizers.json) has {sizes[side]} ids but the model {model_sizes[side]}"
+    if not norm_first:
+        with pytest.raises(ExportError) as caught:
+            export_marian(folder, tmp_path / "marian")
+        assert str(caught.value) == says and not (tmp_path / "marian").exists()
+        assert main(["export", "--model", str(folder), "--out", str(tmp_path / "marian")]) == 2
+        assert says in capsys.readouterr().err
+    pytest.importorskip("ctranslate2", reason="ctranslate2 is not installed (pip install ctranslate2)")
+    from attnkit.interop.ct2 import export_model_ctranslate2
+
+    with pytest.raises(ExportError) as caught:
+        export_model_ctranslate2(folder, tmp_path / "ct2")
+    assert str(caught.value) == says and not (tmp_path / "ct2").exists()
+
+
 def test_export_command(trained, tmp_path, capsys):
     model_dir = trained["root"] / "model"
     assert main(["export", "--model", str(model_dir), "--format", "marian", "--out", str(tmp_path / "m")]) == 0

@@ -42,6 +42,7 @@ from .marian import (
     ExportError,
     MarianExport,
     abandon_staging,
+    check_tokenizer_sizes,
     move_up,
     staged_entries,
     start_staging,
@@ -255,9 +256,8 @@ def ctranslate2_spec(model, src_pieces: list[str], tgt_pieces: list[str], *,
     common_spec, transformer_spec = _ctranslate2("specs.common_spec"), _ctranslate2("specs.transformer_spec")
     eps = _check_direct(model)
     c = model.config
+    check_tokenizer_sizes(model, len(src_pieces), len(tgt_pieces))
     for side, pieces, n in (("source", src_pieces, model.src_vocab_size), ("target", tgt_pieces, model.tgt_vocab_size)):
-        if len(pieces) != n:
-            raise ExportError(f"the {side} tokenizer has {len(pieces)} ids but the model {n}")
         if len(set(pieces)) != n:
             twice = sorted({p for p in pieces if pieces.count(p) > 1})[:5]
             raise ExportError(f"the {side} vocabulary names a piece twice ({', '.join(map(repr, twice))}); "
@@ -334,6 +334,7 @@ def export_model_ctranslate2(model_dir: str | os.PathLike, out_dir: str | os.Pat
         return MarianExport(out, _files(out), result.notes)
     Converter = _ctranslate2("converters.converter").Converter
     src_tok, tgt_tok = load_folder_tokenizers(folder)
+    check_tokenizer_sizes(model, src_tok.vocab_size, tgt_tok.vocab_size, folder)
     notes = []
     if model.config.positions == "learned" and max_positions > model.config.max_len:
         n = model.config.max_len
