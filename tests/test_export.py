@@ -214,6 +214,24 @@ def test_ctranslate2_translates_like_attnkit(trained, tmp_path):
         assert [[to_ids[t] for t in r.hypotheses[0]] for r in results] == ours, f"beam_size={size}"
 
 
+def test_the_ctranslate2_export_through_marian_loads_the_model_and_checks_out_once(trained, tmp_path, monkeypatch):
+    """The one command writes what its two steps write (export_marian, then export_ctranslate2)."""
+    pytest.importorskip("ctranslate2", reason="ctranslate2 is not installed (pip install ctranslate2)")
+    import attnkit.interop.ct2 as ct2
+    import attnkit.models
+
+    loads, checks = [], []
+    load_model, check_out = attnkit.models.load_model, ct2.check_ctranslate2_out
+    monkeypatch.setattr(attnkit.models, "load_model", lambda folder: loads.append(folder) or load_model(folder))
+    monkeypatch.setattr(ct2, "check_ctranslate2_out", lambda *a: checks.append(a) or check_out(*a))
+    result = ct2.export_model_ctranslate2(trained["root"] / "model", tmp_path / "ct2")
+    assert loads == [trained["root"] / "model"] and checks == [(tmp_path / "ct2", False)]
+    monkeypatch.undo()
+    two_steps = ct2.export_ctranslate2(trained["root"] / "marian", tmp_path / "two-steps")
+    assert result.files == ("config.json", "model.bin", "source_vocabulary.json", "target_vocabulary.json")
+    assert all((result.out_dir / f).read_bytes() == (two_steps / f).read_bytes() for f in result.files)
+
+
 DIRECT = {  # models MarianMT cannot express, which export to CTranslate2 directly
     "post-norm, without transformers": dict(),  # MarianMT could express it: the route when transformers is absent
     "pre-norm": dict(norm_first=True),

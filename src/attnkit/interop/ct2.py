@@ -185,9 +185,14 @@ def export_ctranslate2(marian_dir: str | os.PathLike, out_dir: str | os.PathLike
         raise ExportError(f"{marian_dir} is not a MarianMT export with tokenizer files: {', '.join(missing)} missing "
                           "(export a model folder that has its tokenizers, as training saves them)")
     out, earlier = check_ctranslate2_out(out_dir, force)
-    converter = _converter_class()(str(marian_dir))
-    # Converted into a staging folder inside ``out`` and moved up only when complete: a failed conversion
-    # leaves an earlier model as it was, and no partial one.
+    _convert(_converter_class()(str(marian_dir)), out, earlier, quantization)
+    return out
+
+
+def _convert(converter, out: Path, earlier: list[Path], quantization: str | None) -> None:
+    """Run the CTranslate2 ``converter`` into ``out``, checked by :func:`check_ctranslate2_out` (which gave
+    the ``earlier`` model's files to replace). Converted into a staging folder inside ``out`` and moved up
+    only when complete: a failed conversion leaves an earlier model as it was, and no partial one."""
     tmp, created = start_staging(out)
     try:
         converter.convert(str(tmp), quantization=quantization)
@@ -195,7 +200,6 @@ def export_ctranslate2(marian_dir: str | os.PathLike, out_dir: str | os.PathLike
         abandon_staging(tmp, out, created)
         raise
     move_up(tmp, out, earlier)
-    return out
 
 
 # ---------------------------------------------------------------------------------- without MarianMT
@@ -311,7 +315,7 @@ def export_model_ctranslate2(model_dir: str | os.PathLike, out_dir: str | os.Pat
     from attnkit.decode.translator import load_folder_tokenizers
     from attnkit.models import load_model
 
-    from .marian import check_exportable, export_folders, export_marian, tokenizer_pieces
+    from .marian import _export_marian_model, check_exportable, export_folders, tokenizer_pieces
 
     _check_quantization(quantization)
     folder, out = export_folders(model_dir, out_dir, max_positions)
@@ -328,9 +332,10 @@ def export_model_ctranslate2(model_dir: str | os.PathLike, out_dir: str | os.Pat
     else:
         direct = not _transformers_importable()  # the MarianMT route loads the export with transformers
     if not direct:
+        # export_marian then export_ctranslate2, without the loading and the checks made above
         with tempfile.TemporaryDirectory(prefix="attnkit-marian-") as tmp:
-            result = export_marian(folder, Path(tmp) / "marian", max_positions=max_positions)
-            export_ctranslate2(result.out_dir, out, quantization, force=force)
+            result = _export_marian_model(model, folder, Path(tmp) / "marian", [], max_positions)
+            _convert(_converter_class()(str(result.out_dir)), out, earlier, quantization)
         return MarianExport(out, _files(out), result.notes)
     Converter = _ctranslate2("converters.converter").Converter
     src_tok, tgt_tok = load_folder_tokenizers(folder)
@@ -348,13 +353,7 @@ def export_model_ctranslate2(model_dir: str | os.PathLike, out_dir: str | os.Pat
         def _load(self):
             return spec
 
-    tmp, created = start_staging(out)
-    try:
-        AttnkitConverter().convert(str(tmp), quantization=quantization)
-    except BaseException:
-        abandon_staging(tmp, out, created)
-        raise
-    move_up(tmp, out, earlier)
+    _convert(AttnkitConverter(), out, earlier, quantization)
     return MarianExport(out, _files(out), tuple(notes))
 
 

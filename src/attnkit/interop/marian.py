@@ -450,13 +450,21 @@ def export_marian(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     export there (only that: a folder holding other files is refused). Raises :class:`ExportError` for a
     configuration MarianMT cannot express or such an ``out_dir``, and :class:`FileNotFoundError` for a
     folder without a model."""
-    from attnkit.decode.translator import load_folder_tokenizers
     from attnkit.models import load_model
 
     folder, out = export_folders(model_dir, out_dir, max_positions)
     earlier = check_marian_out(out, force)
     model, _ = load_model(folder)
     check_exportable(model.config)
+    return _export_marian_model(model, folder, out, earlier, max_positions)
+
+
+def _export_marian_model(model, folder: Path, out: Path, earlier: list[Path], max_positions: int) -> MarianExport:
+    """:func:`export_marian` once its checks are made and ``model`` is loaded from ``folder``: write it as a
+    MarianMT folder ``out`` (checked by :func:`check_marian_out`, which gave the ``earlier`` export's files
+    to replace), with ``folder``'s tokenisers when it has them."""
+    from attnkit.decode.translator import load_folder_tokenizers
+
     # Written into a staging folder inside ``out`` and moved up only when complete: a failure (a tokenizer
     # that cannot be exported, a full disk) leaves the earlier export as it was, and no partial one.
     tmp, created = start_staging(out)
