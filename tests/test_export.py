@@ -214,6 +214,24 @@ def test_ctranslate2_translates_like_attnkit(trained, tmp_path):
         assert [[to_ids[t] for t in r.hypotheses[0]] for r in results] == ours, f"beam_size={size}"
 
 
+def test_the_ctranslate2_export_through_marian_loads_the_model_and_checks_out_once(trained, tmp_path, monkeypatch):
+    """The one command writes what its two steps write (export_marian, then export_ctranslate2)."""
+    pytest.importorskip("ctranslate2", reason="ctranslate2 is not installed (pip install ctranslate2)")
+    import attnkit.interop.ct2 as ct2
+    import attnkit.models
+
+    loads, checks = [], []
+    load_model, check_out = attnkit.models.load_model, ct2.check_ctranslate2_out
+    monkeypatch.setattr(attnkit.models, "load_model", lambda folder: loads.append(folder) or load_model(folder))
+    monkeypatch.setattr(ct2, "check_ctranslate2_out", lambda *a: checks.append(a) or check_out(*a))
+    result = ct2.export_model_ctranslate2(trained["root"] / "model", tmp_path / "ct2")
+    assert loads == [trained["root"] / "model"] and checks == [(tmp_path / "ct2", False)]
+    monkeypatch.undo()
+    two_steps = ct2.export_ctranslate2(trained["root"] / "marian", tmp_path / "two-steps")
+    assert result.files == ("config.json", "model.bin", "source_vocabulary.json", "target_vocabulary.json")
+    assert all((result.out_dir / f).read_bytes() == (two_steps / f).read_bytes() for f in result.files)
+
+
 DIRECT = {  # models MarianMT cannot express, which export to CTranslate2 directly
     "post-norm, without transformers": dict(),  # MarianMT could express it: the route when transformers is absent
     "pre-norm": dict(norm_first=True),
@@ -339,6 +357,33 @@ def test_rnn_models_and_overwriting_a_model_are_refused(tmp_path):
     save_model(build_model(TransformerConfig(**EXPORTABLE), 20, 20), tmp_path / "model")
     with pytest.raises(ExportError, match="overwrite"):
         export_marian(tmp_path / "model", tmp_path / "model")
+
+
+@pytest.mark.parametrize("norm_first, side", [(False, "source"), (True, "target")])
+def test_a_tokenizer_of_another_size_than_the_model_is_refused_naming_the_model_folder(norm_first, side, tmp_path,
+                                                                                      capsys):
+    """Post-norm: the MarianMT export and the CTranslate2 export through it; pre-norm: the direct
+    CTranslate2 route. Each names the folder whose tokenizers.json disagrees with its model."""
+    src_tok, tgt_tok = CharTokenizer.train(["机器翻译 注意力"]), CharTokenizer.train(["attention"])
+    sizes = {"source": src_tok.vocab_size, "target": tgt_tok.vocab_size}
+    model_sizes = {**sizes, side: sizes[side] + 3}
+    folder = tmp_path / "model"
+    save_model(build_model(TransformerConfig(**{**EXPORTABLE, "norm_first": norm_first}), model_sizes["source"],
+                           model_sizes["target"]), folder)
+    save_tokenizers(folder, src_tok, tgt_tok)
+    says = f"{folder}: the {side} tokenizer (tokenizers.json) has {sizes[side]} ids but the model {model_sizes[side]}"
+    if not norm_first:
+        with pytest.raises(ExportError) as caught:
+            export_marian(folder, tmp_path / "marian")
+        assert str(caught.value) == says and not (tmp_path / "marian").exists()
+        assert main(["export", "--model", str(folder), "--out", str(tmp_path / "marian")]) == 2
+        assert says in capsys.readouterr().err
+    pytest.importorskip("ctranslate2", reason="ctranslate2 is not installed (pip install ctranslate2)")
+    from attnkit.interop.ct2 import export_model_ctranslate2
+
+    with pytest.raises(ExportError) as caught:
+        export_model_ctranslate2(folder, tmp_path / "ct2")
+    assert str(caught.value) == says and not (tmp_path / "ct2").exists()
 
 
 def test_export_command(trained, tmp_path, capsys):

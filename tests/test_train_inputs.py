@@ -93,6 +93,31 @@ def test_an_out_holding_other_files_is_refused_and_kept(recipe, tmp_path, capsys
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
 
 
+@pytest.mark.parametrize("holding", ["checkpoints", "a trained model", "other files"])
+def test_an_out_that_already_holds_something_is_refused_as_a_train_error_and_a_file_exists_error(
+        recipe, run_copy, holding):
+    """Library users catch either: earlier versions raised FileExistsError for these, the CLI catches
+    TrainError (and prints its message, unchanged)."""
+    from attnkit.train import recipe_from_dict, train
+    from attnkit.train.loop import OutputExistsError, TrainError
+
+    out = run_copy
+    if holding == "a trained model":
+        shutil.rmtree(out / "checkpoints")
+    elif holding == "other files":
+        shutil.rmtree(out)
+        out.mkdir()
+        (out / "notes.txt").write_text("my notes\n", encoding="utf-8")
+    before = _snapshot(out)
+    loaded = recipe_from_dict(yaml.safe_load(recipe.read_text(encoding="utf-8")))
+    with pytest.raises(TrainError, match=f"already holds {holding}" if holding != "other files" else "is not empty"):
+        train(loaded, out, progress=False, log=lambda _: None)
+    with pytest.raises(FileExistsError) as caught:
+        train(loaded, out, progress=False, log=lambda _: None)
+    assert type(caught.value) is OutputExistsError and str(caught.value).startswith(f"{out} ")
+    assert _snapshot(out) == before
+
+
 def test_an_out_that_is_a_file_or_inside_one_is_refused(recipe, tmp_path, capsys):
     afile = tmp_path / "afile"
     afile.write_text("keep me\n", encoding="utf-8")
@@ -441,3 +466,42 @@ def test_a_pair_of_relative_data_files_compares_as_the_files_it_names(tmp_path, 
     assert not _same_files(["train.zh", "train.en"], ["train.zh", "train.en"], then)  # same words, other files now
     assert _same_files(["train.zh", "train.en"], ["data/train.zh", "data/train.en"], then)
     assert _same_files(["train.zh", "train.en"], ["train.zh", "train.en"], None)  # an older checkpoint: as written
+
+
+# --- errors that cross a process boundary --------------------------------------------------------------
+
+def _raised(build, *args, **kwargs) -> ValueError:
+    with pytest.raises(ValueError) as info:
+        build(*args, **kwargs)
+    return info.value
+
+
+def _error(name: str) -> ValueError:
+    from attnkit.models.config import TransformerConfig
+    from attnkit.text.build import TokenizerConfig
+    from attnkit.train.config import recipe_from_dict
+
+    return {
+        "SpecError with its side": lambda: _raised(TokenizerConfig.from_dict, {"src": {"kind": "char", "min_freq": 0}}),
+        "SpecError with a message of its own": lambda: _raised(TokenizerConfig.from_dict, {"tgt": {"kind": "foo"}}),
+        "RecipeError naming one key": lambda: _raised(
+            recipe_from_dict, {"tokenizer": {"tgt": {"kind": "sentencepiece", "vocab_size": 5}}}),
+        "RecipeError naming the keys that clash": lambda: _raised(
+            recipe_from_dict, {"tokenizer": {"joint": True, "src": {"kind": "char"}, "tgt": {"kind": "sentencepiece"}}}),
+        "ConfigError naming the keys that clash": lambda: _raised(TransformerConfig, d_model=30, heads=4),
+    }[name]()
+
+
+@pytest.mark.parametrize("name", ["SpecError with its side", "SpecError with a message of its own",
+                                  "RecipeError naming one key", "RecipeError naming the keys that clash",
+                                  "ConfigError naming the keys that clash"])
+def test_errors_with_attributes_survive_pickling_with_their_message_and_attributes(name):
+    """A worker process (a DataLoader's, a process pool's) hands its exception back pickled: what arrives
+    is the same error, its message and attributes (key, detail, side) included."""
+    import pickle
+
+    err = _error(name)
+    assert type(err).__name__ == name.split()[0] and vars(err)  # the error meant, with attributes to keep
+    back = pickle.loads(pickle.dumps(err))
+    assert type(back) is type(err) and str(back) == str(err) and back.args == err.args
+    assert vars(back) == vars(err)

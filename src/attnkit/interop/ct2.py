@@ -42,6 +42,7 @@ from .marian import (
     ExportError,
     MarianExport,
     abandon_staging,
+    check_tokenizer_sizes,
     move_up,
     staged_entries,
     start_staging,
@@ -184,9 +185,14 @@ def export_ctranslate2(marian_dir: str | os.PathLike, out_dir: str | os.PathLike
         raise ExportError(f"{marian_dir} is not a MarianMT export with tokenizer files: {', '.join(missing)} missing "
                           "(export a model folder that has its tokenizers, as training saves them)")
     out, earlier = check_ctranslate2_out(out_dir, force)
-    converter = _converter_class()(str(marian_dir))
-    # Converted into a staging folder inside ``out`` and moved up only when complete: a failed conversion
-    # leaves an earlier model as it was, and no partial one.
+    _convert(_converter_class()(str(marian_dir)), out, earlier, quantization)
+    return out
+
+
+def _convert(converter, out: Path, earlier: list[Path], quantization: str | None) -> None:
+    """Run the CTranslate2 ``converter`` into ``out``, checked by :func:`check_ctranslate2_out` (which gave
+    the ``earlier`` model's files to replace). Converted into a staging folder inside ``out`` and moved up
+    only when complete: a failed conversion leaves an earlier model as it was, and no partial one."""
     tmp, created = start_staging(out)
     try:
         converter.convert(str(tmp), quantization=quantization)
@@ -194,7 +200,6 @@ def export_ctranslate2(marian_dir: str | os.PathLike, out_dir: str | os.PathLike
         abandon_staging(tmp, out, created)
         raise
     move_up(tmp, out, earlier)
-    return out
 
 
 # ---------------------------------------------------------------------------------- without MarianMT
@@ -255,9 +260,8 @@ def ctranslate2_spec(model, src_pieces: list[str], tgt_pieces: list[str], *,
     common_spec, transformer_spec = _ctranslate2("specs.common_spec"), _ctranslate2("specs.transformer_spec")
     eps = _check_direct(model)
     c = model.config
+    check_tokenizer_sizes(model, len(src_pieces), len(tgt_pieces))
     for side, pieces, n in (("source", src_pieces, model.src_vocab_size), ("target", tgt_pieces, model.tgt_vocab_size)):
-        if len(pieces) != n:
-            raise ExportError(f"the {side} tokenizer has {len(pieces)} ids but the model {n}")
         if len(set(pieces)) != n:
             twice = sorted({p for p in pieces if pieces.count(p) > 1})[:5]
             raise ExportError(f"the {side} vocabulary names a piece twice ({', '.join(map(repr, twice))}); "
@@ -311,7 +315,7 @@ def export_model_ctranslate2(model_dir: str | os.PathLike, out_dir: str | os.Pat
     from attnkit.decode.translator import load_folder_tokenizers
     from attnkit.models import load_model
 
-    from .marian import check_exportable, export_folders, export_marian, tokenizer_pieces
+    from .marian import _export_marian_model, check_exportable, export_folders, tokenizer_pieces
 
     _check_quantization(quantization)
     folder, out = export_folders(model_dir, out_dir, max_positions)
@@ -328,12 +332,14 @@ def export_model_ctranslate2(model_dir: str | os.PathLike, out_dir: str | os.Pat
     else:
         direct = not _transformers_importable()  # the MarianMT route loads the export with transformers
     if not direct:
+        # export_marian then export_ctranslate2, without the loading and the checks made above
         with tempfile.TemporaryDirectory(prefix="attnkit-marian-") as tmp:
-            result = export_marian(folder, Path(tmp) / "marian", max_positions=max_positions)
-            export_ctranslate2(result.out_dir, out, quantization, force=force)
+            result = _export_marian_model(model, folder, Path(tmp) / "marian", [], max_positions)
+            _convert(_converter_class()(str(result.out_dir)), out, earlier, quantization)
         return MarianExport(out, _files(out), result.notes)
     Converter = _ctranslate2("converters.converter").Converter
     src_tok, tgt_tok = load_folder_tokenizers(folder)
+    check_tokenizer_sizes(model, src_tok.vocab_size, tgt_tok.vocab_size, folder)
     notes = []
     if model.config.positions == "learned" and max_positions > model.config.max_len:
         n = model.config.max_len
@@ -347,13 +353,7 @@ def export_model_ctranslate2(model_dir: str | os.PathLike, out_dir: str | os.Pat
         def _load(self):
             return spec
 
-    tmp, created = start_staging(out)
-    try:
-        AttnkitConverter().convert(str(tmp), quantization=quantization)
-    except BaseException:
-        abandon_staging(tmp, out, created)
-        raise
-    move_up(tmp, out, earlier)
+    _convert(AttnkitConverter(), out, earlier, quantization)
     return MarianExport(out, _files(out), tuple(notes))
 
 

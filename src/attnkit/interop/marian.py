@@ -116,6 +116,15 @@ def check_exportable(config: Any) -> None:
         raise ExportError("cannot export to MarianMT: " + "; ".join(problems))
 
 
+def check_tokenizer_sizes(model, src_size: int, tgt_size: int, folder: Path | None = None) -> None:
+    """Raise :class:`ExportError` when a tokenizer's number of ids (``src_size``, ``tgt_size``) is not
+    the model's; the message names the model ``folder`` whose tokenizers they are, when given."""
+    for side, size, n in (("source", src_size, model.src_vocab_size), ("target", tgt_size, model.tgt_vocab_size)):
+        if size != n:
+            tokenizer = f"the {side} tokenizer" if folder is None else f"{folder}: the {side} tokenizer (tokenizers.json)"
+            raise ExportError(f"{tokenizer} has {size} ids but the model {n}")
+
+
 # --------------------------------------------------------------------------------------------- weights
 
 
@@ -441,13 +450,21 @@ def export_marian(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     export there (only that: a folder holding other files is refused). Raises :class:`ExportError` for a
     configuration MarianMT cannot express or such an ``out_dir``, and :class:`FileNotFoundError` for a
     folder without a model."""
-    from attnkit.decode.translator import load_folder_tokenizers
     from attnkit.models import load_model
 
     folder, out = export_folders(model_dir, out_dir, max_positions)
     earlier = check_marian_out(out, force)
     model, _ = load_model(folder)
     check_exportable(model.config)
+    return _export_marian_model(model, folder, out, earlier, max_positions)
+
+
+def _export_marian_model(model, folder: Path, out: Path, earlier: list[Path], max_positions: int) -> MarianExport:
+    """:func:`export_marian` once its checks are made and ``model`` is loaded from ``folder``: write it as a
+    MarianMT folder ``out`` (checked by :func:`check_marian_out`, which gave the ``earlier`` export's files
+    to replace), with ``folder``'s tokenisers when it has them."""
+    from attnkit.decode.translator import load_folder_tokenizers
+
     # Written into a staging folder inside ``out`` and moved up only when complete: a failure (a tokenizer
     # that cannot be exported, a full disk) leaves the earlier export as it was, and no partial one.
     tmp, created = start_staging(out)
@@ -460,9 +477,7 @@ def export_marian(model_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
         files, notes = ["config.json", "generation_config.json", "model.safetensors"], []
         if (folder / "tokenizers.json").is_file():
             src_tok, tgt_tok = load_folder_tokenizers(folder)
-            for side, tok, n in (("source", src_tok, model.src_vocab_size), ("target", tgt_tok, model.tgt_vocab_size)):
-                if tok.vocab_size != n:
-                    raise ExportError(f"the {side} tokenizer has {tok.vocab_size} ids but the model {n}")
+            check_tokenizer_sizes(model, src_tok.vocab_size, tgt_tok.vocab_size, folder)
             tok_files, notes = _write_tokenizers(tmp, src_tok, tgt_tok, max_positions)
             files += tok_files
         else:

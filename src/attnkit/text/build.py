@@ -48,6 +48,11 @@ class SpecError(ValueError):
         self.key, self.detail = key, detail
         self.side: str | None = None  # set by TokenizerConfig.from_dict: "src" or "tgt"
 
+    def __reduce__(self):
+        # pickle (multiprocessing, a copy) rebuilds an exception as cls(*args), and args holds only the
+        # message: rebuild it from the message, the key and the detail, then restore side
+        return type(self), ("", self.key, self.detail, str(self)), self.__dict__
+
 
 @dataclass(frozen=True)
 class CharSpec:

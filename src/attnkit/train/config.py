@@ -41,6 +41,10 @@ class RecipeError(ConfigError):
         super().__init__(message)
         self.key = key
 
+    def __reduce__(self):
+        # pickle rebuilds an exception as cls(*args), and args holds only the message
+        return type(self), (self.key, str(self)), self.__dict__
+
 
 # --- one typed check of every value against its config dataclass's field type ------------------------
 

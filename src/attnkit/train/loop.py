@@ -36,7 +36,7 @@ from .corpus import read_split
 from .progress import Progress
 from .schedule import learning_rate
 
-__all__ = ["train", "TrainResult", "TrainError", "optimizer_update"]
+__all__ = ["train", "TrainResult", "TrainError", "OutputExistsError", "optimizer_update"]
 
 # What a resumed run must share with the run it continues: the model, the tokenizers, the data stream (the
 # data read and how it is batched) and the dev set, whose BLEU decides best/ and patience. The rest (limits,
@@ -49,6 +49,12 @@ _FIXED_TRAIN_KEYS = ("train.max_tokens", "train.seed")  # the batches and their 
 
 class TrainError(ValueError):
     """A run that cannot start or continue as asked; the message says why and what to do instead."""
+
+
+class OutputExistsError(TrainError, FileExistsError):
+    """A fresh run's ``out`` already holds checkpoints, a trained model or other files. Earlier versions
+    raised :class:`FileExistsError` here, so both ``except TrainError`` and ``except FileExistsError``
+    catch it."""
 
 
 @dataclass(frozen=True)
@@ -272,10 +278,10 @@ def _check_out(out: Path, resume: bool, beside: frozenset[str] = frozenset()) ->
     if resume or not out.is_dir():
         return
     if latest_checkpoint(out) is not None:
-        raise TrainError(f"{out} already holds checkpoints: pass --resume to continue, or choose another --out")
+        raise OutputExistsError(f"{out} already holds checkpoints: pass --resume to continue, or choose another --out")
     if (out / "best").exists():
-        raise TrainError(f"{out} already holds a trained model ({out / 'best'}) and no checkpoint to resume from: "
-                         f"choose another --out, or move {out / 'best'} away to train a new model here")
+        raise OutputExistsError(f"{out} already holds a trained model ({out / 'best'}) and no checkpoint to resume "
+                                f"from: choose another --out, or move {out / 'best'} away to train a new model here")
     # a run that stopped before its first checkpoint leaves only these: training again there is safe
     ours = {"recipe.yaml", "log.jsonl", "checkpoints"} | beside
     others = sorted(p.name for p in out.iterdir() if p.name not in ours)
@@ -284,8 +290,8 @@ def _check_out(out: Path, resume: bool, beside: frozenset[str] = frozenset()) ->
                          if not p.name.startswith(f".tmp-{STEP_PREFIX}"))
     if others:
         shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
-        raise TrainError(f"{out} is not empty and is not a training run to resume (it holds {shown}): "
-                         f"choose a new or empty --out")
+        raise OutputExistsError(f"{out} is not empty and is not a training run to resume (it holds {shown}): "
+                                f"choose a new or empty --out")
 
 
 def _flat(data, prefix: str = "") -> dict:
