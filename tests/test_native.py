@@ -790,6 +790,7 @@ def test_relu_and_residual_dropout_are_the_separate_operations_bit_for_bit(shape
         residual_dropout(r, y, 1.0)
 
 
+@pytest.mark.filterwarnings("ignore:For backward hooks to be called")  # the global hook meets the blocks' outputs
 def test_a_hooked_dropout_module_sees_its_call_in_the_blocks():
     """The blocks fuse dropout into the residual sum and the feed-forward's ReLU; a forward hook on a Dropout
     module turns that off, so the hook still runs and sees what it saw before."""
@@ -806,6 +807,25 @@ def test_a_hooked_dropout_module_sees_its_call_in_the_blocks():
         h.remove()
     torch.manual_seed(0)
     assert torch.equal(block(x).hidden, hooked) and seen == ["Dropout"] * 3  # two residuals, one feed-forward
+    # backward hooks too, the module's own and global ones
+    fired = []
+    handles = [m.register_full_backward_hook(lambda m, gi, go: fired.append("own"))
+               for m in (block.dropout, block.ffn.dropout)]
+    handles.append(nn.modules.module.register_module_full_backward_hook(
+        lambda m, gi, go: fired.append("global") if type(m).__name__ == "Dropout" else None))
+    block(x.clone().requires_grad_(True)).hidden.sum().backward()
+    for h in handles:
+        h.remove()
+    assert fired.count("own") == 3 and fired.count("global") == 3
+    # a module put in a Dropout's place is called, not bypassed
+    block.dropout, block.ffn.dropout = nn.Identity(), nn.Dropout(0.5)
+    torch.manual_seed(0)
+    out = block(x).hidden
+    torch.manual_seed(0)
+    block.ffn.dropout = nn.Identity()
+    assert not torch.equal(out, block(x).hidden)  # nn.Dropout(0.5) did drop something in the feed-forward
+    block.eval()
+    assert torch.equal(block(x).hidden, block(x).hidden)
 
 
 def test_nan_propagates_as_in_pytorch():

@@ -49,10 +49,12 @@ def check_features(name: str, x: Tensor, dim: int, dim_name: str, layer: nn.Modu
 
 
 def runs_hooks(modules) -> bool:
-    """Whether a forward hook (or pre-hook) would run on any of ``modules``, including global ones: a fused
-    path that skips those modules' calls must not be taken then."""
+    """Whether a hook would run on any of ``modules`` — forward or backward, pre-hook or not, the module's own
+    or a global one: a fused path that skips those modules' calls must not be taken then."""
     from torch.nn.modules import module as torch_module
 
-    if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
+    if (torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks
+            or torch_module._global_backward_hooks or torch_module._global_backward_pre_hooks):
         return True
-    return any(m._forward_hooks or m._forward_pre_hooks for m in modules)
+    return any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
+               for m in modules)

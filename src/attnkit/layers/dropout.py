@@ -72,9 +72,10 @@ class _NativeDropout(torch.autograd.Function):
 
 def relu_dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
     """``dropout(relu(x), p, training)``: with the compiled kernels in one pass each way — the output bit for bit
-    the two operations', the gradient their values for finite gradients (a dropped positive element's 0 is +0
-    where theirs is 0 · grad) — the backward pass reading only the output, which the next product keeps
-    anyway: ReLU's own copy of its output is not kept."""
+    the two operations', the gradient their values for finite inputs and gradients (a dropped positive
+    element's 0 is +0 where theirs is 0 · grad) — the backward pass reading only the output, which the next
+    product keeps anyway: ReLU's own copy of its output is not kept. (So that output must not be changed in
+    place before the backward pass; autograd says so if it is.)"""
     _check_p(p)
     if not training or p == 0.0 or x.numel() == 0 or not native.applies(x):
         return dropout(torch.relu(x), p, training)
@@ -135,7 +136,8 @@ class _NativeResidualDropout(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        return grad, _NativeDropout.apply(grad, ctx.p, ctx.seed), None, None
+        dy = _NativeDropout.apply(grad, ctx.p, ctx.seed) if ctx.needs_input_grad[1] else None
+        return grad, dy, None, None
 
 
 class Dropout(nn.Module):

@@ -61,7 +61,7 @@ class FeedForward(nn.Module):
         h = self.linear1(x)  # (b, n, f)
         if self.fused_activation:
             h = self.dropout(h)
-        elif self.activation is F.relu and not runs_hooks((self.dropout,)):
+        elif self.activation is F.relu and type(self.dropout) is Dropout and not runs_hooks((self.dropout,)):
             h = relu_dropout(h, self.dropout.p, self.dropout.training)  # one pass each way when compiled
         else:
             h = self.dropout(self.activation(h))

@@ -94,9 +94,10 @@ class DecoderCache:
 Sublayer = Callable[[Tensor], tuple[Tensor, Tensor | None]]
 
 
-def _add_dropout(x: Tensor, y: Tensor, dropout: Dropout) -> Tensor:
-    """``x + dropout(y)``: in one pass (:func:`residual_dropout`) unless a hook on ``dropout`` must see its call."""
-    if runs_hooks((dropout,)):
+def _add_dropout(x: Tensor, y: Tensor, dropout: nn.Module) -> Tensor:
+    """``x + dropout(y)``: in one pass (:func:`residual_dropout`) when ``dropout`` is attnkit's own
+    :class:`Dropout` and no hook must see its call; a module put in its place is called."""
+    if type(dropout) is not Dropout or runs_hooks((dropout,)):
         return x + dropout(y)
     return residual_dropout(x, y, dropout.p, dropout.training)
 

@@ -26,7 +26,7 @@ For training (inside autograd functions, see ``models/loss.py`` and ``layers/dro
   counter-based generator, drawn again for the gradient instead of being stored;
 - :func:`relu_dropout_apply` / :func:`relu_dropout_backward` and :func:`residual_dropout_apply`: a feed-forward's
   ReLU and its dropout, and a residual connection's sum and its dropout, each in that one pass — the same outputs,
-  bit for bit, as the separate operations (and gradients of the same values);
+  bit for bit, as the separate operations (and, for finite values, gradients of the same values);
 - :func:`attention_train_forward` / :func:`attention_train_backward`: softmax attention with dropout on the
   weights over short sequences, reading the heads where the projection wrote them and writing the context
   and the gradients so that merging the heads copies nothing (the ``native`` attention backend).
@@ -263,8 +263,8 @@ def relu_dropout_apply(x: Tensor, p: float, seed: int) -> Tensor:
 
 def relu_dropout_backward(grad: Tensor, out: Tensor, p: float) -> Tensor:
     """The gradient of :func:`relu_dropout_apply` with respect to ``x`` from its output ``out``: ``grad / (1 − p)``
-    where ``out > 0`` (the element kept and positive), else 0 — for finite ``grad`` the values that dropout's
-    backward pass and then ReLU's give."""
+    where ``out > 0`` (the element kept and positive), else 0 — for finite inputs and ``grad`` the values that
+    dropout's backward pass and then ReLU's give."""
     return torch.ops.attnkit.relu_dropout_backward(grad, out, float(p))
 
 

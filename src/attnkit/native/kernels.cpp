@@ -1348,7 +1348,8 @@ at::Tensor relu_dropout_apply(const at::Tensor& x, double p, int64_t seed) {
 
 // The gradient of relu_dropout_apply with respect to x: grad / (1 - p) (rounded as dropout_apply rounds it) where
 // the output is > 0 — kept and positive — and 0 elsewhere: the values threshold_backward after dropout's backward
-// gives for finite gradients (where a positive x was dropped, that gives 0 · grad, -0 for a negative grad).
+// gives for finite inputs and gradients (where a positive x was dropped, that gives 0 · grad, -0 for a negative
+// grad; for a NaN input it passes the gradient where this gives 0).
 at::Tensor relu_dropout_backward(const at::Tensor& grad, const at::Tensor& out, double p) {
   check_float_cpu(grad, "grad");
   check_float_cpu(out, "out");
