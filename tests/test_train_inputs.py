@@ -213,13 +213,40 @@ def _run_with_relative_paths(recipe, tmp_path, monkeypatch):
 def test_resuming_from_another_folder_never_takes_another_file_of_the_same_name(recipe, tmp_path, monkeypatch,
                                                                                capsys):
     data, relative, out = _run_with_relative_paths(recipe, tmp_path, monkeypatch)
-    elsewhere = Path(shutil.copytree(data, tmp_path / "elsewhere"))  # another train.tsv (here: a copy)
+    elsewhere = Path(shutil.copytree(data, tmp_path / "elsewhere"))  # another train.tsv, one pair fewer
+    lines = (elsewhere / "train.tsv").read_text(encoding="utf-8").splitlines(True)
+    (elsewhere / "train.tsv").write_text("".join(lines[:-1]), encoding="utf-8")
     monkeypatch.chdir(elsewhere)
     capsys.readouterr()
+    before = _snapshot(out)
     assert main(_train(relative, out, "--resume")) == 2  # "train.tsv" now names elsewhere/train.tsv
     err = capsys.readouterr().err
     assert f"data.train: 'train.tsv' named '{data / 'train.tsv'}' when the run was saved, " \
-           f"'{elsewhere / 'train.tsv'}' now" in err
+           f"'{elsewhere / 'train.tsv'}' now (other bytes)" in err
+    assert _snapshot(out) == before
+
+
+def test_a_run_whose_project_folder_moved_resumes_with_its_relative_paths(recipe, tmp_path, monkeypatch, capsys):
+    """The data and the run moved together (relative names now resolve elsewhere): the files hold the bytes the
+    checkpoint recorded, so the run continues, to the weights an unmoved run reaches."""
+    data, relative, out = _run_with_relative_paths(recipe, tmp_path, monkeypatch)
+    unmoved = Path(shutil.copytree(out, tmp_path / "unmoved"))
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    shutil.move(str(data), moved / "data")
+    shutil.move(str(out), moved / "run")
+    monkeypatch.chdir(moved / "data")
+    capsys.readouterr()
+    assert main(_train(moved / "data" / relative.name, moved / "run", "--resume", "--max-steps", "2")) == 0, \
+        capsys.readouterr().err
+    assert "resuming from" in capsys.readouterr().out
+    shutil.copytree(moved / "data", data)  # the unmoved run, continued where it was
+    monkeypatch.chdir(data)
+    assert main(_train(relative, unmoved, "--resume", "--max-steps", "2")) == 0, capsys.readouterr().err
+    step2 = Path("checkpoints") / "step-000002"
+    assert _snapshot(moved / "run" / step2)["model.safetensors"] == _snapshot(unmoved / step2)["model.safetensors"]
+    assert json.loads((moved / "run" / step2 / "trainer.json").read_text(encoding="utf-8"))["train_digests"] \
+        == hashlib.sha256((moved / "data" / "train.tsv").read_bytes()).hexdigest()
 
 
 def test_resuming_from_another_folder_with_a_relative_data_path_is_allowed(recipe, tmp_path, monkeypatch, capsys):

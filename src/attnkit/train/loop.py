@@ -11,6 +11,7 @@ Output folder::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -112,6 +113,7 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callabl
     else:
         log(f"training tokenizers on {len(train_pairs):,} pairs")
         src_tok, tgt_tok = build_tokenizers(recipe.tokenizer, train_pairs)
+    digests = {"train_digests": _digests(recipe.data.train), "dev_digests": _digests(recipe.data.dev)}  # for --resume
     encoded = encode_pairs(train_pairs, src_tok, tgt_tok, max_len=recipe.data.max_len)
     if encoded.skipped:
         log(f"train: {encoded.summary()}")
@@ -178,7 +180,7 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callabl
         epochs_done = position.epoch + (position.batch >= len(loader.sampler.epoch_batches(position.epoch)))
         state = {"data_position": position.to_dict(), "elapsed": elapsed(), "best_bleu": best_bleu, "stale": stale,
                  "epochs_done": epochs_done,
-                 "train_files": _resolved(recipe.data.train), "dev_files": _resolved(recipe.data.dev)}
+                 "train_files": _resolved(recipe.data.train), "dev_files": _resolved(recipe.data.dev), **digests}
         extra = {"training": {"step": step, "epoch": position.epoch, **metrics}}
         path = save_checkpoint(out, step, model, optimizer, (src_tok, tgt_tok), state, extra)
         if dev_loader is None or better:
@@ -309,21 +311,36 @@ def _resolved(spec):
     return spec
 
 
-def _same_files(old, new, recorded) -> bool:
+def _digests(spec):
+    """The SHA-256 of each file ``data.train`` (a path or a list of paths) names, None where it names none."""
+    if isinstance(spec, (list, tuple)):
+        return [_digests(p) for p in spec]
+    if not isinstance(spec, str) or not Path(spec).is_file():
+        return None
+    digest = hashlib.sha256()
+    with open(spec, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _same_files(old, new, recorded, digests=None) -> bool:
     """Whether ``old`` (data.train of the saved recipe, as written then) and ``new`` (now) name the same
-    file(s): ``new`` resolved from the current folder is ``recorded`` (``old`` resolved when the checkpoint
-    was written; for older checkpoints, ``old`` resolved from the current folder). The data fingerprint
-    checks only the pairs' token lengths, not their text."""
+    data: ``new`` resolved from the current folder is ``recorded`` (``old`` resolved when the checkpoint
+    was written; for older checkpoints, ``old`` resolved from the current folder), or holds the bytes whose
+    SHA-256 the checkpoint recorded in ``digests`` (the files moved, with the project or on their own). The
+    data fingerprint checks only the pairs' token lengths, not their text."""
     if old == new and recorded is None:  # a relative name may now name another file: compare with the record
         return True
     if (isinstance(old, list) and isinstance(new, list) and len(old) == len(new)
             and (recorded is None or isinstance(recorded, list) and len(recorded) == len(new))):
-        return all(_same_files(o, n, None if recorded is None else r) for o, n, r in
-                   zip(old, new, recorded if recorded is not None else [None] * len(new)))
+        digests = digests if isinstance(digests, list) and len(digests) == len(new) else [None] * len(new)
+        return all(_same_files(o, n, None if recorded is None else r, d) for o, n, r, d in
+                   zip(old, new, recorded if recorded is not None else [None] * len(new), digests))
     if not (isinstance(old, str) and isinstance(new, str)):
         return False
     then = recorded if isinstance(recorded, str) else old  # checkpoints written before train_files: old as it is
-    return Path(then).resolve() == Path(new).resolve()
+    return Path(then).resolve() == Path(new).resolve() or (isinstance(digests, str) and _digests(new) == digests)
 
 
 def _check_same_run(out: Path, recipe: Recipe, ckpt: Path | None = None) -> None:
@@ -349,14 +366,16 @@ def _check_same_run(out: Path, recipe: Recipe, ckpt: Path | None = None) -> None
             pass  # reported by the checks that need the state
     recorded = recorded if isinstance(recorded, dict) else {}
     # the files compare as the files they name (the dev set too: its BLEU decides best/ and patience)
-    same = lambda k: (_same_files(old.get(k), new.get(k), recorded.get(f"{k[5:]}_files"))  # noqa: E731
+    same = lambda k: (_same_files(old.get(k), new.get(k), recorded.get(f"{k[5:]}_files"),  # noqa: E731
+                                  recorded.get(f"{k[5:]}_digests"))
                       if k in ("data.train", "data.dev") else old.get(k) == new.get(k))
     changed = sorted(k for k in set(old) | set(new) if fixed(k) and not same(k))
     if changed:
         def says(k: str) -> str:
             if old.get(k) == new.get(k):  # the same name, now for another file
+                other = " (other bytes)" if recorded.get(f"{k[5:]}_digests") is not None else ""
                 return (f"{k}: {old.get(k)!r} named {recorded.get(f'{k[5:]}_files')!r} when the run was saved, "
-                        f"{_resolved(new.get(k))!r} now")
+                        f"{_resolved(new.get(k))!r} now{other}")
             return f"{k}: {old.get(k)!r} in {path.name}, {new.get(k)!r} now"
 
         shown = "; ".join(says(k) for k in changed)
