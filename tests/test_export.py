@@ -568,10 +568,40 @@ def test_a_failure_while_moving_the_files_in_says_so_and_force_can_export_again(
 
     monkeypatch.setattr(marian.os, "replace", fails_third)
     assert main(args) == 2
-    assert "holds part of each export: export again with --force" in capsys.readouterr().err
+    assert "holds part of each export and no config.json, so it loads as no model: export again with --force" \
+        in capsys.readouterr().err
     assert "config.json" not in calls  # the file that marks a complete export is moved in last
+    assert not (out / "config.json").exists()  # the earlier one's went first: the mix loads as nothing
     monkeypatch.undo()
+    assert main([a for a in args if a != "--force"]) == 2
+    assert "holds an interrupted MarianMT export (no config.json)" in capsys.readouterr().err
     assert main(args) == 0 and _tree(out) == first  # the same export again: as before
+
+
+def test_an_interrupted_ctranslate2_move_leaves_no_model_bin_and_force_exports_again(trained, tmp_path, monkeypatch,
+                                                                                      capsys):
+    import os
+
+    pytest.importorskip("ctranslate2", reason="ctranslate2 is not installed (pip install ctranslate2)")
+    import attnkit.interop.marian as marian
+
+    c = tmp_path / "c"
+    args = ["export", "--model", str(trained["root"] / "model"), "--format", "ctranslate2", "--out", str(c), "--force"]
+    assert main(args) == 0
+    first = _tree(c)
+    real = os.replace
+
+    def fails_on_a_vocabulary(src, dst):
+        if "vocabulary" in Path(dst).name:
+            raise OSError(28, "No space left on device", str(dst))
+        return real(src, dst)
+
+    monkeypatch.setattr(marian.os, "replace", fails_on_a_vocabulary)
+    assert main(args) == 2
+    assert "no model.bin, so it loads as no model" in capsys.readouterr().err
+    assert not (c / "model.bin").exists()
+    monkeypatch.undo()
+    assert main(args) == 0 and _tree(c) == first
 
 
 def test_a_staging_folder_of_an_export_still_running_is_left_to_it(trained, tmp_path):

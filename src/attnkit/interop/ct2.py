@@ -162,13 +162,15 @@ def check_ctranslate2_out(out_dir: str | os.PathLike, force: bool) -> tuple[Path
     entries = staged_entries(out)
     if not entries:
         return out, []
-    earlier = (out / "model.bin").is_file() and all(p.is_file() and _CT2_FILE.fullmatch(p.name) for p in entries)
-    if not earlier:
+    ours = all(p.is_file() and _CT2_FILE.fullmatch(p.name) for p in entries)
+    # a conversion interrupted while its files were moved in: its model.bin went first (see move_up)
+    interrupted = ours and not (out / "model.bin").exists() and any("vocabulary" in p.name for p in entries)
+    if not (ours and (out / "model.bin").is_file() or interrupted):
         raise ExportError(f"{out} is not empty ({len(entries)} entries, e.g. {entries[0].name}) and is not an earlier "
                           "CTranslate2 model; choose a new or empty folder for --out")
     if not force:
-        raise ExportError(f"{out} holds an earlier CTranslate2 model; choose another folder, or pass force=True "
-                          "(--force) to replace it")
+        what = "an interrupted CTranslate2 model (no model.bin)" if interrupted else "an earlier CTranslate2 model"
+        raise ExportError(f"{out} holds {what}; choose another folder, or pass force=True (--force) to replace it")
     return out, entries
 
 
@@ -199,7 +201,7 @@ def _convert(converter, out: Path, earlier: list[Path], quantization: str | None
     except BaseException:
         abandon_staging(tmp, out, created)
         raise
-    move_up(tmp, out, earlier)
+    move_up(tmp, out, earlier, marker="model.bin")
 
 
 # ---------------------------------------------------------------------------------- without MarianMT

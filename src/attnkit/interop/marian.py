@@ -351,13 +351,15 @@ def check_marian_out(out: Path, force: bool) -> list[Path]:
         earlier = json.loads((out / "config.json").read_text("utf-8")).get("model_type") == "marian"
     except (OSError, ValueError, AttributeError):
         earlier = False
-    earlier = earlier and all(p.name in MARIAN_FILES and p.is_file() for p in entries)
-    if not earlier:
+    ours = all(p.name in MARIAN_FILES and p.is_file() for p in entries)
+    # an export interrupted while its files were moved in: its config.json went first (see move_up)
+    interrupted = ours and not (out / "config.json").exists() and (out / "model.safetensors").is_file()
+    if not (earlier and ours or interrupted):
         raise ExportError(f"{out} is not empty ({len(entries)} entries, e.g. {entries[0].name}) and is not an earlier "
                           "MarianMT export; choose a new or empty folder for --out")
     if not force:
-        raise ExportError(f"{out} holds an earlier MarianMT export; choose another folder, or pass force=True "
-                          "(--force) to replace it")
+        what = "an interrupted MarianMT export (no config.json)" if interrupted else "an earlier MarianMT export"
+        raise ExportError(f"{out} holds {what}; choose another folder, or pass force=True (--force) to replace it")
     return entries
 
 
@@ -397,12 +399,17 @@ def start_staging(out: Path) -> tuple[Path, bool]:
     return out / f"{STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}", created
 
 
-def move_up(staged: Path, out: Path, earlier: list[Path]) -> None:
+def move_up(staged: Path, out: Path, earlier: list[Path], marker: str = "config.json") -> None:
     """Move every file of the complete export in ``staged`` into ``out`` (each an atomic replace), then delete
     the files of the ``earlier`` export that the new one does not have, then ``staged``. ``out`` itself —
-    a symlink, its permissions, a shell inside it — is left as it is."""
-    files = sorted(staged.iterdir(), key=lambda p: p.name == "config.json")  # config.json, which marks an export, last
+    a symlink, its permissions, a shell inside it — is left as it is. ``marker``, the file without which
+    the folder loads as no model (MarianMT's config.json, CTranslate2's model.bin), goes first from the
+    earlier export and last from the new one: a move cut short leaves a folder that loads as nothing,
+    never one that loads the two exports' files together."""
+    files = sorted(staged.iterdir(), key=lambda p: p.name == marker)
     try:
+        if any(p.name == marker for p in earlier) and ((out / marker).is_file() or (out / marker).is_symlink()):
+            (out / marker).unlink()
         for p in files:
             os.replace(p, out / p.name)
         names = {p.name for p in files}
@@ -412,8 +419,10 @@ def move_up(staged: Path, out: Path, earlier: list[Path]) -> None:
         staged.rmdir()
     except OSError as err:
         shutil.rmtree(staged, ignore_errors=True)
+        state = ("it holds part of each export and no " + marker + ", so it loads as no model"
+                 if not (out / marker).exists() else "it holds the new export and files of the earlier one")
         raise ExportError(f"{out}: moving the new export's files in failed ({err.strerror or err}: {err.filename}); "
-                          "the folder now holds part of each export: export again with --force") from None
+                          f"{state}: export again with --force") from None
 
 
 def abandon_staging(staged: Path, out: Path, created: bool) -> None:
