@@ -268,7 +268,7 @@ def test_models_marian_cannot_express_export_to_ctranslate2_directly(name, tmp_p
     import sys
 
     ctranslate2 = pytest.importorskip("ctranslate2", reason="ctranslate2 is not installed (pip install ctranslate2)")
-    import attnkit.interop.ct2 as ct2
+    import attnkit.interop.marian as marian_module
     from attnkit.interop.ct2 import export_model_ctranslate2
     from attnkit.interop.marian import tokenizer_pieces
 
@@ -277,7 +277,7 @@ def test_models_marian_cannot_express_export_to_ctranslate2_directly(name, tmp_p
         import ctranslate2.converters.transformers  # noqa: F401  (imported as it is, before transformers is hidden)
 
         monkeypatch.setitem(sys.modules, "transformers", None)  # import transformers raises ImportError
-        monkeypatch.setattr(ct2, "export_ctranslate2", None)  # the MarianMT route is not taken
+        monkeypatch.setattr(marian_module, "_export_marian_model", None)  # the MarianMT route is not taken
     else:
         with pytest.raises(ExportError):
             export_marian(tmp_path / "model", tmp_path / "marian")

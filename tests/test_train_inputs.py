@@ -118,6 +118,20 @@ def test_an_out_that_already_holds_something_is_refused_as_a_train_error_and_a_f
     assert _snapshot(out) == before
 
 
+def test_resume_without_a_checkpoint_is_a_train_error_and_a_file_not_found_error(recipe, tmp_path, capsys):
+    from attnkit.train import recipe_from_dict, train
+    from attnkit.train.loop import NoCheckpointError, TrainError
+
+    loaded = recipe_from_dict(yaml.safe_load(recipe.read_text(encoding="utf-8")))
+    for kind in (TrainError, FileNotFoundError):
+        with pytest.raises(kind) as caught:
+            train(loaded, tmp_path / "never", resume=True, progress=False, log=lambda _: None)
+        assert type(caught.value) is NoCheckpointError
+    assert main(_train(recipe, tmp_path / "never", "--resume")) == 2
+    assert f"--resume: no checkpoint in {tmp_path / 'never' / 'checkpoints'} to resume from" in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
+
+
 def test_an_out_that_is_a_file_or_inside_one_is_refused(recipe, tmp_path, capsys):
     afile = tmp_path / "afile"
     afile.write_text("keep me\n", encoding="utf-8")

@@ -37,7 +37,7 @@ from .corpus import read_split
 from .progress import Progress
 from .schedule import learning_rate
 
-__all__ = ["train", "TrainResult", "TrainError", "OutputExistsError", "optimizer_update"]
+__all__ = ["train", "TrainResult", "TrainError", "OutputExistsError", "NoCheckpointError", "optimizer_update"]
 
 # What a resumed run must share with the run it continues: the model, the tokenizers, the data stream (the
 # data read and how it is batched) and the dev set, whose BLEU decides best/ and patience. The rest (limits,
@@ -50,6 +50,11 @@ _FIXED_TRAIN_KEYS = ("train.max_tokens", "train.seed")  # the batches and their 
 
 class TrainError(ValueError):
     """A run that cannot start or continue as asked; the message says why and what to do instead."""
+
+
+class NoCheckpointError(TrainError, FileNotFoundError):
+    """``resume`` asked for, and ``out`` holds no checkpoint. Earlier versions raised :class:`FileNotFoundError`
+    here, so both ``except TrainError`` and ``except FileNotFoundError`` catch it."""
 
 
 class OutputExistsError(TrainError, FileExistsError):
@@ -98,7 +103,7 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callabl
     if resume:
         ckpt = latest_checkpoint(out)
         if ckpt is None:
-            raise TrainError(f"--resume: no checkpoint in {out / 'checkpoints'} to resume from")
+            raise NoCheckpointError(f"--resume: no checkpoint in {out / 'checkpoints'} to resume from")
         _check_same_run(out, recipe, ckpt)
         done = _already_done(out, ckpt, t)
         if done is not None:
