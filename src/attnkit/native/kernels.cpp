@@ -1328,22 +1328,30 @@ at::Tensor dropout_mask(const at::Tensor& like, double p, int64_t seed) {
   return mask;
 }
 
-at::Tensor dropout_apply(const at::Tensor& x, double p, int64_t seed) {
+// dropout_into of kind `kind` over x (and r for kResidual, of x's shape) into a new tensor; `what` names the op in errors.
+template <DropoutKind kind>
+at::Tensor dropout_of(const char* what, const at::Tensor& x, double p, int64_t seed, const at::Tensor* r = nullptr) {
   check_float_cpu(x, "x");
-  TORCH_CHECK(p >= 0 && p < 1, "dropout_apply: p must be in [0, 1), got ", p);
+  TORCH_CHECK(p >= 0 && p < 1, what, ": p must be in [0, 1), got ", p);
+  at::Tensor rc;
+  if (r) {
+    check_float_cpu(*r, "r");
+    TORCH_CHECK(r->sizes() == x.sizes(), what, ": r ", r->sizes(), " and x ", x.sizes(), " must have one shape");
+    rc = r->contiguous();
+  }
   auto xc = x.contiguous();
   auto out = at::empty_like(xc);
-  dropout_into<DropoutKind::kPlain>(out.data_ptr<float>(), xc.data_ptr<float>(), nullptr, xc.numel(), p, seed);
+  dropout_into<kind>(out.data_ptr<float>(), xc.data_ptr<float>(), r ? rc.data_ptr<float>() : nullptr, xc.numel(), p,
+                     seed);
   return out;
 }
 
+at::Tensor dropout_apply(const at::Tensor& x, double p, int64_t seed) {
+  return dropout_of<DropoutKind::kPlain>("dropout_apply", x, p, seed);
+}
+
 at::Tensor relu_dropout_apply(const at::Tensor& x, double p, int64_t seed) {
-  check_float_cpu(x, "x");
-  TORCH_CHECK(p >= 0 && p < 1, "relu_dropout_apply: p must be in [0, 1), got ", p);
-  auto xc = x.contiguous();
-  auto out = at::empty_like(xc);
-  dropout_into<DropoutKind::kRelu>(out.data_ptr<float>(), xc.data_ptr<float>(), nullptr, xc.numel(), p, seed);
-  return out;
+  return dropout_of<DropoutKind::kRelu>("relu_dropout_apply", x, p, seed);
 }
 
 // The gradient of relu_dropout_apply with respect to x: grad / (1 - p) (rounded as dropout_apply rounds it) where
@@ -1372,15 +1380,7 @@ at::Tensor relu_dropout_backward(const at::Tensor& grad, const at::Tensor& out, 
 }
 
 at::Tensor residual_dropout_apply(const at::Tensor& r, const at::Tensor& x, double p, int64_t seed) {
-  check_float_cpu(r, "r");
-  check_float_cpu(x, "x");
-  TORCH_CHECK(p >= 0 && p < 1, "residual_dropout_apply: p must be in [0, 1), got ", p);
-  TORCH_CHECK(r.sizes() == x.sizes(), "residual_dropout_apply: r ", r.sizes(), " and x ", x.sizes(), " must have one shape");
-  auto rc = r.contiguous(), xc = x.contiguous();
-  auto out = at::empty_like(xc);
-  dropout_into<DropoutKind::kResidual>(out.data_ptr<float>(), xc.data_ptr<float>(), rc.data_ptr<float>(), xc.numel(),
-                                       p, seed);
-  return out;
+  return dropout_of<DropoutKind::kResidual>("residual_dropout_apply", x, p, seed, &r);
 }
 
 }  // namespace
