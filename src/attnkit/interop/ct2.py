@@ -42,9 +42,9 @@ from .marian import (
     ExportError,
     MarianExport,
     abandon_staging,
+    check_earlier_export,
     check_tokenizer_sizes,
     move_up,
-    staged_entries,
     start_staging,
 )
 
@@ -155,23 +155,9 @@ def check_ctranslate2_out(out_dir: str | os.PathLike, force: bool) -> tuple[Path
     """``out_dir`` if a conversion may be written there — a new or empty folder, or with ``force`` an earlier
     CTranslate2 model (whose files are replaced once the new ones are complete) — and the earlier files."""
     out = Path(out_dir)
-    if not out.exists():
-        return out, []
-    if not out.is_dir():
-        raise ExportError(f"{out} is a file, not a folder")
-    entries = staged_entries(out)
-    if not entries:
-        return out, []
-    ours = all(p.is_file() and _CT2_FILE.fullmatch(p.name) for p in entries)
-    # a conversion interrupted while its files were moved in: its model.bin went first (see move_up)
-    interrupted = ours and not (out / "model.bin").exists() and any("vocabulary" in p.name for p in entries)
-    if not (ours and (out / "model.bin").is_file() or interrupted):
-        raise ExportError(f"{out} is not empty ({len(entries)} entries, e.g. {entries[0].name}) and is not an earlier "
-                          "CTranslate2 model; choose a new or empty folder for --out")
-    if not force:
-        what = "an interrupted CTranslate2 model (no model.bin)" if interrupted else "an earlier CTranslate2 model"
-        raise ExportError(f"{out} holds {what}; choose another folder, or pass force=True (--force) to replace it")
-    return out, entries
+    return out, check_earlier_export(out, force, "CTranslate2 model", lambda name: bool(_CT2_FILE.fullmatch(name)),
+                                     lambda folder: (folder / "model.bin").is_file(), "model.bin",
+                                     lambda name: "vocabulary" in name)
 
 
 def export_ctranslate2(marian_dir: str | os.PathLike, out_dir: str | os.PathLike, quantization: str | None = None,

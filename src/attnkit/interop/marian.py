@@ -60,7 +60,7 @@ import secrets
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from safetensors.torch import save_file
@@ -336,10 +336,13 @@ MARIAN_FILES = frozenset({"config.json", "generation_config.json", "model.safete
                           "vocab.json", "target_vocab.json", "tokenizer_config.json"})
 
 
-def check_marian_out(out: Path, force: bool) -> list[Path]:
-    """The files of an earlier export to replace in ``out`` (none for a new or empty folder). A folder
-    holding anything else is refused: the export never overwrites what it did not write, and replaces
-    an earlier export only with ``force``."""
+def check_earlier_export(out: Path, force: bool, kind: str, ours: Callable[[str], bool],
+                         complete: Callable[[Path], bool], marker: str, evidence: Callable[[str], bool]) -> list[Path]:
+    """The files of an earlier export to replace in ``out`` (none for a new or empty folder): a folder of
+    files the export writes (``ours(name)``) that is a ``complete(out)`` export of ``kind`` (``"MarianMT
+    export"``), or an interrupted one — its ``marker`` gone first (see :func:`move_up`), a file of it left
+    (``evidence(name)``). A folder holding anything else is refused: the export never overwrites what it
+    did not write, and replaces an earlier export only with ``force``."""
     if not out.exists():
         return []
     if not out.is_dir():
@@ -347,20 +350,28 @@ def check_marian_out(out: Path, force: bool) -> list[Path]:
     entries = staged_entries(out)
     if not entries:
         return []
-    try:
-        earlier = json.loads((out / "config.json").read_text("utf-8")).get("model_type") == "marian"
-    except (OSError, ValueError, AttributeError):
-        earlier = False
-    ours = all(p.name in MARIAN_FILES and p.is_file() for p in entries)
-    # an export interrupted while its files were moved in: its config.json went first (see move_up)
-    interrupted = ours and not (out / "config.json").exists() and (out / "model.safetensors").is_file()
-    if not (earlier and ours or interrupted):
+    mine = all(p.is_file() and ours(p.name) for p in entries)
+    interrupted = mine and not (out / marker).exists() and any(evidence(p.name) for p in entries)
+    if not (mine and complete(out) or interrupted):
         raise ExportError(f"{out} is not empty ({len(entries)} entries, e.g. {entries[0].name}) and is not an earlier "
-                          "MarianMT export; choose a new or empty folder for --out")
+                          f"{kind}; choose a new or empty folder for --out")
     if not force:
-        what = "an interrupted MarianMT export (no config.json)" if interrupted else "an earlier MarianMT export"
+        what = f"an interrupted {kind} (no {marker})" if interrupted else f"an earlier {kind}"
         raise ExportError(f"{out} holds {what}; choose another folder, or pass force=True (--force) to replace it")
     return entries
+
+
+def _marian_config(out: Path) -> bool:
+    try:
+        return json.loads((out / "config.json").read_text("utf-8")).get("model_type") == "marian"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def check_marian_out(out: Path, force: bool) -> list[Path]:
+    """:func:`check_earlier_export` for a MarianMT export."""
+    return check_earlier_export(out, force, "MarianMT export", MARIAN_FILES.__contains__, _marian_config,
+                                "config.json", "model.safetensors".__eq__)
 
 
 # Exports are written into a hidden folder of this name inside --out, and their files moved up only when all
