@@ -209,6 +209,7 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callabl
         window_start, window_tokens = now, 0
 
     model.train()
+    d_model = getattr(recipe.model, "d_model", 512)  # the Noam schedule's scale (RNN models have none)
     loss_sum = tokens = 0.0
     reason = None
     window_start, window_tokens = time.monotonic(), 0
@@ -230,7 +231,7 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callabl
                 continue
             pending = 0
             step += 1
-            lr = optimizer_update(model, optimizer, step, t, d_model=getattr(recipe.model, "d_model", 512))
+            lr = optimizer_update(model, optimizer, step, t, d_model=d_model)
             if step % t.log_every == 0:
                 report_train(lr)
             if t.max_steps is not None and step >= t.max_steps:
@@ -252,7 +253,7 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callabl
                     if param.grad is not None:
                         param.grad.mul_(t.accumulate / pending)
                 step += 1
-                report_train(optimizer_update(model, optimizer, step, t, d_model=getattr(recipe.model, "d_model", 512)))
+                report_train(optimizer_update(model, optimizer, step, t, d_model=d_model))
                 log(f"the last {pending} batch(es) of the run, fewer than train.accumulate={t.accumulate}, made "
                     f"update {step}")
             if step and (latest_checkpoint(out) is None or not latest_checkpoint(out).name.endswith(f"{step:06d}")):
