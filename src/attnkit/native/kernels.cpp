@@ -41,6 +41,7 @@
 #include <string>
 #include <limits>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -422,12 +423,15 @@ at::Tensor pack_panels(const at::Tensor& w) {
   return out;
 }
 
+// While a block of rows runs through one panel, it prefetches `lines` cache lines from `ahead` into L2 (its share of
+// the panel the rows take next): a decoding step's weights stream from L3, and a panel's first read would
+// otherwise wait for memory while the cores sit idle.
 template <int MR>
 void panel_block(const float* a, int64_t lda, const float* panel, int64_t k, const float* bias, bool relu, float* c,
-                 int64_t ldc, int64_t cols) {
+                 int64_t ldc, int64_t cols, const char* ahead, int64_t lines) {
   vf c0[MR], c1[MR];
   for (int r = 0; r < MR; ++r) c0[r] = c1[r] = vf{};
-  for (int64_t j = 0; j < k; ++j) {
+  auto step = [&](int64_t j) {
     const vf b0 = load(panel + j * kPanel), b1 = load(panel + j * kPanel + kLanes);
 #pragma GCC unroll 16
     for (int r = 0; r < MR; ++r) {
@@ -435,7 +439,20 @@ void panel_block(const float* a, int64_t lda, const float* panel, int64_t k, con
       c0[r] += x * b0;
       c1[r] += x * b1;
     }
-  }
+  };
+  int64_t j = 0;
+  if (lines > k)  // (at most 2 k: a panel has 2 lines per k) two lines with each k
+    for (; j < k && 2 * j < lines; ++j) {
+      __builtin_prefetch(ahead + 2 * j * 64, 0, 2);
+      __builtin_prefetch(ahead + (2 * j + 1) * 64, 0, 2);
+      step(j);
+    }
+  else
+    for (; j < lines; ++j) {
+      __builtin_prefetch(ahead + j * 64, 0, 2);
+      step(j);
+    }
+  for (; j < k; ++j) step(j);
   float bb[kPanel] = {};
   if (bias) std::memcpy(bb, bias, cols * sizeof(float));
   const vf bb0 = load(bb), bb1 = load(bb + kLanes);
@@ -459,12 +476,12 @@ void panel_block(const float* a, int64_t lda, const float* panel, int64_t k, con
 
 template <int MR>
 void panel_rows(const float* a, int64_t lda, const float* panel, int64_t k, const float* bias, bool relu, float* c,
-                int64_t ldc, int64_t cols, int64_t rows) {
+                int64_t ldc, int64_t cols, int64_t rows, const char* ahead, int64_t lines) {
   if constexpr (MR > 0) {
     if (rows == MR)
-      panel_block<MR>(a, lda, panel, k, bias, relu, c, ldc, cols);
+      panel_block<MR>(a, lda, panel, k, bias, relu, c, ldc, cols, ahead, lines);
     else
-      panel_rows<MR - 1>(a, lda, panel, k, bias, relu, c, ldc, cols, rows);
+      panel_rows<MR - 1>(a, lda, panel, k, bias, relu, c, ldc, cols, rows, ahead, lines);
   }
 }
 
@@ -474,14 +491,26 @@ constexpr int kRows = 8;  // rows per block: 16 accumulators (12 was slower for 
 // calling thread: row r's column c goes to y + r ldy + c - c0 (y may hold only the columns from c0 on).
 void panel_part(const float* x, int64_t k, const float* panels, int64_t n, const float* bias, bool relu, float* y,
                 int64_t ldy, int64_t c0, int64_t r0, int64_t r1, int64_t p0, int64_t p1) {
+  const int64_t lines = k * kPanel * static_cast<int64_t>(sizeof(float)) / 64;  // a panel's cache lines
+  const int64_t blocks = (r1 - r0 + kRows - 1) / kRows;
   for (int64_t p = p0; p < p1; ++p) {
     const float* panel = panels + p * k * kPanel;
     const int64_t cols = std::min<int64_t>(kPanel, n - p * kPanel);
     const float* bp = bias ? bias + p * kPanel : nullptr;
     float* yp = y + p * kPanel - c0;
-    int64_t r = r0;
-    for (; r + kRows <= r1; r += kRows) panel_block<kRows>(x + r * k, k, panel, k, bp, relu, yp + r * ldy, ldy, cols);
-    if (r < r1) panel_rows<kRows - 1>(x + r * k, k, panel, k, bp, relu, yp + r * ldy, ldy, cols, r1 - r);
+    // block i prefetches its share [i lines / blocks, (i + 1) lines / blocks) of the next panel, if there is one
+    const char* next = reinterpret_cast<const char*>(panel + k * kPanel);
+    const int64_t ahead = p + 1 < p1 ? lines : 0;
+    auto share = [&](int64_t i) { return std::make_pair(next + i * ahead / blocks * 64, (i + 1) * ahead / blocks - i * ahead / blocks); };
+    int64_t r = r0, i = 0;
+    for (; r + kRows <= r1; r += kRows, ++i) {
+      const auto [from, count] = share(i);
+      panel_block<kRows>(x + r * k, k, panel, k, bp, relu, yp + r * ldy, ldy, cols, from, count);
+    }
+    if (r < r1) {
+      const auto [from, count] = share(i);
+      panel_rows<kRows - 1>(x + r * k, k, panel, k, bp, relu, yp + r * ldy, ldy, cols, r1 - r, from, count);
+    }
   }
 }
 
