@@ -463,6 +463,82 @@ def test_blocks_that_differ_in_what_the_stack_call_shares_each_take_their_own_st
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
 
 
+def _eos_prone(norm_first: bool, positions: str):
+    """A small Transformer (output not tied) whose EOS row is the row × 1.05 of the token it chooses most after
+    its first two, so that its sentences end at different steps; its packed copy, and 12 sources of 8 tokens,
+    the second padded after 5."""
+    from attnkit.decode import greedy_decode
+    from attnkit.models import TransformerConfig, build_model
+
+    torch.manual_seed(11)
+    model = build_model(TransformerConfig(d_model=64, heads=4, encoder_layers=2, decoder_layers=2, ffn_dim=96,
+                                          norm_first=norm_first, positions=positions, tie_output=False), 50, 60).eval()
+    src = torch.randint(4, 50, (12, 8))
+    src[1, 5:] = 0
+    with torch.no_grad():
+        nn.init.normal_(model.output.weight, std=0.5)
+        counts = torch.bincount(torch.tensor([t for h in greedy_decode(pack_for_inference(model), src, max_len=20)
+                                              for t in h.tokens[2:]]), minlength=60)
+        counts[:4] = 0
+        model.output.weight[model.config.eos_id] = model.output.weight[int(counts.argmax())] * 1.05
+    return pack_for_inference(model), src
+
+
+@pytest.mark.parametrize("positions", ["sinusoidal", "learned"])
+@pytest.mark.parametrize("norm_first", [True, False])
+def test_greedy_decoding_runs_its_steps_in_one_call_and_gives_what_stepping_gives(norm_first, positions, monkeypatch):
+    """Greedy decoding's steps run in compiled calls of several steps each, each up to the next sentence to end
+    (by EOS, and min_len blocking it, or by its length limit); the tokens and scores are exactly those of the
+    same decoding one step at a time."""
+    from attnkit.decode import greedy_decode
+    from attnkit.models.transformer import TransformerSeq2Seq
+
+    fast, src = _eos_prone(norm_first, positions)
+    taken = []
+    original = native.greedy_steps
+    monkeypatch.setattr(native, "greedy_steps", lambda *a: taken.append(a[-1]) or original(*a))
+    for options in (dict(max_len=20), dict(max_len=20, min_len=3), dict(max_len_ratio=1.5, max_len_offset=1)):
+        taken.clear()
+        got = greedy_decode(fast, src, **options)
+        with monkeypatch.context() as m:
+            m.setattr(TransformerSeq2Seq, "decode_greedy_steps", lambda *a, **k: None)
+            want = greedy_decode(fast, src, **options)
+        assert [h.tokens for h in got] == [h.tokens for h in want]
+        assert [h.score for h in got] == [h.score for h in want]
+        lengths = [len(h.tokens) for h in got]
+        assert len(set(lengths)) > 1 and taken and max(taken) > 1  # sentences end apart; calls of several steps
+        assert all(n >= 3 for n in lengths) or options.get("min_len") != 3
+
+
+def test_greedy_steps_one_at_a_time_where_the_one_call_does_not_apply(monkeypatch):
+    """A hook on the target embedding, or attention maps asked for: every step goes through the modules (the
+    hook runs at each one) and the tokens are those of the one-call path."""
+    from attnkit.decode import greedy_decode
+
+    fast, src = _eos_prone(True, "sinusoidal")
+    want = greedy_decode(fast, src, max_len=20)
+    calls = []
+    monkeypatch.setattr(native, "greedy_steps", lambda *a: calls.append(1) or None)
+    handle = fast.tgt_embed.register_forward_hook(lambda *args: calls.append(0))
+    hooked = greedy_decode(fast, src, max_len=20)
+    handle.remove()
+    assert 1 not in calls and len(calls) >= max(len(h.tokens) for h in want)
+    assert [h.tokens for h in hooked] == [h.tokens for h in want]
+    calls.clear()
+    with_maps = greedy_decode(fast, src, max_len=20, need_attention=True)
+    assert not calls and [h.tokens for h in with_maps] == [h.tokens for h in want]
+
+
+def test_greedy_steps_names_what_is_wrong():
+    embedding = torch.randn(10, 8)
+    with pytest.raises(RuntimeError, match="greedy_steps: prev must be an int64"):
+        native.greedy_steps(torch.zeros(2), embedding, 1.0, torch.zeros(1, 8), [], [], [], [], [], 0, [], [], None, 1.0,
+                            1e-5, False, None, None, 0.0, torch.zeros(1, 8, 32), None, 10, 2, 0, 1)
+    with pytest.raises(RuntimeError, match=r"greedy_steps: positions must be \(steps, d_model\) = \(3, 8\)"):
+        native.greedy_steps(torch.zeros(2, dtype=torch.long), embedding, 1.0, torch.zeros(1, 8), [], [], [], [], [], 0,
+                            [], [], None, 1.0, 1e-5, False, None, None, 0.0, torch.zeros(1, 8, 32), None, 10, 2, 0, 3)
+
+
 @pytest.mark.parametrize("norm_first", [True, False])
 def test_step_top_fuses_the_output_layer_and_gives_what_decode_step_and_top_log_probs_give(norm_first, monkeypatch):
     from attnkit.decode import beam_search, greedy_decode

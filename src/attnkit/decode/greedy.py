@@ -52,8 +52,10 @@ def greedy_decode(
     ``min_len`` tokens (its log-prob is set to -inf after the softmax, as transformers' ``min_new_tokens``
     and CTranslate2's ``min_decoding_length`` do).
 
-    The whole batch moves one step per decoder call; a sentence that has finished leaves the decoder
-    state (``state.reorder``), so the last steps cost only what the sentences still running need."""
+    The whole batch moves one step per decoder call (or, where the model has them, several steps per call
+    of :meth:`~attnkit.models.Seq2SeqModel.decode_greedy_steps`, up to the next sentence to finish); a sentence
+    that has finished leaves the decoder state (``state.reorder``), so the last steps cost only what the
+    sentences still running need."""
     cfg = model.config
     check_min_len(min_len)
     need_attention = need_attention and model.has_cross_attention  # nothing to record without attention
@@ -76,25 +78,40 @@ def greedy_decode(
     limits = limit.tolist()
     next_limit = min(limits)  # the first step + 1 at which a running sentence reaches its limit
     prev = torch.full((b,), cfg.bos_id, dtype=torch.long, device=src.device)
-    for step in range(T):
-        # The most likely token and its log-prob (rows,); EOS gets -inf after normalising before min_len,
-        # as transformers does.
-        best_logp, best, state, attention = step_top(model, state, prev, 1, cfg.eos_id if step < min_len else None,
-                                                     need_attention=need_attention)
-        best = best[:, 0]
+    step = 0
+    while step < T:
+        # Up to the first step at which a running sentence reaches its limit, the steps run in one compiled
+        # call where the model has one (stopping at the first EOS); otherwise one step: the most likely token
+        # and its log-prob (rows,); EOS gets -inf after normalising before min_len, as transformers does.
+        run = None
+        if not need_attention and isinstance(model, Seq2SeqModel):  # (objects that only act as models step)
+            run = model.decode_greedy_steps(state, prev, next_limit - step, cfg.eos_id, max(0, min_len - step))
         at = slice(None) if everyone else rows  # a slice writes in place where an index would scatter
-        chosen[at, step] = best
-        chosen_logp[at, step] = best_logp[:, 0] if everyone else best_logp[:, 0].double()  # an index needs one dtype
-        if need_attention:
-            att = torch.stack([a[:, :, 0] for a in attention], 1)  # (rows, layers, heads, s)
-            if maps is None:
-                maps = att.new_zeros(b, att.shape[1], att.shape[2], T, att.shape[3])
-            maps[at, :, :, step] = att
+        if run is not None:
+            tokens, logps, state = run  # (rows, k)
+            k = tokens.shape[1]
+            chosen[at, step:step + k] = tokens
+            chosen_logp[at, step:step + k] = logps if everyone else logps.double()  # an index needs one dtype
+            step += k - 1  # the run's last step is this iteration's step
+            best = tokens[:, -1]
+        else:
+            best_logp, best, state, attention = step_top(model, state, prev, 1,
+                                                         cfg.eos_id if step < min_len else None,
+                                                         need_attention=need_attention)
+            best = best[:, 0]
+            chosen[at, step] = best
+            chosen_logp[at, step] = best_logp[:, 0] if everyone else best_logp[:, 0].double()
+            if need_attention:
+                att = torch.stack([a[:, :, 0] for a in attention], 1)  # (rows, layers, heads, s)
+                if maps is None:
+                    maps = att.new_zeros(b, att.shape[1], att.shape[2], T, att.shape[3])
+                maps[at, :, :, step] = att
         done = best == cfg.eos_id
         if step + 1 >= next_limit:
             done |= limit[at] <= step + 1
         if not bool(done.any()):
             prev = best
+            step += 1
             continue
         flags = done.tolist()
         running = []
@@ -109,6 +126,7 @@ def greedy_decode(
         state, rows, prev = state.reorder(keep), rows[keep], best[keep]
         next_limit = min(limits[n] for n in running)
         everyone = False
+        step += 1
     out = []
     tokens, logps = chosen.tolist(), chosen_logp.tolist()
     for n in range(b):

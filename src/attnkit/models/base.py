@@ -107,6 +107,15 @@ class Seq2SeqModel(nn.Module):
         ``decode_step``). ``n`` and ``blocked`` are checked by the caller (:func:`check_top`)."""
         return None
 
+    def decode_greedy_steps(self, state: DecoderState, prev_tokens: Tensor, steps: int, eos: int,
+                            blocked_steps: int = 0):
+        """Up to ``steps`` greedy decoding steps from ``prev_tokens (b,)`` in one call, each step's best token the
+        next step's input, stopping after the first step in which a row chose ``eos``: ``(tokens (b, k),
+        log-probs (b, k), state)`` for the ``k`` steps taken, what ``k`` calls of :meth:`decode_step_top` with
+        ``n = 1`` give (``eos`` blocked in the first ``blocked_steps`` of them); or ``None``, with ``state``
+        untouched, where the model has no such way (greedy decoding then steps one position at a time)."""
+        return None
+
     def num_parameters(self, trainable_only: bool = False) -> int:
         """Number of distinct parameters (tied weights counted once)."""
         seen, total = set(), 0

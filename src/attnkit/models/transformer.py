@@ -155,6 +155,52 @@ class TransformerSeq2Seq(Seq2SeqModel):
                                                         output._parameters.get("bias"), self.tgt_vocab_size, n, blocked)
         return values, tokens, state
 
+    def decode_greedy_steps(self, state: TransformerState, prev_tokens: Tensor, steps: int, eos: int,
+                            blocked_steps: int = 0):
+        """:meth:`Seq2SeqModel.decode_greedy_steps`: where :meth:`decode_step_top` takes its one-call path and
+        the decoder stack its compiled step (:meth:`_fused_stack`), with an ``nn.Embedding`` for the target, a
+        sinusoidal or learned position encoding and a final ``nn.LayerNorm`` or none (no hooks, none training),
+        the steps run in one compiled call (:func:`attnkit.native.greedy_steps`) computing the same bits;
+        ``None`` otherwise."""
+        output, embed, pos, norm = (self._modules[name] for name in ("output", "tgt_embed", "tgt_pos", "decoder_norm"))
+        if not (isinstance(prev_tokens, Tensor) and prev_tokens.dim() == 1 and prev_tokens.dtype == torch.int64
+                and 0 < prev_tokens.shape[0] <= _FUSED_OUTPUT_ROWS and type(self).decode_step is TransformerSeq2Seq.decode_step
+                and type(self).decode_step_top is TransformerSeq2Seq.decode_step_top and self._fused_output(output)):
+            return None
+        if type(embed) is not nn.Embedding or embed.max_norm is not None or not native.applies(embed.weight) \
+                or type(pos) not in (SinusoidalPositionalEncoding, LearnedPositionalEncoding) \
+                or type(norm) not in (nn.LayerNorm, nn.Identity):
+            return None
+        modules = [embed, *pos.modules(), *norm.modules()]
+        if any(m.training for m in modules) or runs_hooks(modules):
+            return None
+        final_weight = final_bias = None
+        if type(norm) is nn.LayerNorm:
+            final_weight, final_bias = norm._parameters.get("weight"), norm._parameters.get("bias")
+            if final_weight is None or final_bias is None or norm.normalized_shape != (embed.embedding_dim,):
+                return None
+        check_tokens("prev_tokens", prev_tokens, self.tgt_vocab_size, 1)
+        check_step_rows(prev_tokens, state.src_mask.shape[0])
+        offset = state.position
+        if type(pos) is LearnedPositionalEncoding:
+            steps = min(steps, pos.max_len - offset)  # beyond, the step-by-step path says what is wrong
+        if steps < 1:
+            return None
+        b, d = prev_tokens.shape[0], embed.embedding_dim
+        inputs = self._stack_inputs(embed.weight.new_empty((b, 1, d)), state,
+                                    state.src_mask.unsqueeze(1) if state.padded else None, steps)
+        if inputs is None:
+            return None
+        positions = (pos.encoding(steps, offset, device=prev_tokens.device, dtype=embed.weight.dtype)
+                     if type(pos) is SinusoidalPositionalEncoding else pos.encoding(steps, offset, device=prev_tokens.device))
+        tokens, logps = native.greedy_steps(
+            prev_tokens, embed.weight, self.scale, positions, *inputs, final_weight, final_bias,
+            norm.eps if final_weight is not None else 0.0, output.panels(), output._parameters.get("bias"),
+            self.tgt_vocab_size, eos, blocked_steps, steps)
+        for c in state.caches:
+            c.self_attn.advance(tokens.shape[1])
+        return tokens, logps, state
+
     def _fused_output(self, output: nn.Module) -> bool:
         """Whether ``output`` is a packed layer that the fused output-and-top-n call computes the same as."""
         return (torch.is_inference_mode_enabled() and type(output) is PackedLinear and not output.relu
@@ -187,9 +233,23 @@ class TransformerSeq2Seq(Seq2SeqModel):
     def _fused_stack(self, x: Tensor, state: TransformerState, memory_mask: Tensor | None) -> Tensor | None:
         """``x (b, 1, d)`` through every decoder block in one compiled call
         (:func:`attnkit.native.decoder_stack_step`), the caches grown by it as the blocks' own steps grow them:
-        ``(b, 1, d)``, or ``None`` where some block's :meth:`~attnkit.layers.DecoderBlock.fused_step` does not
-        apply or the blocks differ in what the call shares (LayerNorm placement and eps, head size, feed-forward
-        width, cache length); then each block takes its own step."""
+        ``(b, 1, d)``, or ``None`` where :meth:`_stack_inputs` finds that the call does not apply; then each block
+        takes its own step."""
+        inputs = self._stack_inputs(x, state, memory_mask, 1)
+        if inputs is None:
+            return None
+        b = x.shape[0]
+        y = native.decoder_stack_step(x.reshape(b, -1).contiguous(), *inputs)
+        for c in state.caches:
+            c.self_attn.advance(1)
+        return y.view(b, 1, -1)
+
+    def _stack_inputs(self, x: Tensor, state: TransformerState, memory_mask: Tensor | None, room: int):
+        """What :func:`attnkit.native.decoder_stack_step` takes besides ``x``, for ``x (b, 1, d)`` (its shape)
+        and the state's caches, made to hold ``room`` more positions: ``(panels, biases, norms, key caches, value
+        caches, t, memory keys, memory values, memory mask, scale, eps, pre_norm)``; or ``None`` where some
+        block's :meth:`~attnkit.layers.DecoderBlock.fused_step` does not apply or the blocks differ in what the
+        call shares (LayerNorm placement and eps, head size, feed-forward width, cache length)."""
         blocks, caches = list(self.decoder), state.caches
         if not blocks or len(caches) != len(blocks):
             return None
@@ -206,17 +266,12 @@ class TransformerSeq2Seq(Seq2SeqModel):
             return None
         norm, eps, head_dim, _, _ = shared[0]
         b = x.shape[0]
-        rooms = [c.self_attn.room_for(1, x.new_empty((b, keys.shape[1], 0, head_dim)))
+        rooms = [c.self_attn.room_for(room, x.new_empty((b, keys.shape[1], 0, head_dim)))
                  for c, (keys, _, _) in zip(caches, memories)]
         k_caches, v_caches, positions = zip(*rooms)
-        y = native.decoder_stack_step(
-            x.reshape(b, -1).contiguous(), [w for p in parts for w in p[0]], [w for p in parts for w in p[1]],
-            [w for p in parts for w in p[2]], list(k_caches), list(v_caches), positions[0],
-            [m[0] for m in memories], [m[1] for m in memories], memories[0][2], 1.0 / math.sqrt(head_dim), eps,
-            norm == "pre")
-        for c in caches:
-            c.self_attn.advance(1)
-        return y.view(b, 1, -1)
+        return ([w for p in parts for w in p[0]], [w for p in parts for w in p[1]], [w for p in parts for w in p[2]],
+                list(k_caches), list(v_caches), positions[0], [m[0] for m in memories], [m[1] for m in memories],
+                memories[0][2], 1.0 / math.sqrt(head_dim), eps, norm == "pre")
 
     def forward(self, src: Tensor, tgt_in: Tensor, *, src_mask: Tensor | None = None, need_attention: bool = False):
         """Teacher forcing: ``tgt_in (b, t)`` starts with BOS; returns ``logits (b, t, V)`` and, when asked,

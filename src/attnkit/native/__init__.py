@@ -17,6 +17,9 @@ For decoding (used under ``torch.inference_mode``):
   thread takes its own rows through the whole layer;
 - :func:`linear_log_softmax_topk`: a decoding step's output layer and the top-k of its log-softmax in one
   call, the logits never leaving each thread's cache.
+- :func:`greedy_steps`: greedy decoding for several positions in one call — each step's embedding, decoder
+  stack, final norm and output layer with its best token — stopping at the first EOS, so that no Python runs
+  between the steps.
 
 For training (inside autograd functions, see ``models/loss.py`` and ``layers/dropout.py``):
 
@@ -58,7 +61,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["NativeBuildError", "available", "applies", "build", "draw_seed", "decode_attention", "log_softmax_topk",
-           "add_layer_norm", "pack_panels", "linear_panels", "linear_log_softmax_topk", "decoder_layer_step", "decoder_stack_step", "smoothed_nll_forward", "smoothed_nll_backward", "dropout_mask",
+           "add_layer_norm", "pack_panels", "linear_panels", "linear_log_softmax_topk", "decoder_layer_step", "decoder_stack_step", "greedy_steps", "smoothed_nll_forward", "smoothed_nll_backward", "dropout_mask",
            "dropout_apply", "relu_dropout_apply", "relu_dropout_backward", "residual_dropout_apply", "attention_train_forward", "attention_train_backward", "attention_dropout_factors",
            "SOURCE"]
 
@@ -229,6 +232,25 @@ def decoder_stack_step(x: Tensor, panels: list[Tensor], biases: list[Tensor | No
     rows each thread takes its share of them through every layer, the threads meeting once for the stack."""
     return torch.ops.attnkit.decoder_stack_step(x, panels, biases, norms, k_caches, v_caches, int(t), memory_k,
                                                 memory_v, memory_mask, float(scale), float(eps), bool(pre_norm))
+
+
+def greedy_steps(prev: Tensor, embedding: Tensor, embed_scale: float, positions: Tensor, panels: list[Tensor],
+                 biases: list[Tensor | None], norms: list[Tensor], k_caches: list[Tensor], v_caches: list[Tensor], t: int,
+                 memory_k: list[Tensor], memory_v: list[Tensor], memory_mask: Tensor | None, scale: float, eps: float,
+                 pre_norm: bool, final_weight: Tensor | None, final_bias: Tensor | None, final_eps: float,
+                 out_panels: Tensor, out_bias: Tensor | None, vocab: int, eos: int, blocked_steps: int,
+                 steps: int) -> tuple[Tensor, Tensor]:
+    """Up to ``steps`` greedy decoding positions from ``t`` in one call (see ``kernels.cpp``): each step embeds
+    ``prev (n,)`` (``embedding[prev] * embed_scale + positions[i]``), takes it through the stack as
+    :func:`decoder_stack_step` does (its arguments), through the final LayerNorm when ``final_weight`` is given,
+    and through the output layer (``out_panels`` as :func:`pack_panels` gives it) to the best log-softmax entry
+    as :func:`linear_log_softmax_topk` gives it, ``eos`` left out in the first ``blocked_steps`` steps; the best
+    tokens are the next step's ``prev``. Stops after the first step in which a row chose ``eos``. Returns
+    ``(tokens (n, k), log-probs (n, k))`` for the ``k`` steps taken; the caches then hold ``k`` more positions."""
+    return torch.ops.attnkit.greedy_steps(prev, embedding, float(embed_scale), positions, panels, biases, norms, k_caches,
+                                          v_caches, int(t), memory_k, memory_v, memory_mask, float(scale), float(eps),
+                                          bool(pre_norm), final_weight, final_bias, float(final_eps), out_panels,
+                                          out_bias, int(vocab), int(eos), int(blocked_steps), int(steps))
 
 
 def smoothed_nll_forward(logits: Tensor, target: Tensor, smoothing: float) -> tuple[Tensor, Tensor]:
