@@ -3,6 +3,8 @@ the decoders with and without them."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import os
 import subprocess
 import sys
@@ -537,6 +539,85 @@ def test_greedy_steps_names_what_is_wrong():
     with pytest.raises(RuntimeError, match=r"greedy_steps: positions must be \(steps, d_model\) = \(3, 8\)"):
         native.greedy_steps(torch.zeros(2, dtype=torch.long), embedding, 1.0, torch.zeros(1, 8), [], [], [], [], [], 0,
                             [], [], None, 1.0, 1e-5, False, None, None, 0.0, torch.zeros(1, 8, 32), None, 10, 2, 0, 3)
+    with pytest.raises(RuntimeError, match=r"greedy_steps: embedding must be \(vocabulary, d_model\)"):
+        native.greedy_steps(torch.zeros(2, dtype=torch.long), embedding[0], 1.0, torch.zeros(1, 8), [], [], [], [], [], 0,
+                            [], [], None, 1.0, 1e-5, False, None, None, 0.0, torch.zeros(1, 8, 32), None, 10, 2, 0, 1)
+
+
+def _stepped(monkeypatch, model, src, **options):
+    """greedy_decode of ``model`` one step at a time (no decode_greedy_steps)."""
+    from attnkit.decode import greedy_decode
+    from attnkit.models.transformer import TransformerSeq2Seq
+
+    with monkeypatch.context() as m:
+        m.setattr(TransformerSeq2Seq, "decode_greedy_steps", lambda *a, **k: None)
+        return greedy_decode(model, src, **options)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_greedy_steps_give_what_stepping_gives_for_one_row_and_beyond_the_fused_rows(threads, monkeypatch):
+    """One sentence, and more sentences than the one-call output layer takes (the steps run one at a time until
+    enough have ended), on one thread and on two; learned positions of a table shorter than the config's, whose
+    last position ends the runs (and then stepping says what is wrong)."""
+    from attnkit.decode import greedy_decode
+    from attnkit.layers import LearnedPositionalEncoding
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        fast, src = _eos_prone(True, "learned")
+        taken = []
+        original = native.greedy_steps
+        monkeypatch.setattr(native, "greedy_steps", lambda *a: taken.append(a[-1]) or original(*a))
+        for batch in (src[:1], src.repeat(11, 1)):  # 1 and 132 rows
+            for options in (dict(max_len=20), dict(max_len=20, min_len=4)):
+                taken.clear()
+                got = greedy_decode(fast, batch, **options)
+                want = _stepped(monkeypatch, fast, batch, **options)
+                assert taken
+                assert [h.tokens for h in got] == [h.tokens for h in want]
+                assert [h.score for h in got] == [h.score for h in want]
+        short = LearnedPositionalEncoding(6, 64)
+        short.embedding.weight.data.copy_(fast.tgt_pos.embedding.weight[:6])
+        fast.tgt_pos = short.eval()
+        with pytest.raises(ValueError, match="exceed the 6 learned positions"):
+            greedy_decode(fast, src[:1], max_len=20, min_len=10)
+        with pytest.raises(ValueError, match="exceed the 6 learned positions"):
+            _stepped(monkeypatch, fast, src[:1], max_len=20, min_len=10)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_greedy_steps_not_taken_where_stepping_runs_other_code(monkeypatch):
+    """A subclass's own _decode_position, a wrapper of decode_step_top set on the instance, an EOS that is no
+    target token: greedy decoding steps, and gives what stepping gives."""
+    from attnkit.decode import greedy_decode
+    from attnkit.models.transformer import TransformerSeq2Seq
+
+    fast, src = _eos_prone(False, "sinusoidal")
+    calls = []
+    monkeypatch.setattr(native, "greedy_steps", lambda *a: calls.append(1) or None)
+
+    class Shifted(TransformerSeq2Seq):
+        def _decode_position(self, state, prev_tokens, need_attention):
+            x, maps = super()._decode_position(state, prev_tokens, need_attention)
+            return x + torch.sin(torch.arange(x.shape[-1], dtype=x.dtype)), maps
+
+    shifted = copy.deepcopy(fast)
+    shifted.__class__ = Shifted
+    assert [h.tokens for h in greedy_decode(shifted, src, max_len=12)] == [
+        h.tokens for h in _stepped(monkeypatch, shifted, src, max_len=12)]
+
+    seen = []
+    fast.decode_step_top = lambda *a: seen.append(1) or TransformerSeq2Seq.decode_step_top(fast, *a)
+    greedy_decode(fast, src, max_len=12)
+    del fast.decode_step_top
+    assert seen and not calls
+
+    eos_beyond = copy.deepcopy(fast)  # (build_model refuses such a config; a model built directly takes it)
+    eos_beyond.config = dataclasses.replace(fast.config, eos_id=fast.tgt_vocab_size)
+    assert [len(h.tokens) for h in greedy_decode(eos_beyond, src, max_len=5)] == [5] * len(src)
+    assert not calls
 
 
 @pytest.mark.parametrize("norm_first", [True, False])

@@ -161,11 +161,17 @@ class TransformerSeq2Seq(Seq2SeqModel):
         the decoder stack its compiled step (:meth:`_fused_stack`), with an ``nn.Embedding`` for the target, a
         sinusoidal or learned position encoding and a final ``nn.LayerNorm`` or none (no hooks, none training),
         the steps run in one compiled call (:func:`attnkit.native.greedy_steps`) computing the same bits;
-        ``None`` otherwise."""
+        ``None`` otherwise. The caches are first made to hold ``steps`` more positions (greedy decoding has
+        reserved them for its longest output already)."""
         output, embed, pos, norm = (self._modules[name] for name in ("output", "tgt_embed", "tgt_pos", "decoder_norm"))
         if not (isinstance(prev_tokens, Tensor) and prev_tokens.dim() == 1 and prev_tokens.dtype == torch.int64
-                and 0 < prev_tokens.shape[0] <= _FUSED_OUTPUT_ROWS and type(self).decode_step is TransformerSeq2Seq.decode_step
-                and type(self).decode_step_top is TransformerSeq2Seq.decode_step_top and self._fused_output(output)):
+                and 0 < prev_tokens.shape[0] <= _FUSED_OUTPUT_ROWS and self._fused_output(output)):
+            return None
+        # what stepping runs, overridden by a subclass or on the instance (a wrapper), or an eos that is no target
+        # token (stepping never chooses it): step
+        if any(getattr(type(self), name) is not getattr(TransformerSeq2Seq, name) or name in self.__dict__
+               for name in ("decode_step", "decode_step_top", "_decode_position", "_fused_stack", "_stack_inputs")) \
+                or not 0 <= eos < self.tgt_vocab_size:
             return None
         if type(embed) is not nn.Embedding or embed.max_norm is not None or not native.applies(embed.weight) \
                 or type(pos) not in (SinusoidalPositionalEncoding, LearnedPositionalEncoding) \

@@ -925,7 +925,8 @@ std::tuple<at::Tensor, at::Tensor> greedy_steps(
               "greedy_steps: prev must be an int64 (n,) tensor, got ", prev.scalar_type(), " ", prev.sizes());
   check_float_cpu(embedding, "greedy_steps: embedding");
   check_float_cpu(positions, "greedy_steps: positions");
-  const int64_t n = prev.size(0), dm = embedding.dim() == 2 ? embedding.size(1) : -1;
+  TORCH_CHECK(embedding.dim() == 2, "greedy_steps: embedding must be (vocabulary, d_model), got ", embedding.sizes());
+  const int64_t n = prev.size(0), dm = embedding.size(1);
   TORCH_CHECK(steps >= 1, "greedy_steps: steps must be >= 1, got ", steps);
   TORCH_CHECK(positions.dim() == 2 && positions.size(0) >= steps && positions.size(1) == dm,
               "greedy_steps: positions must be (steps, d_model) = (", steps, ", ", dm, "), got ", positions.sizes());
@@ -937,7 +938,22 @@ std::tuple<at::Tensor, at::Tensor> greedy_steps(
                   static_cast<int64_t>(v_caches.size()) == count && static_cast<int64_t>(memory_k.size()) == count &&
                   static_cast<int64_t>(memory_v.size()) == count,
               "greedy_steps: for L layers, 6·L weights (as panels), biases and norm tensors and L key caches, value "
-              "caches, memory keys and memory values expected");
+              "caches, memory keys and memory values expected, got ", panels.size(), ", ", biases.size(), ", ",
+              norms.size(), " and ", k_caches.size(), ", ", v_caches.size(), ", ", memory_k.size(), ", ",
+              memory_v.size());
+  // checked before the first step writes into the caches, and named as this call's
+  TORCH_CHECK(k_caches[0].dim() == 4 && t >= 0 && t + steps <= k_caches[0].size(2), "greedy_steps: ", steps,
+              " steps from position ", t, " do not fit the caches ", k_caches[0].sizes());
+  TORCH_CHECK(holds_panels(out_panels, vocab, dm, "greedy_steps: out_panels"), "greedy_steps: out_panels ",
+              out_panels.sizes(), " do not hold a (", vocab, ", ", dm, ") output weight");
+  at::Tensor out_bias_c;
+  bias_data(out_bias, vocab, "greedy_steps: out_bias", out_bias_c);
+  for (const auto* w : {&final_weight, &final_bias})
+    if (w->has_value()) {
+      check_float_cpu(**w, w == &final_weight ? "greedy_steps: final_weight" : "greedy_steps: final_bias");
+      TORCH_CHECK((*w)->dim() == 1 && (*w)->size(0) == dm, "greedy_steps: the final norm's ",
+                  w == &final_weight ? "weight" : "bias", " must be (", dm, "), got ", (*w)->sizes());
+    }
   auto tokens = at::empty({n, steps}, prev.options());
   auto logps = at::empty({n, steps}, embedding.options());
   at::Tensor last = prev;
