@@ -882,6 +882,22 @@ at::Tensor decoder_layer_step(const at::Tensor& x, at::TensorList panels, const 
                      memory_mask, scale, eps, pre_norm);
 }
 
+// That a stack call got, for L >= 1 layers, 6·L panels, biases and norm tensors and L of each cache and memory
+// tensor; `op` names the call in the error.
+void check_stack_lists(const char* op, at::TensorList panels, const c10::List<c10::optional<at::Tensor>>& biases,
+                       at::TensorList norms, at::TensorList k_caches, at::TensorList v_caches, at::TensorList memory_k,
+                       at::TensorList memory_v) {
+  const int64_t count = static_cast<int64_t>(k_caches.size());
+  TORCH_CHECK(count > 0 && static_cast<int64_t>(panels.size()) == 6 * count &&
+                  static_cast<int64_t>(biases.size()) == 6 * count && static_cast<int64_t>(norms.size()) == 6 * count &&
+                  static_cast<int64_t>(v_caches.size()) == count && static_cast<int64_t>(memory_k.size()) == count &&
+                  static_cast<int64_t>(memory_v.size()) == count,
+              op, ": for L layers, 6·L weights (as panels), biases and norm tensors and L key caches, value "
+              "caches, memory keys and memory values expected, got ", panels.size(), ", ", biases.size(), ", ",
+              norms.size(), " and ", k_caches.size(), ", ", v_caches.size(), ", ", memory_k.size(), ", ",
+              memory_v.size());
+}
+
 // decoder_layer_step for a stack of L layers in one call (see step_layers); the layers share the head size (and so
 // the scale), the feed-forward width, LayerNorm placement and eps. Each layer's output is the next one's input;
 // the last one's is returned.
@@ -889,15 +905,7 @@ at::Tensor decoder_stack_step(const at::Tensor& x, at::TensorList panels, const 
                               at::TensorList norms, at::TensorList k_caches, at::TensorList v_caches, int64_t t,
                               at::TensorList memory_k, at::TensorList memory_v,
                               const c10::optional<at::Tensor>& memory_mask, double scale, double eps, bool pre_norm) {
-  const int64_t count = static_cast<int64_t>(k_caches.size());
-  TORCH_CHECK(count > 0 && static_cast<int64_t>(panels.size()) == 6 * count &&
-                  static_cast<int64_t>(biases.size()) == 6 * count && static_cast<int64_t>(norms.size()) == 6 * count &&
-                  static_cast<int64_t>(v_caches.size()) == count && static_cast<int64_t>(memory_k.size()) == count &&
-                  static_cast<int64_t>(memory_v.size()) == count,
-              "decoder_stack_step: for L layers, 6·L weights (as panels), biases and norm tensors and L key caches, value "
-              "caches, memory keys and memory values expected, got ", panels.size(), ", ", biases.size(), ", ",
-              norms.size(), " and ", k_caches.size(), ", ", v_caches.size(), ", ", memory_k.size(), ", ",
-              memory_v.size());
+  check_stack_lists("decoder_stack_step", panels, biases, norms, k_caches, v_caches, memory_k, memory_v);
   return step_layers("decoder_stack_step", true, x, panels, biases, norms, k_caches, v_caches, t, memory_k, memory_v,
                      memory_mask, scale, eps, pre_norm);
 }
@@ -932,15 +940,7 @@ std::tuple<at::Tensor, at::Tensor> greedy_steps(
               "greedy_steps: positions must be (steps, d_model) = (", steps, ", ", dm, "), got ", positions.sizes());
   TORCH_CHECK(final_weight.has_value() == final_bias.has_value(), "greedy_steps: the final norm needs both its weight and bias");
   TORCH_CHECK(eos >= 0 && eos < vocab, "greedy_steps: eos must be a token id in [0, ", vocab, "), got ", eos);
-  const int64_t count = static_cast<int64_t>(k_caches.size());
-  TORCH_CHECK(count > 0 && static_cast<int64_t>(panels.size()) == 6 * count &&
-                  static_cast<int64_t>(biases.size()) == 6 * count && static_cast<int64_t>(norms.size()) == 6 * count &&
-                  static_cast<int64_t>(v_caches.size()) == count && static_cast<int64_t>(memory_k.size()) == count &&
-                  static_cast<int64_t>(memory_v.size()) == count,
-              "greedy_steps: for L layers, 6·L weights (as panels), biases and norm tensors and L key caches, value "
-              "caches, memory keys and memory values expected, got ", panels.size(), ", ", biases.size(), ", ",
-              norms.size(), " and ", k_caches.size(), ", ", v_caches.size(), ", ", memory_k.size(), ", ",
-              memory_v.size());
+  check_stack_lists("greedy_steps", panels, biases, norms, k_caches, v_caches, memory_k, memory_v);
   // checked before the first step writes into the caches, and named as this call's
   TORCH_CHECK(k_caches[0].dim() == 4 && t >= 0 && t + steps <= k_caches[0].size(2), "greedy_steps: ", steps,
               " steps from position ", t, " do not fit the caches ", k_caches[0].sizes());
