@@ -1040,53 +1040,128 @@ struct TrainShape {
   int64_t b, h, ni, nj, d, e;
 };
 
-// One (batch, head) block of the forward pass; D = E = 64 (or 32, 128) known at compile time, 0 = any.
+// A 16 × 16 tile transposed in registers: four rounds, each swapping the off-diagonal s × s blocks of
+// every 2s × 2s block (s = 8, 4, 2, 1) with two-vector shuffles.
+inline void transpose16(vf* r) {
+#define ATTNKIT_SWAP(s, LO, HI)                              \
+  for (int i = 0; i < 16; ++i)                               \
+    if (!(i & s)) {                                          \
+      const vf a = r[i], b = r[i + s];                       \
+      r[i] = __builtin_shufflevector(a, b, LO);              \
+      r[i + s] = __builtin_shufflevector(a, b, HI);          \
+    }
+#define ATTNKIT_IDX(...) __VA_ARGS__
+  ATTNKIT_SWAP(8, ATTNKIT_IDX(0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23),
+               ATTNKIT_IDX(8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31))
+  ATTNKIT_SWAP(4, ATTNKIT_IDX(0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27),
+               ATTNKIT_IDX(4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31))
+  ATTNKIT_SWAP(2, ATTNKIT_IDX(0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29),
+               ATTNKIT_IDX(2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31))
+  ATTNKIT_SWAP(1, ATTNKIT_IDX(0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30),
+               ATTNKIT_IDX(1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31))
+#undef ATTNKIT_IDX
+#undef ATTNKIT_SWAP
+}
+
+// The keys (or values) of one (batch, head) block transposed into t (d, nk): t[c nk + j] = x_j[c], for
+// products over the keys in vectors of kLanes; nk = j rounded up to kLanes. The padding columns j >= nj
+// are written as 0 where d is a multiple of kLanes (tiles of 16 × 16 in registers) and left as they are
+// otherwise (the caller zeroes them once).
+inline void transpose_keys(const Strided4& X, int64_t bb, int64_t hh, int64_t nj, int64_t d, int64_t nk, float* t) {
+  if (d % kLanes == 0) {
+    vf r[16];
+    for (int64_t j0 = 0; j0 < nj; j0 += 16)
+      for (int64_t c0 = 0; c0 < d; c0 += 16) {
+        for (int64_t u = 0; u < 16; ++u) r[u] = j0 + u < nj ? load(X.at(bb, hh, j0 + u) + c0) : vf{};
+        transpose16(r);
+        for (int64_t u = 0; u < 16; ++u) store(t + (c0 + u) * nk + j0, r[u]);
+      }
+    return;
+  }
+  for (int64_t j = 0; j < nj; ++j) {
+    const float* xr = X.at(bb, hh, j);
+    for (int64_t c = 0; c < d; ++c) t[c * nk + j] = xr[c];
+  }
+}
+
+// s[j] = Σ_c a[c] · t[c nk + j] for the nk (a multiple of kLanes) columns of t (d, nk), each a[c] times
+// `scale` first; U vectors of keys at a time, each summed in C chains over c (c mod C) kept in registers,
+// so that the additions do not wait on each other.
+template <int U, int C>
+inline void row_times_keys(const float* a, float scale, const float* t, int64_t d, int64_t nk, int64_t v0, float* s) {
+  vf acc[C][U] = {};
+  const float* tv = t + v0 * kLanes;
+  int64_t c = 0;
+  for (; c + C <= d; c += C)
+    for (int k = 0; k < C; ++k) {
+      const float x = a[c + k] * scale;
+      for (int u = 0; u < U; ++u) acc[k][u] += x * load(tv + (c + k) * nk + u * kLanes);
+    }
+  for (; c < d; ++c) {
+    const float x = a[c] * scale;
+    for (int u = 0; u < U; ++u) acc[0][u] += x * load(tv + c * nk + u * kLanes);
+  }
+  for (int u = 0; u < U; ++u) {
+    vf sum = acc[0][u];
+    for (int k = 1; k < C; ++k) sum += acc[k][u];
+    store(s + (v0 + u) * kLanes, sum);
+  }
+}
+
+inline void row_times_keys(const float* a, float scale, const float* t, int64_t d, int64_t nk, float* s) {
+  const int64_t nv = nk / kLanes;
+  int64_t v = 0;
+  for (; v + 4 <= nv; v += 4) row_times_keys<4, 2>(a, scale, t, d, nk, v, s);
+  switch (nv - v) {
+    case 3: row_times_keys<3, 2>(a, scale, t, d, nk, v, s); break;
+    case 2: row_times_keys<2, 4>(a, scale, t, d, nk, v, s); break;
+    case 1: row_times_keys<1, 4>(a, scale, t, d, nk, v, s); break;
+    default: break;
+  }
+}
+
+// One (batch, head) block of the forward pass: the scores of a query against all keys in vectors of keys
+// (the keys transposed once per block), the softmax in vectors, then the context; D = E = 64 known at
+// compile time (the context kept in registers), or 0 = any.
 template <int D>
 void attention_block_forward(int64_t bh, const TrainShape& sh, const Strided4& Q, const Strided4& K, const Strided4& V,
                              const bool* mp, const int64_t* ms, float sc, uint64_t seed, uint32_t threshold, float keep,
-                             float* pp, float* op, float* scratch, float* mrow) {
+                             float* pp, float* op, float* kt, float* srow, float* mrow) {
   const int64_t bb = bh / sh.h, hh = bh % sh.h, ni = sh.ni, nj = sh.nj, d = D > 0 ? D : sh.d, e = D > 0 ? D : sh.e;
+  const int64_t nk = (nj + kLanes - 1) / kLanes * kLanes;
   const float ninf = -std::numeric_limits<float>::infinity();
   constexpr int R = D > 0 ? D / kLanes : 1;
-  vf qv[R];
+  transpose_keys(K, bb, hh, nj, d, nk, kt);
   for (int64_t i = 0; i < ni; ++i) {
     float* prow = pp + (bh * ni + i) * nj;
-    const float* qr = Q.at(bb, hh, i);
-    const vf* qp;
-    if constexpr (D > 0) {
-      for (int c = 0; c < R; ++c) qv[c] = load(qr + c * kLanes) * sc;  // scaled first, as scores.scaled_dot
-      qp = qv;
-    } else {
-      for (int64_t c = 0; c < d; ++c) scratch[c] = qr[c] * sc;
-      qp = reinterpret_cast<const vf*>(scratch);
-    }
-    float mx = ninf;
-    for (int64_t j = 0; j < nj; ++j) {
-      if (mp && !mp[bb * ms[0] + hh * ms[1] + i * ms[2] + j * ms[3]]) {
-        prow[j] = ninf;
-        continue;
-      }
-      prow[j] = dot_t<D>(qp, K.at(bb, hh, j), d);
-      mx = nanmax(mx, prow[j]);
-    }
+    row_times_keys(Q.at(bb, hh, i), sc, kt, d, nk, srow);  // scaled first, as scores.scaled_dot
+    for (int64_t j = 0; j < nj; ++j)
+      if (mp && !mp[bb * ms[0] + hh * ms[1] + i * ms[2] + j * ms[3]]) srow[j] = ninf;
+    for (int64_t j = nj; j < nk; ++j) srow[j] = ninf;
+    vf maxes = splat(ninf);
+    for (int64_t j = 0; j < nk; j += kLanes) maxes = vmax(maxes, load(srow + j));
+    const float mx = hmax(maxes);
     float* o = op + ((bb * ni + i) * sh.h + hh) * e;
     if (mx == ninf) {  // no key allowed: zero weights, zero context
       std::fill(prow, prow + nj, 0.f);
       std::fill(o, o + e, 0.f);
       continue;
     }
-    float sum = 0.f;
-    for (int64_t j = 0; j < nj; ++j) {
-      prow[j] = prow[j] == ninf ? 0.f : exp_nonpositive(prow[j] - mx);
-      sum += prow[j];
+    vf sums{};
+    for (int64_t j = 0; j < nk; j += kLanes) {
+      const vf x = load(srow + j);
+      const vf w = x == ninf ? vf{} : exp_nonpositive(x - mx);  // a masked key weighs exactly 0
+      store(srow + j, w);
+      sums += w;
     }
-    const float inv = 1.f / sum;
+    const vf inv = splat(1.f / hsum(sums));
+    for (int64_t j = 0; j < nk; j += kLanes) store(srow + j, load(srow + j) * inv);
+    std::copy(srow, srow + nj, prow);
     if (threshold) row_keep(seed, bh * ni + i, nj, threshold, keep, mrow);
     if constexpr (D > 0) {
       vf acc[R] = {};
       for (int64_t j = 0; j < nj; ++j) {
-        prow[j] *= inv;
-        const float w = threshold ? prow[j] * mrow[j] : prow[j];
+        const float w = threshold ? srow[j] * mrow[j] : srow[j];
         const float* vr = V.at(bb, hh, j);
         for (int c = 0; c < R; ++c) acc[c] += w * load(vr + c * kLanes);
       }
@@ -1094,8 +1169,7 @@ void attention_block_forward(int64_t bh, const TrainShape& sh, const Strided4& Q
     } else {
       std::fill(o, o + e, 0.f);
       for (int64_t j = 0; j < nj; ++j) {
-        prow[j] *= inv;
-        const float w = threshold ? prow[j] * mrow[j] : prow[j];
+        const float w = threshold ? srow[j] * mrow[j] : srow[j];
         if (w != 0.f) axpy(o, w, V.at(bb, hh, j), e);
       }
     }
@@ -1136,27 +1210,33 @@ std::tuple<at::Tensor, at::Tensor> attention_train_forward(const at::Tensor& q, 
   const float keep = static_cast<float>(1.0 / (1.0 - p));
   const uint64_t s = static_cast<uint64_t>(seed);
   at::parallel_for(0, sh.b * sh.h, 4, [&](int64_t begin, int64_t end) {
-    std::vector<float> scratch(std::max(sh.d, sh.e) + kLanes), mrow(sh.nj + 4);
+    const int64_t nk = (sh.nj + kLanes - 1) / kLanes * kLanes;
+    std::vector<float> kt(sh.d * nk), srow(nk), mrow(sh.nj + 4);  // zeroed: kt's padding columns stay 0
     for (int64_t bh = begin; bh < end; ++bh) {
       if (sh.d == 64 && sh.e == 64)
-        attention_block_forward<64>(bh, sh, Q, K, V, mp, ms, sc, s, threshold, keep, pp, op, scratch.data(), mrow.data());
+        attention_block_forward<64>(bh, sh, Q, K, V, mp, ms, sc, s, threshold, keep, pp, op, kt.data(), srow.data(),
+                                    mrow.data());
       else
-        attention_block_forward<0>(bh, sh, Q, K, V, mp, ms, sc, s, threshold, keep, pp, op, scratch.data(), mrow.data());
+        attention_block_forward<0>(bh, sh, Q, K, V, mp, ms, sc, s, threshold, keep, pp, op, kt.data(), srow.data(),
+                                   mrow.data());
     }
   });
   return {out, probs};
 }
 
 // One (batch, head) block of the backward pass, in three sweeps that each keep their accumulators in
-// registers (D = E = 64 known at compile time, or 0 = any): the weights' gradient dS row by row, then
-// dQ_i = Σ_j dS_ij k_j, then dV_j = Σ_i Pd_ij dO_i and dK_j = Σ_i dS_ij q_i.
+// registers (D = E = 64 known at compile time, or 0 = any): the weights' gradient dS row by row (dO_i
+// against all values in vectors of keys, the values transposed once per block), then dQ_i = Σ_j dS_ij k_j,
+// then dV_j = Σ_i Pd_ij dO_i and dK_j = Σ_i dS_ij q_i.
 template <int D>
 void attention_block_backward(int64_t bh, const TrainShape& sh, const Strided4& G, const Strided4& Q,
                               const Strided4& K, const Strided4& V, const float* pp, float sc, uint64_t seed,
                               uint32_t threshold, float keep, float* dqp, float* dkp, float* dvp, float* ds,
-                              float* pd) {
+                              float* pd, float* vt, float* dprow) {
   const int64_t bb = bh / sh.h, hh = bh % sh.h, ni = sh.ni, nj = sh.nj, d = D > 0 ? D : sh.d, e = D > 0 ? D : sh.e;
+  const int64_t nk = (nj + kLanes - 1) / kLanes * kLanes;
   constexpr int R = D > 0 ? D / kLanes : 1;
+  transpose_keys(V, bb, hh, nj, e, nk, vt);
   for (int64_t i = 0; i < ni; ++i) {  // dS_ij = P_ij (dP_ij - Σ_j' P_ij' dP_ij') with dP_ij = (dO_i · v_j) m_ij
     const float* prow = pp + (bh * ni + i) * nj;
     float* pdr = pd + i * nj;  // Pd_ij = P_ij m_ij, the weights the forward pass used
@@ -1164,21 +1244,12 @@ void attention_block_backward(int64_t bh, const TrainShape& sh, const Strided4& 
       row_keep(seed, bh * ni + i, nj, threshold, keep, pdr);
     else
       std::fill(pdr, pdr + nj, 1.f);
-    const float* gr = G.at(bb, hh, i);
-    vf gv[R];
-    if constexpr (D > 0)
-      for (int c = 0; c < R; ++c) gv[c] = load(gr + c * kLanes);
+    row_times_keys(G.at(bb, hh, i), 1.f, vt, e, nk, dprow);
     float* dsr = ds + i * nj;
     float rowdot = 0.f;
     for (int64_t j = 0; j < nj; ++j) {
       const float m = pdr[j];
-      float dp = 0.f;
-      if (prow[j] != 0.f && m != 0.f) {
-        if constexpr (D > 0)
-          dp = dot_t<D>(gv, V.at(bb, hh, j), e) * m;
-        else
-          dp = dot(gr, V.at(bb, hh, j), e) * m;
-      }
+      const float dp = prow[j] != 0.f && m != 0.f ? dprow[j] * m : 0.f;
       dsr[j] = dp;
       pdr[j] = prow[j] * m;
       rowdot += prow[j] * dp;
@@ -1275,12 +1346,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_train_backward(
   const float keep = static_cast<float>(1.0 / (1.0 - p));
   const uint64_t s = static_cast<uint64_t>(seed);
   at::parallel_for(0, sh.b * sh.h, 4, [&](int64_t begin, int64_t end) {
-    std::vector<float> ds(sh.ni * sh.nj), pd(sh.ni * sh.nj + 4);
+    const int64_t nk = (sh.nj + kLanes - 1) / kLanes * kLanes;
+    std::vector<float> ds(sh.ni * sh.nj), pd(sh.ni * sh.nj + 4), vt(sh.e * nk), dprow(nk);  // vt's padding stays 0
     for (int64_t bh = begin; bh < end; ++bh) {
       if (sh.d == 64 && sh.e == 64)
-        attention_block_backward<64>(bh, sh, G, Q, K, V, pp, sc, s, threshold, keep, dqp, dkp, dvp, ds.data(), pd.data());
+        attention_block_backward<64>(bh, sh, G, Q, K, V, pp, sc, s, threshold, keep, dqp, dkp, dvp, ds.data(), pd.data(),
+                                     vt.data(), dprow.data());
       else
-        attention_block_backward<0>(bh, sh, G, Q, K, V, pp, sc, s, threshold, keep, dqp, dkp, dvp, ds.data(), pd.data());
+        attention_block_backward<0>(bh, sh, G, Q, K, V, pp, sc, s, threshold, keep, dqp, dkp, dvp, ds.data(), pd.data(),
+                                    vt.data(), dprow.data());
     }
   });
   return {dq, dk, dv};
