@@ -9,7 +9,9 @@ FFN 1024, vocabularies of 8,000, dropout 0.1, trained on batches of 64 sentences
 24 target tokens (random token ids; every position is a real token, so 1,536 target tokens per step).
 attnkit trains its default pre-norm model; MarianMT is post-norm (it has no other); the parameter
 counts differ by two LayerNorms. Both run the same step: forward, label-smoothed cross-entropy (0.1)
-summed over the tokens and divided by their number, backward, gradient clipping at 1.0, fused Adam.
+summed over the tokens and divided by their number, backward, gradient clipping at 1.0 (each as its trainer
+does it: attnkit with :func:`attnkit.train.clip_grad_norm`, transformers' Trainer with
+``torch.nn.utils.clip_grad_norm_``), fused Adam.
 
 Each engine runs in a fresh subprocess: 3 warm-up steps, then ``--steps`` timed steps; the median step
 time gives target tokens/s, and ``VmHWM`` the process's peak resident memory. That is done ``--rounds``
@@ -112,6 +114,10 @@ def worker(args) -> dict:
         def logits():
             return model(input_ids=src, attention_mask=mask, decoder_input_ids=tgt_in).logits
     model.train()
+    if args.worker == "attnkit":
+        from attnkit.train import clip_grad_norm
+    else:
+        clip_grad_norm = torch.nn.utils.clip_grad_norm_
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98), fused=True)
     n = b * t
@@ -119,7 +125,7 @@ def worker(args) -> dict:
     def step():
         loss = label_smoothed_nll(logits(), tgt_out, smoothing=0.1, ignore_index=0)
         (loss / n).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        clip_grad_norm(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 

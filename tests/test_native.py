@@ -1122,3 +1122,75 @@ def test_training_attention_output_can_change_in_place_and_has_second_derivative
     empty = torch.randn(8, 4, 0, 16, requires_grad=True)
     assert choose_backend(AttentionCall("scaled_dot", "softmax"), empty, _heads(x, 4), _heads(x, 4)) != "native"
 
+
+def _gradients(seed: int) -> list[nn.Parameter]:
+    """Parameters with gradients of the shapes a Transformer has (and an empty one), ~2.4M elements."""
+    g = torch.Generator().manual_seed(seed)
+    params = [nn.Parameter(torch.zeros(shape)) for shape in [(8000, 256), (256,), (768, 256), (0,), (1024, 256), (5,),
+                                                               (3, 7)]]
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=g) * 0.3
+    return params
+
+
+def test_clipping_equals_pytorch_with_a_more_accurate_norm():
+    from attnkit.train import clip_grad_norm
+
+    ours, theirs = _gradients(0), _gradients(0)
+    exact = torch.sqrt(sum((p.grad.double() ** 2).sum() for p in ours))  # the norm in float64, independently
+    norm = clip_grad_norm(ours, 1.0)
+    torch_norm = torch.nn.utils.clip_grad_norm_(theirs, 1.0)
+    assert norm.dtype == torch.float32 and norm.dim() == 0
+    assert abs(norm.double() - exact) <= 1e-6 * exact  # PyTorch's float32 per-tensor norms are off by ~3e-5 here
+    torch.testing.assert_close(norm, torch_norm, rtol=1e-4, atol=0)
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-9)
+    total = torch.sqrt(sum((p.grad.double() ** 2).sum() for p in ours))
+    assert abs(total - 1.0) < 1e-5  # clipped to the norm asked for
+    # PyTorch's scaling formula from our norm, bit for bit
+    factor = torch.clamp(1.0 / (norm + 1e-6), max=1.0)
+    for a, b in zip(ours, _gradients(0)):
+        assert torch.equal(a.grad, b.grad * factor)
+
+
+def test_clipping_below_the_limit_leaves_gradients_alone_and_any_thread_count_agrees():
+    from attnkit.train import clip_grad_norm
+
+    params, before = _gradients(1), [p.grad.clone() for p in _gradients(1)]
+    norm = clip_grad_norm(params, 1e4)
+    assert norm < 1e4 and all(torch.equal(p.grad, b) for p, b in zip(params, before))
+    threads = torch.get_num_threads()
+    try:
+        norms = []
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            grads = [p.grad.clone() for p in _gradients(2)]
+            norms.append(native.clip_grad_norm_(grads, 0.5))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(norms[0], norms[1]) and torch.equal(norms[0], norms[2])
+
+
+def test_clipping_non_finite_gradients_and_others_as_pytorch():
+    from attnkit.train import clip_grad_norm
+
+    for bad in (float("inf"), float("nan")):
+        ours, theirs = _gradients(3), _gradients(3)
+        ours[2].grad[5, 5] = theirs[2].grad[5, 5] = bad
+        norm, torch_norm = clip_grad_norm(ours, 1.0), torch.nn.utils.clip_grad_norm_(theirs, 1.0)
+        torch.testing.assert_close(norm, torch_norm, equal_nan=True)
+        for a, b in zip(ours, theirs):
+            torch.testing.assert_close(a.grad, b.grad, equal_nan=True)
+    # float64 and non-contiguous gradients, and parameters without one: PyTorch's function
+    params = [nn.Parameter(torch.zeros(4, 6, dtype=torch.float64)), nn.Parameter(torch.zeros(6, 4)),
+              nn.Parameter(torch.zeros(3))]
+    params[0].grad = torch.randn(4, 6, dtype=torch.float64)
+    params[1].grad = torch.randn(4, 6).t()
+    copies = [nn.Parameter(p.detach().clone()) for p in params[:2]]
+    for c, p in zip(copies, params):
+        c.grad = p.grad.clone()
+    assert torch.equal(clip_grad_norm(params, 0.1), torch.nn.utils.clip_grad_norm_(copies, 0.1))
+    assert all(torch.equal(c.grad, p.grad) for c, p in zip(copies, params))
+    assert params[2].grad is None
+    with pytest.raises(RuntimeError, match="clip_grad_norm_: gradient 1 must be a contiguous float32 CPU tensor"):
+        native.clip_grad_norm_([torch.zeros(3), torch.zeros(4, 6).t()], 1.0)

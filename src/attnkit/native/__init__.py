@@ -32,7 +32,9 @@ For training (inside autograd functions, see ``models/loss.py`` and ``layers/dro
   bit for bit, as the separate operations (and, for finite values, gradients of the same values);
 - :func:`attention_train_forward` / :func:`attention_train_backward`: softmax attention with dropout on the
   weights over short sequences, reading the heads where the projection wrote them and writing the context
-  and the gradients so that merging the heads copies nothing (the ``native`` attention backend).
+  and the gradients so that merging the heads copies nothing (the ``native`` attention backend);
+- :func:`clip_grad_norm_`: gradient clipping by the global norm in two passes over all the gradients, instead
+  of one operation per tensor for the norms and another for the scaling.
 
 They compute the same functions as the PyTorch operations, summed in another order (differences of a few
 ulp; the tests compare them with PyTorch); dropout draws other masks than PyTorch's path, with the same
@@ -63,6 +65,7 @@ from torch import Tensor
 __all__ = ["NativeBuildError", "available", "applies", "build", "draw_seed", "decode_attention", "log_softmax_topk",
            "add_layer_norm", "pack_panels", "linear_panels", "linear_log_softmax_topk", "decoder_layer_step", "decoder_stack_step", "greedy_steps", "smoothed_nll_forward", "smoothed_nll_backward", "dropout_mask",
            "dropout_apply", "relu_dropout_apply", "relu_dropout_backward", "residual_dropout_apply", "attention_train_forward", "attention_train_backward", "attention_dropout_factors",
+           "clip_grad_norm_",
            "SOURCE"]
 
 SOURCE = Path(__file__).with_name("kernels.cpp")
@@ -315,3 +318,10 @@ def attention_dropout_factors(b: int, h: int, i: int, j: int, p: float, seed: in
     """The ``(b, h, i, j)`` factors (0 or ``1 / (1 − p)``) :func:`attention_train_forward` multiplies the
     weights by for ``seed``."""
     return torch.ops.attnkit.attention_dropout_factors(int(b), int(h), int(i), int(j), float(p), int(seed))
+
+
+def clip_grad_norm_(grads: list[Tensor], max_norm: float) -> Tensor:
+    """Scale the contiguous float32 CPU tensors ``grads`` in place by ``min(1, max_norm / (norm + 1e-6))``, where
+    ``norm`` is their 2-norm taken together, as ``torch.nn.utils.clip_grad_norm_`` does; returns ``norm``
+    (float32, 0-d). The norm is summed in double over fixed blocks: the same for any number of threads."""
+    return torch.ops.attnkit.clip_grad_norm_(list(grads), float(max_norm))

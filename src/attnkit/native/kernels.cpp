@@ -1325,6 +1325,73 @@ at::Tensor attention_dropout_factors(int64_t b, int64_t h, int64_t ni, int64_t n
   return out;
 }
 
+// The gradients' 2-norm taken together and each scaled in place by min(1, max_norm / (norm + 1e-6)), as
+// torch.nn.utils.clip_grad_norm_ does (a factor of 1 leaves them as they are), in two passes over all of them
+// instead of one operation per tensor in each. The squares are summed in float lanes over 256 elements, those
+// sums in double over fixed blocks of 2^16 elements, and the blocks' sums in order: the same norm for any
+// number of threads. Returns the norm (float32, 0-d), as torch's does; NaN or inf in a gradient gives a NaN
+// or inf norm and the factor that torch's computes from it.
+at::Tensor clip_grad_norm_(at::TensorList grads, double max_norm) {
+  std::vector<float*> ptrs;
+  std::vector<int64_t> starts{0};
+  for (size_t t = 0; t < grads.size(); ++t) {
+    const at::Tensor& g = grads[t];
+    TORCH_CHECK(g.device().is_cpu() && g.scalar_type() == at::kFloat && g.is_contiguous(),
+                "clip_grad_norm_: gradient ", t, " must be a contiguous float32 CPU tensor, got ", g.scalar_type(),
+                " on ", g.device(), g.is_contiguous() ? "" : " (not contiguous)");
+    ptrs.push_back(g.data_ptr<float>());
+    starts.push_back(starts.back() + g.numel());
+  }
+  const int64_t total = starts.back(), block = int64_t{1} << 16, nblocks = (total + block - 1) / block;
+  auto each_piece = [&](int64_t b, auto&& f) {  // the pieces of tensors that block b covers
+    int64_t lo = b * block;
+    const int64_t hi = std::min(total, lo + block);
+    size_t t = std::upper_bound(starts.begin(), starts.end(), lo) - starts.begin() - 1;
+    while (lo < hi) {
+      while (starts[t + 1] <= lo) ++t;  // empty tensors
+      const int64_t end = std::min(hi, starts[t + 1]);
+      f(ptrs[t] + (lo - starts[t]), end - lo);
+      lo = end;
+    }
+  };
+  std::vector<double> sums(nblocks);
+  at::parallel_for(0, nblocks, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      double s = 0;
+      each_piece(b, [&](const float* p, int64_t n) {
+        for (int64_t c0 = 0; c0 < n; c0 += 256) {
+          const int64_t c1 = std::min(n, c0 + 256);
+          vf acc{};
+          int64_t c = c0;
+          for (; c + kLanes <= c1; c += kLanes) {
+            const vf x = load(p + c);
+            acc += x * x;
+          }
+          float rest = 0.f;
+          for (; c < c1; ++c) rest += p[c] * p[c];
+          s += static_cast<double>(hsum(acc)) + rest;
+        }
+      });
+      sums[b] = s;
+    }
+  });
+  double s = 0;
+  for (const double x : sums) s += x;
+  const float norm = static_cast<float>(std::sqrt(s));
+  const float factor = (1.f / (norm + 1e-6f)) * static_cast<float>(max_norm);  // in float32, as torch computes it
+  if (!(factor >= 1.f)) {  // NaN scales too, as torch.clamp(NaN, max=1) is NaN
+    at::parallel_for(0, nblocks, 1, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b)
+        each_piece(b, [&](float* p, int64_t n) {
+          int64_t c = 0;
+          for (; c + kLanes <= n; c += kLanes) store(p + c, load(p + c) * factor);
+          for (; c < n; ++c) p[c] *= factor;
+        });
+    });
+  }
+  return at::scalar_tensor(norm, at::TensorOptions().dtype(at::kFloat));
+}
+
 // (dq, dk, dv), each (b, n, h, d) contiguous
 std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_train_backward(
     const at::Tensor& grad, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& probs,
@@ -1590,6 +1657,7 @@ TORCH_LIBRARY(attnkit, m) {
   m.def("attention_train_forward(Tensor q, Tensor k, Tensor v, Tensor? mask, float scale, float p, int seed) -> (Tensor, Tensor)");
   // no tensor arguments: a catch-all kernel (nothing to dispatch on)
   m.def("attention_dropout_factors(int b, int h, int i, int j, float p, int seed) -> Tensor", &attention_dropout_factors);
+  m.def("clip_grad_norm_(Tensor(a!)[] grads, float max_norm) -> Tensor");
   m.def("attention_train_backward(Tensor grad, Tensor q, Tensor k, Tensor v, Tensor probs, float scale, float p, int seed) -> (Tensor, Tensor, Tensor)");
 }
 
@@ -1612,4 +1680,5 @@ TORCH_LIBRARY_IMPL(attnkit, CPU, m) {
   m.impl("residual_dropout_apply", &residual_dropout_apply);
   m.impl("attention_train_forward", &attention_train_forward);
   m.impl("attention_train_backward", &attention_train_backward);
+  m.impl("clip_grad_norm_", &clip_grad_norm_);
 }

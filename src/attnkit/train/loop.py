@@ -32,6 +32,7 @@ from attnkit.models import build_model, label_smoothed_nll
 from attnkit.text import build_tokenizers, load_tokenizers
 
 from .checkpoint import STEP_PREFIX, latest_checkpoint, load_checkpoint, prune_checkpoints, publish_best, save_checkpoint
+from .clip import clip_grad_norm
 from .config import Recipe
 from .corpus import read_split
 from .progress import Progress
@@ -433,7 +434,7 @@ def optimizer_update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, s
     for group in optimizer.param_groups:
         group["lr"] = lr
     if t.clip_norm:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip_norm)
+        clip_grad_norm(model.parameters(), t.clip_norm)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return lr
