@@ -1194,3 +1194,33 @@ def test_clipping_non_finite_gradients_and_others_as_pytorch():
     assert params[2].grad is None
     with pytest.raises(RuntimeError, match="clip_grad_norm_: gradient 1 must be a contiguous float32 CPU tensor"):
         native.clip_grad_norm_([torch.zeros(3), torch.zeros(4, 6).t()], 1.0)
+
+
+def test_clipping_takes_what_pytorch_takes():
+    from attnkit.train import clip_grad_norm
+
+    # a single tensor, as torch.nn.utils.clip_grad_norm_ takes it
+    one = nn.Parameter(torch.zeros(10))
+    one.grad = torch.full((10,), 10.0)
+    norm = clip_grad_norm(one, 1.0)
+    torch.testing.assert_close(norm, torch.tensor(10 * 10**0.5))
+    torch.testing.assert_close(one.grad.norm(), torch.tensor(1.0))
+    # the gradients changed in place, as autograd sees it; the norm outside the graph
+    params = _gradients(4)
+    versions = [p.grad._version for p in params]
+    with torch.enable_grad():
+        norm = clip_grad_norm(params, 1.0)
+    assert norm.grad_fn is None and not norm.requires_grad
+    assert all(p.grad._version > v for p, v in zip(params, versions))
+    # another norm, error_if_nonfinite and a gradient listed twice: PyTorch's function, with its results
+    for kwargs in ({"norm_type": 1.0}, {"norm_type": 3.0}, {"error_if_nonfinite": True}):
+        ours, theirs = _gradients(5), _gradients(5)
+        assert torch.equal(clip_grad_norm(ours, 1.0, **kwargs), torch.nn.utils.clip_grad_norm_(theirs, 1.0, **kwargs))
+        assert all(torch.equal(a.grad, b.grad) for a, b in zip(ours, theirs))
+    ours, theirs = _gradients(6), _gradients(6)
+    assert torch.equal(clip_grad_norm(ours + ours[:1], 1.0), torch.nn.utils.clip_grad_norm_(theirs + theirs[:1], 1.0))
+    assert all(torch.equal(a.grad, b.grad) for a, b in zip(ours, theirs))
+    bad = _gradients(7)
+    bad[0].grad[0, 0] = float("nan")
+    with pytest.raises(RuntimeError, match="non-finite"):
+        clip_grad_norm(bad, 1.0, error_if_nonfinite=True)

@@ -1025,17 +1025,6 @@ inline void axpy(float* y, float a, const float* x, int64_t n) {
   for (; c < n; ++c) y[c] += a * x[c];
 }
 
-template <int D>
-inline float dot_t(const vf* qv, const float* kr, int64_t d) {
-  if constexpr (D > 0) {
-    vf x = qv[0] * load(kr);
-    for (int c = 1; c < D / kLanes; ++c) x += qv[c] * load(kr + c * kLanes);
-    return hsum(x);
-  } else {
-    return dot(reinterpret_cast<const float*>(qv), kr, d);
-  }
-}
-
 struct TrainShape {
   int64_t b, h, ni, nj, d, e;
 };
