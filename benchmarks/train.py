@@ -91,6 +91,7 @@ def worker(args) -> dict:
     tgt_in, tgt_out = tgt[:, :-1], tgt[:, 1:]
     if args.worker == "attnkit":
         from attnkit.runtime import keep_freed_memory
+        from attnkit.train import clip_grad_norm  # as attnkit train clips
 
         keep_freed_memory()  # as the attnkit command does at start
         model = build_model(TransformerConfig(d_model=D, heads=HEADS, encoder_layers=LAYERS, decoder_layers=LAYERS,
@@ -100,6 +101,8 @@ def worker(args) -> dict:
             return model(src, tgt_in)[0]
     else:
         from transformers import MarianConfig, MarianMTModel
+
+        clip_grad_norm = torch.nn.utils.clip_grad_norm_  # as transformers' Trainer clips
 
         config = MarianConfig(vocab_size=VOCAB, decoder_vocab_size=VOCAB, share_encoder_decoder_embeddings=False,
                               tie_word_embeddings=True, d_model=D, encoder_layers=LAYERS, decoder_layers=LAYERS,
@@ -114,10 +117,6 @@ def worker(args) -> dict:
         def logits():
             return model(input_ids=src, attention_mask=mask, decoder_input_ids=tgt_in).logits
     model.train()
-    if args.worker == "attnkit":
-        from attnkit.train import clip_grad_norm
-    else:
-        clip_grad_norm = torch.nn.utils.clip_grad_norm_
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98), fused=True)
     n = b * t

@@ -19,6 +19,7 @@ from attnkit import native
 from attnkit.attention import AttentionCall, attend, causal_mask, choose_backend
 from attnkit.layers import BlockConfig, DecoderBlock, DecoderCache, KVCache, StaticKVCache, pack_for_inference
 from attnkit.layers import transformer as transformer_layers
+from attnkit.train import clip_grad_norm
 
 pytestmark = pytest.mark.skipif(
     not native.available(),
@@ -1134,8 +1135,6 @@ def _gradients(seed: int) -> list[nn.Parameter]:
 
 
 def test_clipping_equals_pytorch_with_a_more_accurate_norm():
-    from attnkit.train import clip_grad_norm
-
     ours, theirs = _gradients(0), _gradients(0)
     exact = torch.sqrt(sum((p.grad.double() ** 2).sum() for p in ours))  # the norm in float64, independently
     norm = clip_grad_norm(ours, 1.0)
@@ -1154,8 +1153,6 @@ def test_clipping_equals_pytorch_with_a_more_accurate_norm():
 
 
 def test_clipping_below_the_limit_leaves_gradients_alone_and_any_thread_count_agrees():
-    from attnkit.train import clip_grad_norm
-
     params, before = _gradients(1), [p.grad.clone() for p in _gradients(1)]
     norm = clip_grad_norm(params, 1e4)
     assert norm < 1e4 and all(torch.equal(p.grad, b) for p, b in zip(params, before))
@@ -1172,8 +1169,6 @@ def test_clipping_below_the_limit_leaves_gradients_alone_and_any_thread_count_ag
 
 
 def test_clipping_non_finite_gradients_and_others_as_pytorch():
-    from attnkit.train import clip_grad_norm
-
     for bad in (float("inf"), float("nan")):
         ours, theirs = _gradients(3), _gradients(3)
         ours[2].grad[5, 5] = theirs[2].grad[5, 5] = bad
@@ -1197,8 +1192,6 @@ def test_clipping_non_finite_gradients_and_others_as_pytorch():
 
 
 def test_clipping_takes_what_pytorch_takes():
-    from attnkit.train import clip_grad_norm
-
     # a single tensor, as torch.nn.utils.clip_grad_norm_ takes it
     one = nn.Parameter(torch.zeros(10))
     one.grad = torch.full((10,), 10.0)
