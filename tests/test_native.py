@@ -1217,3 +1217,39 @@ def test_clipping_takes_what_pytorch_takes():
     bad[0].grad[0, 0] = float("nan")
     with pytest.raises(RuntimeError, match="non-finite"):
         clip_grad_norm(bad, 1.0, error_if_nonfinite=True)
+
+
+def test_clipping_a_transformers_gradients_takes_the_compiled_call(monkeypatch):
+    # autograd gives the q, k and v weights of an attention computed in one product gradients that are views of
+    # one tensor: disjoint, so the compiled call takes them (a check on whole storages once sent every
+    # Transformer to PyTorch's function)
+    from attnkit.models import TransformerConfig, build_model
+
+    torch.manual_seed(0)
+    model = build_model(TransformerConfig(d_model=32, heads=4, encoder_layers=1, decoder_layers=1, ffn_dim=64,
+                                          dropout=0.0), 50, 60)
+    src, tgt = torch.randint(4, 50, (3, 5)), torch.randint(4, 60, (3, 6))
+    model(src, tgt)[0].square().sum().backward()
+    grads = [p.grad for p in model.parameters()]
+    assert len({g.untyped_storage().data_ptr() for g in grads}) < len(grads)  # some do share a buffer
+    theirs = [nn.Parameter(p.detach().clone()) for p in model.parameters()]
+    for t, g in zip(theirs, grads):
+        t.grad = g.clone()
+    calls = []
+    real = native.clip_grad_norm_
+    monkeypatch.setattr(native, "clip_grad_norm_", lambda g, m: calls.append(len(g)) or real(g, m))
+    norm = clip_grad_norm(model.parameters(), 0.5)
+    assert calls == [len(grads)]
+    torch.testing.assert_close(norm, torch.nn.utils.clip_grad_norm_(theirs, 0.5), rtol=1e-5, atol=0)
+    for p, t in zip(model.parameters(), theirs):
+        torch.testing.assert_close(p.grad, t.grad, rtol=1e-5, atol=1e-9)
+    # views that overlap would be scaled twice: PyTorch's function, which clips what the views show once per view
+    base, other = torch.randn(20), torch.randn(20)
+    a, b = nn.Parameter(torch.zeros(10)), nn.Parameter(torch.zeros(10))
+    a.grad, b.grad = base[:10], base[5:15]
+    c, d = nn.Parameter(torch.zeros(10)), nn.Parameter(torch.zeros(10))
+    c.grad, d.grad = other[:10], other[5:15]
+    other.copy_(base)
+    calls.clear()
+    assert torch.equal(clip_grad_norm([a, b], 0.1), torch.nn.utils.clip_grad_norm_([c, d], 0.1))
+    assert calls == [] and torch.equal(base, other)

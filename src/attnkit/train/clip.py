@@ -23,7 +23,7 @@ def clip_grad_norm(parameters: Tensor | Iterable[Tensor], max_norm: float, norm_
     """``torch.nn.utils.clip_grad_norm_`` with the same arguments: scale the gradients of ``parameters`` (a tensor
     or an iterable of them) in place so that their norm taken together is at most ``max_norm`` (by
     ``min(1, max_norm / (norm + 1e-6))``); returns the norm before clipping. Parameters without a gradient are
-    skipped. The 2-norm of contiguous float32 CPU gradients, none sharing memory with another, takes the
+    skipped. The 2-norm of contiguous float32 CPU gradients, none overlapping another, takes the
     compiled kernels (:func:`attnkit.native.clip_grad_norm_`) when they are built; anything else (another
     ``norm_type``, ``error_if_nonfinite=True``, other gradients) PyTorch's function."""
     if isinstance(parameters, Tensor):
@@ -44,6 +44,9 @@ def clip_grad_norm(parameters: Tensor | Iterable[Tensor], max_norm: float, norm_
 
 
 def _apart(grads: list[Tensor]) -> bool:
-    """Whether no two of ``grads`` share memory (a tensor listed twice would be scaled twice: PyTorch's function
-    handles that its own way)."""
-    return len({g.untyped_storage().data_ptr() for g in grads}) == len(grads)
+    """Whether no two of ``grads`` (contiguous) overlap in memory: a tensor listed twice, or two views of the same
+    elements, would be scaled twice, which PyTorch's function handles its own way. Views of disjoint parts of
+    one buffer are apart; autograd makes them (the gradients of the q, k and v weights of an attention computed
+    in one product are views of one tensor)."""
+    spans = sorted((g.data_ptr(), g.data_ptr() + g.numel() * g.element_size()) for g in grads)
+    return all(end <= start for (_, end), (start, _) in zip(spans, spans[1:]))
