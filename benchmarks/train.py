@@ -27,7 +27,10 @@ the same threads, written into one preallocated output (the machine's rate, not 
 faster of PyTorch's two CPU kernels: MKL's (``torch.mm``, what training runs on) and oneDNN's on a
 prepacked weight (what attnkit decodes with), which is ~10% faster here.
 MFU = model FLOPs per second ÷ that rate. attnkit runs as ``attnkit train`` does, after
-:func:`attnkit.runtime.keep_freed_memory`.
+:func:`attnkit.runtime.keep_freed_memory`. Each round also times the step's products alone, shape by shape
+(:func:`step_products`, which must count the same FLOPs as the formula above; each product the median of 7
+calls of PyTorch's kernels as training calls them): the MFU a step made of nothing but its products would
+reach, the ceiling for any engine that trains on those kernels.
 
 Ends with one JSON line ``{"train_vs_hf": r, "mfu": fraction}`` (attnkit's tokens/s ÷ MarianMT's).
 """
@@ -36,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -74,6 +78,63 @@ def matmul_rates(threads: int, repeats: int = 7) -> dict[str, float]:
         rates["onednn"] = 2 * n**3 / statistics.median(
             time_calls(lambda: product(a, packed, None, "none", [], ""), repeats))
     return rates
+
+
+def step_products(b: int, s: int, t: int) -> list[tuple[str, tuple[int, ...], int]]:
+    """The matrix products of one training step, as (kind, shape, count): ``("linear", (m, k, n), c)`` a linear
+    layer of k → n features on m rows (forward, input gradient, weight gradient), ``("attention", (B, i, j, d),
+    c)`` the scores and weighted sums of B heads of i queries over j keys of size d (forward: 2 products,
+    backward: 4). The products :func:`model_flops` counts, shape by shape."""
+    S, T, H = b * s, b * t, D // HEADS
+    return [
+        ("linear", (S, D, 3 * D), LAYERS), ("linear", (S, D, D), LAYERS),  # encoder self-attention: q, k, v; out
+        ("linear", (S, D, FFN), LAYERS), ("linear", (S, FFN, D), LAYERS),  # encoder feed-forward
+        ("attention", (b * HEADS, s, s, H), LAYERS),
+        ("linear", (T, D, 3 * D), LAYERS), ("linear", (T, D, D), LAYERS),  # decoder self-attention
+        ("attention", (b * HEADS, t, t, H), LAYERS),
+        ("linear", (T, D, D), 2 * LAYERS), ("linear", (S, D, 2 * D), LAYERS),  # cross-attention: q, out; k, v
+        ("attention", (b * HEADS, t, s, H), LAYERS),
+        ("linear", (T, D, FFN), LAYERS), ("linear", (T, FFN, D), LAYERS),  # decoder feed-forward
+        ("linear", (T, D, VOCAB), 1),  # output layer
+    ]
+
+
+def _linear_products(m: int, k: int, n: int) -> list:
+    """A linear layer's three products as training runs them: forward ``addmm`` with its bias (``mm`` for the
+    output layer, which has none), input gradient ``dY W``, weight gradient ``dYᵀ X``."""
+    import torch
+
+    x, w, bias, dy = torch.randn(m, k), torch.randn(n, k), torch.randn(n), torch.randn(m, n)
+    forward = (lambda: torch.mm(x, w.t())) if n == VOCAB else (lambda: torch.addmm(bias, x, w.t()))
+    return [forward, lambda: torch.mm(dy, w), lambda: torch.mm(dy.t(), x)]
+
+
+def _attention_products(batch: int, i: int, j: int, d: int) -> list:
+    """An attention's six ``bmm``s: scores and weighted sum; the gradients of the weights, values, queries, keys."""
+    import torch
+
+    q, k, v, p, do = (torch.randn(batch, i, d), torch.randn(batch, j, d), torch.randn(batch, j, d),
+                      torch.randn(batch, i, j), torch.randn(batch, i, d))
+    return [lambda: torch.bmm(q, k.transpose(1, 2)), lambda: torch.bmm(p, v),
+            lambda: torch.bmm(do, v.transpose(1, 2)), lambda: torch.bmm(p.transpose(1, 2), do),
+            lambda: torch.bmm(p, k), lambda: torch.bmm(p.transpose(1, 2), q)]
+
+
+def products_alone(b: int, s: int, t: int, threads: int, repeats: int = 7) -> tuple[float, float]:
+    """(seconds, FLOPs) of one training step's matrix products (:func:`step_products`), each timed alone (the
+    median of ``repeats`` calls) with PyTorch's CPU products as training runs them: the time a step made of
+    nothing but its products would take."""
+    import torch
+
+    torch.set_num_threads(threads)
+    seconds = flops = 0.0
+    for kind, shape, count in step_products(b, s, t):
+        calls = _linear_products(*shape) if kind == "linear" else _attention_products(*shape)
+        for call in calls:
+            call()
+            seconds += count * statistics.median(time_calls(call, repeats))
+            flops += count * 2.0 * math.prod(shape)
+    return seconds, flops
 
 
 def worker(args) -> dict:
@@ -157,12 +218,17 @@ def main(argv=None) -> int:
           f"{args.tgt_len}; {args.steps} timed steps", flush=True)
     flops = model_flops(args.batch, args.src_len, args.tgt_len)
     runs: dict[str, list[dict]] = {}
-    rates = []
+    rates, alone = [], []
     for round_ in range(args.rounds):  # the engines and the matmul rate alternate (see the module docstring)
         kernels = matmul_rates(args.threads)
         rates.append(max(kernels.values()))  # the machine's rate: the fastest kernel measured
+        seconds, product_flops = products_alone(args.batch, args.src_len, args.tgt_len, args.threads)
+        if abs(product_flops - flops) > 1e-9 * flops:  # the two counts are written separately: they must agree
+            raise SystemExit(f"train.py: the step's products count {product_flops:.0f} FLOPs, model_flops {flops:.0f}")
+        alone.append(seconds)
         print(f"round {round_ + 1}: float32 matmul rate {rates[-1] / 1e9:.1f} GFLOP/s ("
-              + ", ".join(f"{k} {v / 1e9:.1f}" for k, v in kernels.items()) + ")", flush=True)
+              + ", ".join(f"{k} {v / 1e9:.1f}" for k, v in kernels.items())
+              + f"); the step's products alone {seconds * 1000:.0f} ms", flush=True)
         for engine in engines:
             r = run_worker(__file__, ["--worker", engine, "--threads", str(args.threads), "--steps", str(args.steps),
                                       "--batch", str(args.batch), "--src-len", str(args.src_len), "--tgt-len",
@@ -172,6 +238,9 @@ def main(argv=None) -> int:
     rate = statistics.median(rates)
     print(f"float32 matmul rate (median): {rate / 1e9:.1f} GFLOP/s; model FLOPs per step: {flops / 1e9:.1f} GFLOP",
           flush=True)
+    products = statistics.median(alone)
+    print(f"the step's products alone (median): {products * 1000:.0f} ms, {flops / products / 1e9:.1f} GFLOP/s: a step "
+          f"of nothing but its products would reach {flops / products / rate:.1%} MFU", flush=True)
     results = {}
     for engine, rs in runs.items():
         step = statistics.median(r["step_seconds"] for r in rs)
