@@ -50,14 +50,13 @@ D, HEADS, LAYERS, FFN, VOCAB, DROPOUT = 256, 4, 3, 1024, 8000, 0.1
 
 
 def model_flops(b: int, s: int, t: int) -> float:
-    """Forward + backward matmul FLOPs of one step (see the module docstring)."""
-    enc = LAYERS * (4 * 2 * s * D * D + 2 * 2 * s * D * FFN + 2 * 2 * s * s * D)
-    dec = LAYERS * (4 * 2 * t * D * D  # self-attention q, k, v, out
-                    + 2 * 2 * t * D * D + 2 * 2 * s * D * D  # cross-attention q, out; k, v of the memory
-                    + 2 * 2 * t * D * FFN  # feed-forward
-                    + 2 * 2 * t * t * D + 2 * 2 * t * s * D)  # scores and weighted sums
-    out = 2 * t * D * VOCAB
-    return 3.0 * b * (enc + dec + out)
+    """Forward + backward matmul FLOPs of one step (see the module docstring): what ``attnkit train`` counts for
+    its MFU, :func:`attnkit.models.transformer.training_flops`, for the shapes here (MarianMT's are the same)."""
+    from attnkit.models import TransformerConfig
+    from attnkit.models.transformer import training_flops
+
+    config = TransformerConfig(d_model=D, heads=HEADS, encoder_layers=LAYERS, decoder_layers=LAYERS, ffn_dim=FFN)
+    return training_flops(config, VOCAB, b, s, t)
 
 
 def matmul_rates(threads: int, repeats: int = 7) -> dict[str, float]:
@@ -66,11 +65,12 @@ def matmul_rates(threads: int, repeats: int = 7) -> dict[str, float]:
     prepacked weight, what attnkit decodes with)."""
     import torch
 
+    from attnkit.train.mfu import matmul_rate  # what attnkit train measures for its MFU
+
     torch.set_num_threads(threads)
     n = 2048
-    a, b, out = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
-    torch.mm(a, b, out=out)
-    rates = {"mkl": 2 * n**3 / statistics.median(time_calls(lambda: torch.mm(a, b, out=out), repeats))}
+    rates = {"mkl": matmul_rate(threads, n, repeats)}
+    a, b = torch.randn(n, n), torch.randn(n, n)
     if torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"):
         packed = torch.ops.mkldnn._reorder_linear_weight(b.t().contiguous(), n)  # a @ b as linear(a, bᵀ)
         product = torch.ops.mkldnn._linear_pointwise

@@ -253,3 +253,33 @@ def test_special_token_ids_must_differ():
             config_from_dict({"kind": kind, "bos_id": 2, "eos_id": 2})
         with pytest.raises(ConfigError, match="eos_id must be a non-negative integer"):
             config_from_dict({"kind": kind, "eos_id": -1})
+
+
+@pytest.mark.parametrize("norm_first,tie", [(True, True), (False, False)])
+def test_transformer_training_flops_are_what_pytorch_counts(monkeypatch, norm_first, tie):
+    # PyTorch's FLOP counter over a real forward + backward step, on PyTorch's own products (the compiled
+    # kernels off, so that the attention runs as matmuls the counter sees: 8 × 4 heads = 32 blocks of short
+    # attention take the eager backend)
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from attnkit import native
+
+    monkeypatch.setattr(native, "available", lambda: False)
+    torch.manual_seed(0)
+    config = TransformerConfig(d_model=32, heads=4, encoder_layers=2, decoder_layers=1, ffn_dim=48, dropout=0.1,
+                               norm_first=norm_first, tie_output=tie)
+    model = build_model(config, 40, 50)
+    model.train()
+    src, tgt_in = torch.randint(3, 40, (8, 7)), torch.randint(3, 50, (8, 5))
+    src[0, 5:] = 0  # padding is computed over like any position
+    with FlopCounterMode(display=False) as counter:
+        logits, _ = model(src, tgt_in)
+        label_smoothed_nll(logits, torch.randint(3, 50, (8, 5)), smoothing=0.1, ignore_index=0).backward()
+    assert counter.get_total_flops() > 0
+    assert model.training_flops(8, 7, 5) == counter.get_total_flops()
+    # the formula's parts by hand for one shape: 1 × 1 → 1 with d = 32, f = 48, 2 + 1 layers, 50 target words
+    d, f = 32, 48
+    encoder = 8 * d * d + 4 * d * f + 4 * d  # q, k, v, out; feed-forward; scores and weighted sums
+    decoder = 16 * d * d + 4 * d * f + 8 * d  # self and cross q, k, v, out; feed-forward; both attentions
+    by_hand = 3 * (2 * encoder + decoder + 2 * d * 50)
+    assert model.training_flops(1, 1, 1) == by_hand

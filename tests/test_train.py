@@ -159,3 +159,38 @@ def test_progress_line_shows_the_budget_that_ends_first():
     line = stream.getvalue()
     assert "[##########..........]" in line and "loss 2.500" in line and "3,000 tok/s" in line
     assert "ETA 05:00" in line  # the time budget ends before the step budget
+
+
+def test_train_events_report_the_mfu_of_models_that_count_their_flops(recipe, tmp_path):
+    from attnkit.models import build_model
+    from attnkit.models.config import RNNConfig
+
+    out = tmp_path / "mfu"
+    assert main(["train", "--config", str(recipe), "--out", str(out), "--quiet", "--max-steps", "10"]) == 0
+    events = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    train = [e for e in events if e["event"] == "train"]
+    assert [e["step"] for e in train] == [5, 10]
+    assert all(0 < e["mfu"] < 1 for e in train)  # a share of the machine's matmul rate
+    # the RNN generations do not count their FLOPs: no MFU, rather than a wrong one
+    assert build_model(RNNConfig(), 20, 20).training_flops(4, 5, 6) is None
+    rnn = tmp_path / "rnn"
+    assert main(["train", "--config", str(recipe), "--out", str(rnn), "--quiet", "--max-steps", "5",
+                 "--model", "seq2seq-attention"]) == 0
+    events = [json.loads(line) for line in (rnn / "log.jsonl").read_text().splitlines()]
+    assert [e.get("mfu", "none") for e in events if e["event"] == "train"] == ["none"]
+
+
+def test_matmul_rate_leaves_the_random_stream_and_threads_alone():
+    import torch
+
+    from attnkit.train.mfu import matmul_rate
+
+    threads = torch.get_num_threads()
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    rate = matmul_rate(threads=1, size=64, repeats=2)
+    assert torch.equal(torch.rand(3), expected)  # training's dropout and initialisation draw the same numbers
+    assert torch.get_num_threads() == threads and rate > 0
+    with pytest.raises(ValueError, match="size and repeats must be >= 1"):
+        matmul_rate(size=0)

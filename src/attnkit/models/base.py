@@ -116,6 +116,13 @@ class Seq2SeqModel(nn.Module):
         untouched, where the model has no such way (greedy decoding then steps one position at a time)."""
         return None
 
+    def training_flops(self, batch: int, src_len: int, tgt_len: int) -> float | None:
+        """The FLOPs of the matrix products of one training step (forward and backward) on a padded batch of
+        ``batch`` sources of ``src_len`` tokens and targets of ``tgt_len``, as the model computes them
+        (padding included), for the model FLOPs utilisation ``attnkit train`` reports; None where the
+        model does not count them."""
+        return None
+
     def num_parameters(self, trainable_only: bool = False) -> int:
         """Number of distinct parameters (tied weights counted once)."""
         seen, total = set(), 0

@@ -31,7 +31,7 @@ from attnkit.layers.checks import runs_hooks
 from .base import Seq2SeqModel, check_same_batch, check_step_rows, check_tokens
 from .config import ConfigError, TransformerConfig
 
-__all__ = ["TransformerSeq2Seq", "TransformerState"]
+__all__ = ["TransformerSeq2Seq", "TransformerState", "training_flops"]
 
 
 @dataclass
@@ -111,6 +111,10 @@ class TransformerSeq2Seq(Seq2SeqModel):
     @property
     def max_output_steps(self) -> int | None:
         return self.config.max_len if self.config.positions == "learned" else None
+
+    def training_flops(self, batch: int, src_len: int, tgt_len: int) -> float:
+        """See :func:`training_flops`."""
+        return training_flops(self.config, self.tgt_vocab_size, batch, src_len, tgt_len)
 
     def _memory(self, src: Tensor, key_mask: Tensor | None, weights: list | None = None) -> Tensor:
         """The encoder output over ``src (b, s)``; ``key_mask`` from :func:`_key_mask`."""
@@ -311,3 +315,21 @@ class TransformerSeq2Seq(Seq2SeqModel):
         key_mask = _key_mask(src_mask)
         return self._decode_all(self._memory(src, key_mask), key_mask, tgt_in, True)[2]
 
+
+def training_flops(config: TransformerConfig, tgt_vocab_size: int, batch: int, src_len: int, tgt_len: int) -> float:
+    """The FLOPs of the matrix products of one training step of a Transformer on a padded batch (``batch``
+    sources of ``src_len`` tokens → targets of ``tgt_len``): 2·m·k·n for every product of the forward pass —
+    projections, attention scores and weighted sums (the decoder's causal scores as a full t × t matrix, as
+    the kernels compute them), the output layer — times 3 for the backward pass (each product's two
+    gradients); embeddings, norms, the loss and the optimizer count nothing."""
+    c, s, t = config, src_len, tgt_len
+    d, f = c.d_model, c.ffn_dim
+    encoder = c.encoder_layers * (2 * s * d * 3 * d + 2 * s * d * d  # q, k, v; out
+                                  + 2 * 2 * s * d * f  # feed-forward
+                                  + 2 * 2 * s * s * d)  # scores, weighted sums
+    decoder = c.decoder_layers * (2 * t * d * 3 * d + 2 * t * d * d  # self-attention q, k, v; out
+                                  + 2 * 2 * t * d * d + 2 * s * d * 2 * d  # cross-attention q, out; k, v of the memory
+                                  + 2 * 2 * t * d * f  # feed-forward
+                                  + 2 * 2 * t * t * d + 2 * 2 * t * s * d)  # self and cross scores, weighted sums
+    output = 2 * t * d * tgt_vocab_size
+    return 3.0 * batch * (encoder + decoder + output)

@@ -35,6 +35,7 @@ from .checkpoint import STEP_PREFIX, latest_checkpoint, load_checkpoint, prune_c
 from .clip import clip_grad_norm
 from .config import Recipe
 from .corpus import read_split
+from .mfu import matmul_rate
 from .progress import Progress
 from .schedule import learning_rate
 
@@ -151,6 +152,8 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callabl
         elapsed_before, best_bleu, stale = state["elapsed"], state["best_bleu"], state["stale"]
         best_dir = out / "best" if (out / "best").is_dir() else None
         log(f"resuming from {ckpt} (step {step}, epoch {position.epoch}, batch {position.batch})")
+    # the machine's float32 matmul rate, for the MFU of the train events (models that count their FLOPs)
+    rate = matmul_rate() if model.training_flops(1, 1, 1) is not None else None
     log(f"{recipe.model.kind}: {model.num_parameters():,} parameters; vocabularies {src_tok.vocab_size:,} → "
         f"{tgt_tok.vocab_size:,}; {len(encoded):,} training pairs")
 
@@ -174,7 +177,8 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callabl
         logfile.flush()
 
     def checkpoint(reason: str) -> None:
-        nonlocal best_bleu, best_dir, stale
+        nonlocal best_bleu, best_dir, stale, window_start
+        begun = time.monotonic()
         metrics = _validate(model, dev_loader, dev_pairs, src_tok, tgt_tok, recipe, t.label_smoothing)
         model.train()
         better = metrics.get("bleu") is not None and (best_bleu is None or metrics["bleu"] > best_bleu)
@@ -196,24 +200,27 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callabl
                  **metrics, "best_bleu": best_bleu, "reason": reason}
         report(event)
         bar.message(_valid_line(event))
+        window_start += time.monotonic() - begun  # the train events' speed is training's, without this
 
     def report_train(lr: float) -> None:
         """The ``train`` event of the update just made (loss and speed since the last one), and a new window."""
-        nonlocal loss_sum, tokens, window_start, window_tokens
+        nonlocal loss_sum, tokens, window_start, window_tokens, window_flops
         now = time.monotonic()
+        seconds = max(now - window_start, 1e-9)
         event = {"event": "train", "step": step, "epoch": position.epoch, "loss": round(loss_sum / max(tokens, 1), 4),
-                 "tokens_per_s": round(window_tokens / max(now - window_start, 1e-9)), "lr": lr,
-                 "elapsed": round(elapsed(), 1)}
+                 "tokens_per_s": round(window_tokens / seconds), "lr": lr, "elapsed": round(elapsed(), 1)}
+        if rate is not None:
+            event["mfu"] = round(window_flops / seconds / rate, 3)
         report(event)
         bar.update(step, event, elapsed())
         loss_sum = tokens = 0.0
-        window_start, window_tokens = now, 0
+        window_start, window_tokens, window_flops = now, 0, 0.0
 
     model.train()
     d_model = getattr(recipe.model, "d_model", 512)  # the Noam schedule's scale (RNN models have none)
     loss_sum = tokens = 0.0
     reason = None
-    window_start, window_tokens = time.monotonic(), 0
+    window_start, window_tokens, window_flops = time.monotonic(), 0, 0.0
     batches = loader.iter_from(position, epochs=t.max_epochs)
     pending = 0
     optimizer.zero_grad(set_to_none=True)
@@ -226,6 +233,8 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callabl
             loss_sum += float(loss.detach())
             tokens += n
             window_tokens += n
+            if rate is not None:
+                window_flops += model.training_flops(batch.src.shape[0], batch.src.shape[1], batch.tgt_in.shape[1])
             pending += 1
             position = batch.next_position
             if pending < t.accumulate:

@@ -50,7 +50,8 @@ class Progress:
         if fractions:  # whichever budget runs out first
             filled = int(20 * min(1.0, max(fractions)))
             bar = "[" + "#" * filled + "." * (20 - filled) + "] "
-        line = (f"{bar}step {step}{of} | loss {event['loss']:.3f} | {event['tokens_per_s']:,} tok/s | "
+        mfu = f" (MFU {event['mfu']:.0%})" if event.get("mfu") is not None else ""
+        line = (f"{bar}step {step}{of} | loss {event['loss']:.3f} | {event['tokens_per_s']:,} tok/s{mfu} | "
                 f"lr {event['lr']:.2e} | {_clock(elapsed)} elapsed" + (f" | ETA {_clock(eta)}" if eta is not None else ""))
         if self.tty:
             self.stream.write("\r" + line.ljust(100))
