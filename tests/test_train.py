@@ -159,6 +159,9 @@ def test_progress_line_shows_the_budget_that_ends_first():
     line = stream.getvalue()
     assert "[##########..........]" in line and "loss 2.500" in line and "3,000 tok/s" in line
     assert "ETA 05:00" in line  # the time budget ends before the step budget
+    assert "MFU" not in line  # a model that does not count its FLOPs
+    bar.update(101, {"loss": 2.5, "tokens_per_s": 3000, "lr": 1e-3, "mfu": 0.643}, elapsed=301.0)
+    assert "3,000 tok/s (MFU 64%) |" in stream.getvalue()
 
 
 def test_train_events_report_the_mfu_of_models_that_count_their_flops(recipe, tmp_path):
