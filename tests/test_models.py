@@ -283,3 +283,6 @@ def test_transformer_training_flops_are_what_pytorch_counts(monkeypatch, norm_fi
     decoder = 16 * d * d + 4 * d * f + 8 * d  # self and cross q, k, v, out; feed-forward; both attentions
     by_hand = 3 * (2 * encoder + decoder + 2 * d * 50)
     assert model.training_flops(1, 1, 1) == by_hand
+    for bad in ((-1, 7, 5), (8, 7.5, 5), (8, 7, True)):
+        with pytest.raises(ValueError, match="training_flops: .* must be a non-negative integer"):
+            model.training_flops(*bad)

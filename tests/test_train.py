@@ -163,6 +163,18 @@ def test_progress_line_shows_the_budget_that_ends_first():
     bar.update(101, {"loss": 2.5, "tokens_per_s": 3000, "lr": 1e-3, "mfu": 0.643}, elapsed=301.0)
     assert "3,000 tok/s (MFU 64%) |" in stream.getvalue()
 
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    tty = Terminal()
+    bar = Progress(total_steps=1_000_000, max_minutes=10, enabled=True, stream=tty)
+    bar.update(100, {"loss": 2.5, "tokens_per_s": 123_456, "lr": 1e-3, "mfu": 0.643}, elapsed=300.0)
+    bar.update(101, {"loss": 2.5, "tokens_per_s": 3, "lr": 1e-3}, elapsed=301.0)
+    first, second = tty.getvalue().split("\r")[1:]
+    assert len(first) > 100 and len(second) == len(first)  # the shorter line covers all of the longer one
+    assert second.rstrip().endswith("ETA 04:59")
+
 
 def test_train_events_report_the_mfu_of_models_that_count_their_flops(recipe, tmp_path):
     from attnkit.models import build_model
@@ -189,10 +201,11 @@ def test_matmul_rate_leaves_the_random_stream_and_threads_alone():
     from attnkit.train.mfu import matmul_rate
 
     threads = torch.get_num_threads()
+    other = 2 if threads == 1 else 1  # a count that differs from the current one, which must come back
     torch.manual_seed(5)
     expected = torch.rand(3)
     torch.manual_seed(5)
-    rate = matmul_rate(threads=1, size=64, repeats=2)
+    rate = matmul_rate(threads=other, size=64, repeats=2)
     assert torch.equal(torch.rand(3), expected)  # training's dropout and initialisation draw the same numbers
     assert torch.get_num_threads() == threads and rate > 0
     with pytest.raises(ValueError, match="size and repeats must be >= 1"):

@@ -26,6 +26,7 @@ class Progress:
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.start_step, self.start_elapsed = start_step, start_elapsed
         self._drawn = False
+        self._width = 0  # the longest line drawn in place, which the next one must cover
 
     def eta(self, step: int, elapsed: float) -> float | None:
         candidates = []
@@ -54,7 +55,8 @@ class Progress:
         line = (f"{bar}step {step}{of} | loss {event['loss']:.3f} | {event['tokens_per_s']:,} tok/s{mfu} | "
                 f"lr {event['lr']:.2e} | {_clock(elapsed)} elapsed" + (f" | ETA {_clock(eta)}" if eta is not None else ""))
         if self.tty:
-            self.stream.write("\r" + line.ljust(100))
+            self._width = max(self._width, len(line))
+            self.stream.write("\r" + line.ljust(self._width))
             self._drawn = True
         else:
             self.stream.write(line + "\n")
