@@ -29,8 +29,9 @@ prepacked weight (what attnkit decodes with), which is ~10% faster here.
 MFU = model FLOPs per second ÷ that rate. attnkit runs as ``attnkit train`` does, after
 :func:`attnkit.runtime.keep_freed_memory`. Each round also times the step's products alone, shape by shape
 (:func:`step_products`, which must count the same FLOPs as the formula above; each product the median of 7
-calls of PyTorch's kernels as training calls them): the MFU a step made of nothing but its products would
-reach, the ceiling for any engine that trains on those kernels.
+calls of PyTorch's kernels as training calls them, in a process of its own set up as attnkit's: a product's
+output that lands on pages the process has not touched before costs up to half as much again): the MFU a step
+made of nothing but its products would reach, the ceiling for any engine that trains on those kernels.
 
 Ends with one JSON line ``{"train_vs_hf": r, "mfu": fraction}`` (attnkit's tokens/s ÷ MarianMT's).
 """
@@ -141,6 +142,12 @@ def worker(args) -> dict:
     import torch
 
     torch.set_num_threads(args.threads)
+    if args.worker == "products":  # in a process set up as attnkit's: fresh pages would be timed otherwise
+        from attnkit.runtime import keep_freed_memory
+
+        keep_freed_memory()
+        seconds, flops = products_alone(args.batch, args.src_len, args.tgt_len, args.threads)
+        return {"seconds": seconds, "flops": flops}
     torch.manual_seed(0)
     from attnkit.models import TransformerConfig, build_model, label_smoothed_nll
 
@@ -222,7 +229,10 @@ def main(argv=None) -> int:
     for round_ in range(args.rounds):  # the engines and the matmul rate alternate (see the module docstring)
         kernels = matmul_rates(args.threads)
         rates.append(max(kernels.values()))  # the machine's rate: the fastest kernel measured
-        seconds, product_flops = products_alone(args.batch, args.src_len, args.tgt_len, args.threads)
+        shape = ["--threads", str(args.threads), "--batch", str(args.batch), "--src-len", str(args.src_len),
+                 "--tgt-len", str(args.tgt_len)]
+        products = run_worker(__file__, ["--worker", "products", *shape], args.threads, "the products alone")
+        seconds, product_flops = products["seconds"], products["flops"]
         if abs(product_flops - flops) > 1e-9 * flops:  # the two counts are written separately: they must agree
             raise SystemExit(f"train.py: the step's products count {product_flops:.0f} FLOPs, model_flops {flops:.0f}")
         alone.append(seconds)
@@ -230,9 +240,7 @@ def main(argv=None) -> int:
               + ", ".join(f"{k} {v / 1e9:.1f}" for k, v in kernels.items())
               + f"); the step's products alone {seconds * 1000:.0f} ms", flush=True)
         for engine in engines:
-            r = run_worker(__file__, ["--worker", engine, "--threads", str(args.threads), "--steps", str(args.steps),
-                                      "--batch", str(args.batch), "--src-len", str(args.src_len), "--tgt-len",
-                                      str(args.tgt_len)], args.threads, engine)
+            r = run_worker(__file__, ["--worker", engine, "--steps", str(args.steps), *shape], args.threads, engine)
             runs.setdefault(engine, []).append(r)
             print(f"  {engine:8} {r['step_seconds'] * 1000:6.0f} ms/step  {r['tokens_per_s']:7,.0f} tokens/s", flush=True)
     rate = statistics.median(rates)
