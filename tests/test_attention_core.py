@@ -406,3 +406,25 @@ def test_empty_queries_or_keys_in_four_dimensions(backend):
     for normalize in NORMALIZERS:
         w = NORMALIZERS[normalize](torch.randn(2, 5, 0))
         assert w.shape == (2, 5, 0), normalize
+
+
+@pytest.mark.parametrize("tau", [0.1, 0.5, 1.0, 3.0])
+@pytest.mark.parametrize("hard", [True, False])
+def test_gumbel_fully_masked_row_is_zero_for_every_tau(tau, hard):
+    q, k, v = _qkv(dtype=torch.float32)
+    mask = _mask()
+    params = {"generator": torch.Generator().manual_seed(0), "tau": tau, "hard": hard}
+    out = attend(q, k, v, normalize="gumbel", mask=mask, need_weights=True, normalize_params=params)
+    assert torch.equal(out.weights[1, 2, 0], torch.zeros(7))
+    assert torch.equal(out.context[1, 2, 0], torch.zeros(4))
+    assert torch.isfinite(out.weights).all()
+    # the other rows are y = softmax((s + g) / tau) over the unmasked keys, or its one-hot (same noise)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    u = torch.rand(scores.shape, generator=torch.Generator().manual_seed(0), dtype=scores.dtype)
+    y = torch.softmax(((scores - torch.log(-torch.log(u))) / tau).masked_fill(~mask, -math.inf), -1)
+    y = torch.nan_to_num(y.detach(), nan=0.0)
+    if hard:
+        y = torch.zeros_like(y).scatter_(-1, y.argmax(-1, keepdim=True), 1.0) * mask.any(-1, keepdim=True)
+    torch.testing.assert_close(out.weights.detach(), y)
+    grads = torch.autograd.grad(out.context.sum(), (q, k, v))
+    assert all(torch.isfinite(g).all() for g in grads)

@@ -132,8 +132,10 @@ def gumbel(
     u = torch.rand(scores.shape, generator=generator, device=scores.device, dtype=scores.dtype)
     tiny = torch.finfo(scores.dtype).tiny
     g = -torch.log((-torch.log(u.clamp_min(tiny))).clamp_min(tiny))  # Gumbel(0, 1)
-    perturbed = _fill(scores + g, mask)
-    soft = torch.softmax(perturbed / tau, dim=-1)
+    # Divide by tau before masking: masked scores hold the most negative finite value, which a tau < 1
+    # would turn into -inf, and a fully masked row into NaN.
+    perturbed = _fill((scores + g) / tau, mask)
+    soft = torch.softmax(perturbed, dim=-1)
     w = _straight_through(perturbed.argmax(-1, keepdim=True), soft) if hard else soft
     if mask is not None:
         w = _zero_empty_rows(w.masked_fill(~mask, 0.0) if not hard else w, mask)
