@@ -428,3 +428,38 @@ def test_gumbel_fully_masked_row_is_zero_for_every_tau(tau, hard):
     torch.testing.assert_close(out.weights.detach(), y)
     grads = torch.autograd.grad(out.context.sum(), (q, k, v))
     assert all(torch.isfinite(g).all() for g in grads)
+
+
+def _sparsemax_reference(z: list[float]) -> list[float]:
+    """Martins & Astudillo 2016, Algorithm 1, on one row, in exact rational arithmetic."""
+    from fractions import Fraction
+
+    z = [Fraction(x) for x in z]
+    s = sorted(z, reverse=True)
+    k = max(n for n in range(1, len(s) + 1) if 1 + n * s[n - 1] > sum(s[:n]))
+    tau = (sum(s[:k]) - 1) / k
+    return [float(max(x - tau, 0)) for x in z]
+
+
+@pytest.mark.parametrize("dtype,magnitude", [(torch.float32, 1e8), (torch.float32, 3e30), (torch.bfloat16, 300.0),
+                                             (torch.float16, 3000.0), (torch.float64, 1e17)])
+def test_sparsemax_of_large_scores_matches_the_algorithm_in_exact_arithmetic(dtype, magnitude):
+    # 1 + z rounds to z for large z: the support test of the top key must still hold
+    g = torch.Generator().manual_seed(5)
+    scores = (torch.randn(6, 5, generator=g, dtype=torch.float64) * magnitude).to(dtype)
+    scores[0, 1] = scores[0, 0] = scores[0].max()  # a tie at the top
+    mask = torch.rand(6, 5, generator=g) > 0.3
+    mask[:, 2] = True
+    q = torch.zeros(1, 6, 2, dtype=dtype)
+    kv = torch.zeros(1, 5, 2, dtype=dtype)
+    for m in (None, mask):
+        w = attend(q, kv, kv, score=lambda a, b: scores[None], normalize="sparsemax", mask=None if m is None else m[None],
+                   need_weights=True).weights[0]
+        for row in range(6):
+            keep = [c for c in range(5) if m is None or m[row, c]]
+            want = _sparsemax_reference([float(scores[row, c]) for c in keep])
+            got = w[row].double()
+            assert torch.allclose(got[keep], torch.tensor(want, dtype=torch.float64), atol=1e-2 if dtype != torch.float64 else 1e-9)
+            assert float(got.sum()) == pytest.approx(1.0, abs=1e-2)
+            if m is not None:
+                assert not bool(got[~m[row]].any())  # masked keys get exactly 0

@@ -65,21 +65,26 @@ def sparsemax(scores: Tensor, mask: Tensor | None = None) -> Tensor:
     (Martins & Astudillo 2016, eq. 2 and Algorithm 1): ``w_ij = max(s_ij - τ_i, 0)`` with ``τ_i`` chosen
     so each row sums to 1. Low scores get exactly zero weight.
 
-    Masked scores are placed 2 below the row's largest unmasked score: since ``τ ≥ max - 1`` they can
-    never enter the support. Autograd through ``τ`` with the support fixed gives the paper's Jacobian.
+    Sparsemax is unchanged by a shift of the row, so each row is first shifted by its largest unmasked
+    score: the top key then scores exactly 0 and is always in the support (``1 + 0 > 0``), however
+    large the scores (unshifted, ``1 + z`` rounds to ``z`` above 2**24 in float32, 2**11 in float16).
+    Masked scores are placed at -2: since ``τ ≥ max - 1 = -1`` they can never enter the support.
+    Autograd through ``τ`` with the support fixed gives the paper's Jacobian.
     """
     if scores.shape[-1] == 0:  # no key: nothing to project
         return scores.new_zeros(scores.shape)
+    row_max = _fill(scores.detach(), mask).amax(-1, keepdim=True)  # (..., i, 1)
     if mask is not None:
-        row_max = scores.detach().masked_fill(~mask, fill_value(scores.dtype)).amax(-1, keepdim=True)
-        row_max = torch.where(mask.any(-1, keepdim=True), row_max, torch.zeros_like(row_max))
-        scores = torch.where(mask, scores, row_max - 2.0)
+        row_max = row_max.masked_fill(~mask.any(-1, keepdim=True), 0.0)
+    scores = scores - row_max.masked_fill(~torch.isfinite(row_max), 0.0)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, -2.0)
     z_sorted, _ = torch.sort(scores, dim=-1, descending=True)
     j = scores.shape[-1]
     ks = torch.arange(1, j + 1, device=scores.device, dtype=scores.dtype)
     cumsum = z_sorted.cumsum(-1)
     support = 1 + ks * z_sorted > cumsum  # (..., i, j), a prefix of the sorted keys
-    k_support = support.sum(-1, keepdim=True)  # (..., i, 1) >= 1
+    k_support = support.sum(-1, keepdim=True).clamp_min(1)  # (..., i, 1); 0 only for a NaN row, which stays NaN
     tau = (cumsum.gather(-1, k_support - 1) - 1) / k_support.to(scores.dtype)
     w = torch.clamp(scores - tau, min=0)
     if mask is not None:
