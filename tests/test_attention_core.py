@@ -463,3 +463,31 @@ def test_sparsemax_of_large_scores_matches_the_algorithm_in_exact_arithmetic(dty
             assert float(got.sum()) == pytest.approx(1.0, abs=1e-2)
             if m is not None:
                 assert not bool(got[~m[row]].any())  # masked keys get exactly 0
+
+
+@pytest.mark.parametrize("backend", ["auto", "eager", "sdpa", "chunked"])
+def test_cosine_eps_and_the_shape_of_a_tensor_scale_are_checked(backend):
+    q, k, v = torch.randn(2, 3, 5, 8), torch.randn(2, 3, 7, 8), torch.randn(2, 3, 7, 4)
+    q[0, 0, 0] = 0.0  # a zero vector: eps <= 0 would divide it by 0
+    for eps in (0.0, -1.0):
+        with pytest.raises(ValueError, match=r"score_params\['eps'\] must be > 0"):
+            attend(q, k, v, score="cosine", score_params={"eps": eps}, backend=backend)
+    with pytest.raises(ValueError, match=r"score_params\['eps'\] must be a finite number"):
+        attend(q, k, v, score="cosine", score_params={"eps": "tiny"}, backend=backend)
+    # a (d,) tensor would weight each feature of q, not scale the scores
+    for shape in ((8,), (3,), (2, 2)):
+        with pytest.raises(ValueError, match=r"score_params\['scale'\] of shape .* broadcasts to \(\.\.\., i, 1\)"):
+            attend(q, k, v, score_params={"scale": torch.ones(shape)}, backend=backend)
+        with pytest.raises(ValueError, match=r"score_params\['temperature'\] of shape"):
+            attend(q, k, v, score="cosine", score_params={"temperature": torch.ones(shape)}, backend=backend)
+
+
+@pytest.mark.parametrize("backend", ["auto", "chunked"])
+def test_a_per_head_tensor_scale_scales_each_heads_scores(backend):
+    g = torch.Generator().manual_seed(4)
+    q, k, v = (torch.randn(2, 3, 5, 8, generator=g, dtype=torch.float64) for _ in range(3))
+    scale = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64).view(3, 1, 1)
+    out = attend(q, k, v, score_params={"scale": scale}, backend=backend).context
+    ref = torch.softmax(q @ k.transpose(-2, -1) * scale, -1) @ v
+    torch.testing.assert_close(out, ref)
+

@@ -160,6 +160,28 @@ def check_score_params(score: str, params: dict, q: Tensor) -> None:
         check_number("score_params['scale']", params["scale"])
     if "temperature" in params:
         check_positive("score_params['temperature']", params["temperature"])
+    if "eps" in params:  # cosine's floor on the norms: 0 or less divides a zero vector by 0 (NaN)
+        check_positive("score_params['eps']", params["eps"])
+    for name in ("scale", "temperature"):
+        _check_per_row(name, params.get(name), q)
+
+
+def _check_per_row(name: str, value, q: Tensor) -> None:
+    """A tensor ``scale``/``temperature`` multiplies (divides) the scores: it must broadcast to
+    ``(..., i, 1)``, one number per score row at most. (It is applied to the queries ``(..., i, d)``, where
+    a last axis of size ``d`` would silently weight each feature instead.)"""
+    if not isinstance(value, Tensor) or value.dim() == 0:
+        return
+    rows = (*q.shape[:-1], 1)
+    try:
+        fits = value.dim() <= len(rows) and torch.broadcast_shapes(value.shape, rows) == rows
+    except RuntimeError:
+        fits = False
+    if not fits:
+        raise ValueError(
+            f"score_params[{name!r}] of shape {tuple(value.shape)} must be a number or a tensor that broadcasts "
+            f"to (..., i, 1) = {rows}, one value per row of scores at most, e.g. (h, 1, 1) per head"
+        )
 
 
 @dataclass(frozen=True)
