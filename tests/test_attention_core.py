@@ -491,3 +491,13 @@ def test_a_per_head_tensor_scale_scales_each_heads_scores(backend):
     ref = torch.softmax(q @ k.transpose(-2, -1) * scale, -1) @ v
     torch.testing.assert_close(out, ref)
 
+
+def test_additive_score_parameters_that_are_not_tensors_are_named():
+    q, k, v = torch.randn(2, 5, 8), torch.randn(2, 7, 8), torch.randn(2, 7, 4)
+    params = {"w_q": torch.randn(3, 8), "w_k": torch.randn(3, 8), "v": torch.randn(3)}
+    for name in ("w_q", "w_k", "v"):
+        bad = dict(params, **{name: [[1.0] * 8] * 3})
+        for backend in ("eager", "chunked"):
+            with pytest.raises(TypeError, match=f"additive score: {name} must be a tensor, got list"):
+                attend(q, k, v, score="additive", score_params=bad, backend=backend)
+

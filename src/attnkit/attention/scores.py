@@ -85,6 +85,9 @@ def additive(q: Tensor, k: Tensor, w_q: Tensor, w_k: Tensor | None, v: Tensor) -
     The ``(..., i, j, a)`` hidden layer is materialised; the ``chunked`` backend computes it one key
     block at a time for long inputs.
     """
+    for name, t in (("w_q", w_q), ("w_k", w_k), ("v", v)):
+        if not (isinstance(t, Tensor) or (name == "w_k" and t is None)):
+            raise TypeError(f"additive score: {name} must be a tensor, got {type(t).__name__}")
     if w_q.dim() != 2 or w_q.shape[1] != q.shape[-1]:
         raise ValueError(f"additive score: w_q must be (a, d_q={q.shape[-1]}), got {tuple(w_q.shape)}")
     if w_k is None:
