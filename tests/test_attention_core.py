@@ -501,3 +501,9 @@ def test_additive_score_parameters_that_are_not_tensors_are_named():
             with pytest.raises(TypeError, match=f"additive score: {name} must be a tensor, got list"):
                 attend(q, k, v, score="additive", score_params=bad, backend=backend)
 
+
+@pytest.mark.parametrize("dropout", [None, "x", [0.1], torch.tensor([0.1, 0.2])])
+def test_a_dropout_that_is_not_a_number_is_named(dropout):
+    q = torch.randn(2, 5, 8)
+    with pytest.raises(TypeError, match=r"dropout must be a number in \[0, 1\), got"):
+        attend(q, q, q, dropout=dropout)

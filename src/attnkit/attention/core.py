@@ -52,11 +52,15 @@ def attend(
     - ``backend``: ``"auto"`` (see :func:`attnkit.attention.backends.choose_backend`), or a registered
       name: ``"eager"``, ``"sdpa"``, ``"chunked"``, ``"native"``. A backend that cannot do the call raises ``ValueError``.
     """
+    try:
+        p = float(dropout)
+    except (TypeError, ValueError, RuntimeError):  # RuntimeError: a tensor of several numbers
+        raise TypeError(f"dropout must be a number in [0, 1), got {dropout!r} ({type(dropout).__name__})") from None
     call = AttentionCall(
         score=score,
         normalize=normalize,
         mask=mask,
-        dropout=float(dropout),
+        dropout=p,
         need_weights=bool(need_weights),
         score_params=dict(score_params or {}),
         normalize_params=dict(normalize_params or {}),
