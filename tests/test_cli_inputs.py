@@ -589,11 +589,13 @@ def test_plot_help_names_every_kind_of_attention(capsys):
     assert "cross-attention, or the encoder's or decoder's self-attention" in text
 
 
-@pytest.mark.parametrize("digits", ["-1", "-5"])
-def test_explain_refuses_negative_digits(digits, capsys):
+@pytest.mark.parametrize("digits", ["-1", "-5", "31", "2147483648", "99999999999"])
+def test_explain_refuses_negative_or_huge_digits(digits, capsys):
     assert main(["explain", "toy", "--digits", digits]) == 2
-    assert f"--digits must be >= 0, got {digits}" in error_of(capsys)
+    assert f"--digits must be between 0 and 30, got {digits}" in error_of(capsys)
     assert main(["explain", "toy", "--digits", "0"]) == 0
+    assert main(["explain", "toy", "--digits", "30"]) == 0
+    assert "0.309999999999999997779553950750" in capsys.readouterr().out  # 0.31 in float64, to 30 decimals
 
 
 def test_evaluate_report_and_plot_note_truncated_sources_too(short_model, tmp_path, capsys):
