@@ -3,6 +3,7 @@
 import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -507,3 +508,18 @@ def test_a_dropout_that_is_not_a_number_is_named(dropout):
     q = torch.randn(2, 5, 8)
     with pytest.raises(TypeError, match=r"dropout must be a number in \[0, 1\), got"):
         attend(q, q, q, dropout=dropout)
+
+
+def test_mask_builders_refuse_sizes_that_are_not_integers():
+    # causal_mask(3.5) was a (4, 4) mask, offset=1.5 acted as 1; padding_mask's max_len=4.5 a bare view() error
+    for args, kwargs, name in (((3.5,), {}, "i"), ((3, 4.0), {}, "j"), (("3",), {}, "i"), ((3,), {"offset": 1.5}, "offset"),
+                               ((True,), {}, "i")):
+        with pytest.raises(TypeError, match=f"causal_mask {name} must be an integer"):
+            causal_mask(*args, **kwargs)
+    for max_len in (4.5, "4", True):
+        with pytest.raises(TypeError, match="max_len must be an integer or None"):
+            padding_mask([3, 2], max_len=max_len)
+    # integers of any kind still work, and give the convention's masks
+    assert torch.equal(causal_mask(np.int64(2), 3), torch.tensor([[True, True, False], [True, True, True]]))
+    assert torch.equal(padding_mask([3, 1], max_len=np.int64(4)).flatten(1),
+                       torch.tensor([[True, True, True, False], [True, False, False, False]]))

@@ -42,11 +42,17 @@ def padding_mask(lengths: Tensor | list[int], max_len: int | None = None, *, ndi
     longest = int(lengths.max()) if len(lengths) else 0
     if max_len is None:
         max_len = longest
+    elif not _is_int(max_len):
+        raise TypeError(f"max_len must be an integer or None, got {max_len!r} ({type(max_len).__name__})")
     elif max_len < longest:
         raise ValueError(f"max_len={max_len} is shorter than the longest length {longest}")
     positions = torch.arange(max_len, device=lengths.device)
     mask = positions < lengths[:, None]  # (b, j)
     return mask.view(mask.shape[0], *([1] * (ndim - 2)), max_len)
+
+
+def _is_int(n) -> bool:
+    return not isinstance(n, (bool, np.bool_)) and isinstance(n, numbers.Integral)
 
 
 def causal_mask(i: int, j: int | None = None, *, offset: int | None = None, device=None) -> Tensor:
@@ -56,6 +62,9 @@ def causal_mask(i: int, j: int | None = None, *, offset: int | None = None, devi
     when ``i`` new queries are appended to a cache of ``j - i`` earlier keys.
     """
     j = i if j is None else j
+    for name, n in (("i", i), ("j", j), ("offset", offset)):
+        if n is not None and not _is_int(n):
+            raise TypeError(f"causal_mask {name} must be an integer, got {n!r} ({type(n).__name__})")
     if i < 0 or j < 0:
         raise ValueError(f"causal_mask sizes must be >= 0, got i={i}, j={j}")
     offset = j - i if offset is None else offset
