@@ -344,6 +344,11 @@ def test_resuming_another_model_without_a_saved_recipe_is_a_clear_error(recipe, 
     (["--set", "model.d_model=7"], "--set model.d_model=7: model.heads (2) must divide d_model (7)"),  # either key
     (["--set", "model.bos_id=0"], "--set model.bos_id=0: model.pad_id, bos_id and eos_id must be three different"),
     (["--set", "model.foo=1"], "--set model.foo=1: model: unknown key(s) ['foo'] for TransformerConfig"),
+    # the tokenizers and batches number <pad>, <s>, </s> 0, 1, 2: a model told otherwise would learn from padding
+    (["--set", "model.pad_id=5"], "--set model.pad_id=5: model.pad_id must be 0, the id of <pad> in attnkit's tokenizers"),
+    (["--model", "seq2seq-attention", "--set", "model.eos_id=7"],
+     "--set model.eos_id=7: model.eos_id must be 2, the id of </s> in attnkit's tokenizers"),
+    (["--set", "model.bos_id=2", "--set", "model.eos_id=1"], "model.bos_id must be 1, the id of <s>"),
     (["--model", "seq2seq-attention", "--set", "model.attention.hidden=0"],
      "--set model.attention.hidden=0: model.attention.hidden must be a positive integer, got 0"),
     (["--set", "tokenizer.tgt.vocab_size=5"],

@@ -21,7 +21,7 @@ from typing import Any, Literal, Union
 from attnkit.configfile import load_yaml
 from attnkit.models import ConfigError, ModelConfig, config_from_dict, config_to_dict
 from attnkit.models.config import RNNConfig, TransformerConfig, dataclass_from_dict
-from attnkit.text import TokenizerConfig
+from attnkit.text import BOS_ID, EOS_ID, PAD_ID, TokenizerConfig
 from attnkit.text.build import SpecError
 from attnkit.text.build import CharSpec, SentencePieceSpec
 
@@ -259,6 +259,18 @@ def _check_tokenizer(data: Any) -> None:
             check_types(specs[spec["kind"]], {k: v for k, v in spec.items() if k != "kind"}, f"tokenizer.{side}.")
 
 
+def _check_special_ids(model: ModelConfig) -> None:
+    """The model's pad, bos and eos ids must be the ones attnkit's tokenizers and batches use (0, 1, 2):
+    with others the loss would count padding and skip a real token, and decoding start and stop on the
+    wrong tokens."""
+    for name, want, piece in (("pad_id", PAD_ID, "<pad>"), ("bos_id", BOS_ID, "<s>"), ("eos_id", EOS_ID, "</s>")):
+        value = getattr(model, name)
+        if value != want:
+            key = f"model.{name}"
+            raise RecipeError(key, f"{key} must be {want}, the id of {piece} in attnkit's tokenizers and batches "
+                                   f"(<pad>, <s>, </s> are 0, 1, 2), got {value!r}: remove {key} from the recipe")
+
+
 def recipe_from_dict(data: dict[str, Any]) -> Recipe:
     if not isinstance(data, dict):
         raise ConfigError(f"a training config must be a mapping, got {type(data).__name__}")
@@ -287,6 +299,7 @@ def recipe_from_dict(data: dict[str, Any]) -> Recipe:
         keys = (err.key,) if isinstance(err.key, str) else err.key
         message = f"model.{err}" if str(err).startswith(keys[0]) else f"model: {err}"
         raise RecipeError(tuple(f"model.{k}" for k in keys), message) from None
+    _check_special_ids(model)
     return Recipe(
         data=_section(DataSettings, data.get("data"), "data"),
         tokenizer=tokenizer,
