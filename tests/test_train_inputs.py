@@ -349,6 +349,9 @@ def test_resuming_another_model_without_a_saved_recipe_is_a_clear_error(recipe, 
     (["--model", "seq2seq-attention", "--set", "model.eos_id=7"],
      "--set model.eos_id=7: model.eos_id must be 2, the id of </s> in attnkit's tokenizers"),
     (["--set", "model.bos_id=2", "--set", "model.eos_id=1"], "model.bos_id must be 1, the id of <s>"),
+    (["--set", "model.share_embeddings=true"],
+     "--set model.share_embeddings=true: model.share_embeddings: true needs one vocabulary for both sides: set "
+     "tokenizer.joint: true"),
     (["--model", "seq2seq-attention", "--set", "model.attention.hidden=0"],
      "--set model.attention.hidden=0: model.attention.hidden must be a positive integer, got 0"),
     (["--set", "tokenizer.tgt.vocab_size=5"],
@@ -551,3 +554,15 @@ def test_errors_with_attributes_survive_pickling_with_their_message_and_attribut
     back = pickle.loads(pickle.dumps(err))
     assert type(back) is type(err) and str(back) == str(err) and back.args == err.args
     assert vars(back) == vars(err)
+
+
+def test_shared_embeddings_are_taken_with_a_joint_vocabulary_only():
+    from attnkit.train import recipe_from_dict
+    from attnkit.train.config import RecipeError
+
+    model = {"kind": "transformer", "share_embeddings": True}
+    joint = {"joint": True, "src": {"kind": "char"}, "tgt": {"kind": "char"}}
+    assert recipe_from_dict({"tokenizer": joint, "model": model}).model.share_embeddings is True
+    with pytest.raises(RecipeError) as caught:  # two char vocabularies may be of one size by chance
+        recipe_from_dict({"tokenizer": {**joint, "joint": False}, "model": model})
+    assert caught.value.key == ("model.share_embeddings", "tokenizer.joint")

@@ -300,6 +300,11 @@ def recipe_from_dict(data: dict[str, Any]) -> Recipe:
         message = f"model.{err}" if str(err).startswith(keys[0]) else f"model: {err}"
         raise RecipeError(tuple(f"model.{k}" for k in keys), message) from None
     _check_special_ids(model)
+    if getattr(model, "share_embeddings", False) and not tokenizer.joint:
+        # two vocabularies of the same size by chance would otherwise share rows of unrelated tokens
+        raise RecipeError(("model.share_embeddings", "tokenizer.joint"),
+                          "model.share_embeddings: true needs one vocabulary for both sides: set tokenizer.joint: "
+                          "true (the same tokenizer spec for src and tgt), or model.share_embeddings: false")
     return Recipe(
         data=_section(DataSettings, data.get("data"), "data"),
         tokenizer=tokenizer,
