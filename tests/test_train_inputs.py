@@ -480,6 +480,18 @@ def test_the_last_batches_fewer_than_accumulate_make_one_more_update_with_their_
     assert (leftover - whole).norm() <= 1e-5 * whole.norm()
 
 
+def test_learned_positions_fewer_than_the_longest_pair_needs_are_refused_before_anything_is_written(recipe, tmp_path,
+                                                                                                    capsys):
+    learned = ["--set", "model.positions=learned", "--set", "model.max_len=8"]
+    assert main(_train(recipe, tmp_path / "out", *learned)) == 2
+    err = capsys.readouterr().err
+    assert "model.max_len=8 learned positions are fewer than the longest data.train pair needs" in err, err
+    assert "or set data.max_len to 7 or less" in err
+    assert not (tmp_path / "out").exists()
+    # what the message advises: the longer pairs are skipped, and every batch fits the 8 positions
+    assert main(_train(recipe, tmp_path / "out", *learned, "--set", "data.max_len=7", "--max-steps", "1")) == 0
+
+
 def test_too_short_a_max_len_for_every_pair_is_a_clear_error(recipe, tmp_path, capsys):
     assert main(_train(recipe, tmp_path / "out", "--set", "data.max_len=2")) == 2
     assert "data.train: all 298 pairs have a side longer than data.max_len=2 tokens" in capsys.readouterr().err

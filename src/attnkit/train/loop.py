@@ -424,12 +424,18 @@ def _already_done(out: Path, ckpt: Path, t) -> TrainResult | None:
 
 
 def _check_batchable(encoded, split: str, recipe: Recipe) -> None:
-    """Every kept pair must fit one batch of train.max_tokens tokens (with its end/start token)."""
+    """Every kept pair must fit one batch of train.max_tokens tokens (with its end/start token), and the
+    model's learned positions when it has them."""
     max_tokens, max_len = recipe.train.max_tokens, recipe.data.max_len
     if not encoded.examples:
         raise TrainError(f"data.{split}: all {encoded.skipped:,} pairs have a side longer than data.max_len={max_len} "
                          f"tokens: raise data.max_len")
     widest = max(max(len(x), len(y)) for x, y in encoded.examples) + 1
+    positions = getattr(recipe.model, "max_len", None) if getattr(recipe.model, "positions", None) == "learned" else None
+    if positions is not None and widest > positions:  # a learned position for each token, its end/start one too
+        raise TrainError(f"model.max_len={positions} learned positions are fewer than the longest data.{split} pair "
+                         f"needs ({widest} tokens): raise model.max_len to at least {widest}, or set data.max_len to "
+                         f"{positions - 1} or less to skip the longer pairs")
     if widest > max_tokens:
         raise TrainError(f"train.max_tokens={max_tokens} (--max-tokens) is smaller than the longest data.{split} pair, "
                          f"which needs {widest} tokens: raise train.max_tokens to at least {widest}, or set "
