@@ -302,6 +302,31 @@ def test_resuming_another_model_without_a_saved_recipe_is_a_clear_error(recipe, 
     assert not (run_copy / "recipe.yaml").exists()
 
 
+@pytest.mark.parametrize("name", ["model.safetensors", "optimizer.safetensors", "rng.safetensors"])
+def test_resuming_from_a_truncated_checkpoint_names_the_file_and_the_checkpoint_before_it(recipe, run_copy, capsys, name):
+    last = run_copy / "checkpoints" / "step-000003"
+    damaged = last / name
+    damaged.write_bytes(damaged.read_bytes()[:1000])  # e.g. a copy of the run cut short
+    before = _snapshot(run_copy)
+    assert main(_train(recipe, run_copy, "--resume", "--max-steps", "4")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"attnkit train: error: --resume: {damaged} is not a readable tensor file ("), err
+    assert f"the checkpoint {last} is damaged; move {last} away to resume from {run_copy / 'checkpoints' / 'step-000002'}" in err
+    assert _snapshot(run_copy) == before
+    shutil.move(last, run_copy / "damaged")  # as advised: the run continues from the checkpoint before it
+    assert main(_train(recipe, run_copy, "--resume", "--max-steps", "4")) == 0
+    assert "resuming from " + str(run_copy / "checkpoints" / "step-000002") in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("text, says", [('{"step": 3}', "no 'elapsed' in it"), ("[3]", "not a mapping"),
+                                         ('{"step": 3', "Expecting")])
+def test_resuming_from_a_damaged_trainer_state_names_the_file(recipe, run_copy, capsys, text, says):
+    state = run_copy / "checkpoints" / "step-000003" / "trainer.json"
+    state.write_text(text, encoding="utf-8")
+    assert main(_train(recipe, run_copy, "--resume", "--max-steps", "4")) == 2
+    assert f"attnkit train: error: --resume: cannot read {state}: {says}" in capsys.readouterr().err
+
+
 # --- the recipe's values: one typed check for YAML and the command line alike ---------------------------
 
 @pytest.mark.parametrize("args, message", [

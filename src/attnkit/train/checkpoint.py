@@ -22,9 +22,14 @@ from safetensors.torch import load_file, save_file
 from attnkit.models import Seq2SeqModel, save_model
 from attnkit.text import Tokenizer, save_tokenizers
 
-__all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "prune_checkpoints", "publish_best", "STEP_PREFIX"]
+__all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "earlier_checkpoint", "prune_checkpoints",
+           "publish_best", "STEP_PREFIX", "CheckpointError"]
 
 STEP_PREFIX = "step-"
+
+
+class CheckpointError(ValueError):
+    """A file of a checkpoint cannot be read (truncated, damaged, or not what it should be): names the file."""
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -97,19 +102,42 @@ def latest_checkpoint(root: Path) -> Path | None:
     return steps[-1] if steps else None
 
 
+def earlier_checkpoint(root: Path, checkpoint: Path) -> Path | None:
+    """The newest complete checkpoint of ``root`` before ``checkpoint``, or None."""
+    folder = root / "checkpoints"
+    steps = sorted(p for p in folder.glob(f"{STEP_PREFIX}*") if (p / "trainer.json").is_file() and p.name < checkpoint.name)
+    return steps[-1] if steps else None
+
+
+def _tensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        detail = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise CheckpointError(f"{path} is not a readable tensor file ({detail})") from None
+
+
 def load_checkpoint(path: Path, model: Seq2SeqModel, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """Restore model weights, optimizer and RNG states from ``path``; return the trainer state."""
+    """Restore model weights, optimizer and RNG states from ``path``; return the trainer state. A file that
+    cannot be read raises :class:`CheckpointError`; weights or optimizer state of another model, ValueError."""
     from attnkit.models.io import MODEL_FILE
 
-    state = json.loads((path / "trainer.json").read_text(encoding="utf-8"))
-    weights = load_file(str(path / MODEL_FILE))
+    try:
+        state = json.loads((path / "trainer.json").read_text(encoding="utf-8"))
+        if not isinstance(state, dict) or not all(k in state for k in ("optimizer", "rng")):
+            raise ValueError("not the trainer state of a checkpoint")
+    except (OSError, ValueError) as err:  # JSON and UTF-8 errors are ValueErrors
+        raise CheckpointError(f"{path / 'trainer.json'} is not readable ({err})") from None
+    weights = _tensors(path / MODEL_FILE)
     missing, unexpected = model.load_state_dict(weights, strict=False)
     params = dict(model.named_parameters(remove_duplicate=False))
     untied = [n for n in missing if not any(params.get(n) is params.get(m) for m in weights)]
     if untied or unexpected:
         raise ValueError(f"{path}: checkpoint does not fit the model (missing {untied}, unexpected {unexpected})")
-    _restore_optimizer(optimizer, load_file(str(path / "optimizer.safetensors")), state["optimizer"])
-    _restore_rng(load_file(str(path / "rng.safetensors")), state["rng"])
+    _restore_optimizer(optimizer, _tensors(path / "optimizer.safetensors"), state["optimizer"])
+    _restore_rng(_tensors(path / "rng.safetensors"), state["rng"])
     return state
 
 

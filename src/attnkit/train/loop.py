@@ -31,7 +31,8 @@ from attnkit.evaluate import corpus_scores
 from attnkit.models import build_model, label_smoothed_nll
 from attnkit.text import build_tokenizers, load_tokenizers
 
-from .checkpoint import STEP_PREFIX, latest_checkpoint, load_checkpoint, prune_checkpoints, publish_best, save_checkpoint
+from .checkpoint import (STEP_PREFIX, CheckpointError, earlier_checkpoint, latest_checkpoint, load_checkpoint,
+                         prune_checkpoints, publish_best, save_checkpoint)
 from .clip import clip_grad_norm
 from .config import Recipe
 from .corpus import read_split
@@ -139,6 +140,11 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callabl
     if resume:
         try:
             state = load_checkpoint(ckpt, model, optimizer)
+        except CheckpointError as err:  # damaged (e.g. a disk that filled up, a copy cut short): say what else there is
+            earlier = earlier_checkpoint(out, ckpt)
+            instead = (f"move {ckpt} away to resume from {earlier}" if earlier is not None
+                       else "train into a new --out")
+            raise TrainError(f"--resume: {err}: the checkpoint {ckpt} is damaged; {instead}") from None
         except (RuntimeError, ValueError, KeyError, OSError) as err:
             lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
             detail = lines[1] if len(lines) > 1 and lines[0].endswith(":") else lines[0]  # torch: "Error(s) in ...:"
@@ -405,8 +411,9 @@ def _already_done(out: Path, ckpt: Path, t) -> TrainResult | None:
     try:
         state = json.loads((ckpt / "trainer.json").read_text(encoding="utf-8"))
         step, elapsed, stale, best = state["step"], state["elapsed"], state["stale"], state["best_bleu"]
-    except (OSError, ValueError, KeyError) as err:
-        raise TrainError(f"--resume: cannot read {ckpt / 'trainer.json'}: {err}") from None
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        why = f"no {err} in it" if isinstance(err, KeyError) else "not a mapping" if isinstance(err, TypeError) else err
+        raise TrainError(f"--resume: cannot read {ckpt / 'trainer.json'}: {why}") from None
     if t.max_steps is not None and step >= t.max_steps:
         why, raise_it = f"reached max_steps={t.max_steps}", "raise --max-steps"
     elif t.max_minutes is not None and elapsed >= 60 * t.max_minutes:
