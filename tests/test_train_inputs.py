@@ -327,6 +327,87 @@ def test_resuming_from_a_damaged_trainer_state_names_the_file(recipe, run_copy, 
     assert f"attnkit train: error: --resume: cannot read {state}: {says}" in capsys.readouterr().err
 
 
+def _disk_full(path) -> OSError:
+    import errno
+    import os
+
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+
+def test_a_disk_that_fills_up_while_a_checkpoint_is_saved_keeps_the_ones_before(recipe, tmp_path, monkeypatch, capsys):
+    import attnkit.train.checkpoint as checkpoint
+
+    real = checkpoint.save_file
+
+    def save_file(tensors, path):  # the optimizer state of step 3 half written, then no space left
+        if "step-000003" in str(path) and path.endswith("optimizer.safetensors"):
+            Path(path).write_bytes(b"\0" * 100)
+            raise _disk_full(path)
+        real(tensors, path)
+
+    monkeypatch.setattr(checkpoint, "save_file", save_file)
+    out = tmp_path / "out"
+    assert main(_train(recipe, out)) == 2
+    err = capsys.readouterr().err
+    step2 = out / "checkpoints" / "step-000002"
+    assert err.startswith(f"attnkit train: error: cannot save the checkpoint of step 3 in {out} (No space left on device:"), err
+    assert f"the checkpoints saved before are intact: free some space and pass --resume to continue from {step2}" in err
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000002"]  # no half-written folder
+    stop = json.loads((out / "log.jsonl").read_text(encoding="utf-8").splitlines()[-1])
+    assert stop["event"] == "stop" and stop["reason"].startswith("cannot save the checkpoint of step 3")
+    monkeypatch.setattr(checkpoint, "save_file", real)  # space freed: the run continues from step 2
+    assert main(_train(recipe, out, "--resume")) == 0
+    assert f"resuming from {step2} (step 2" in capsys.readouterr().out
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000002", "step-000003"]
+
+
+def test_a_disk_that_fills_up_while_best_is_replaced_keeps_the_best_before(recipe, tmp_path, monkeypatch, capsys):
+    import attnkit.train.checkpoint as checkpoint
+
+    out = tmp_path / "out"
+    real = checkpoint.shutil.copytree
+    copies = []
+
+    def copytree(src, dst, *args, **kwargs):
+        if Path(dst).name == ".tmp-best":
+            copies.append(src)
+        if len(copies) == 2:  # best/ for step 3: half copied, then no space left
+            Path(dst).mkdir()
+            (Path(dst) / "model.safetensors").write_bytes(b"\0" * 100)
+            raise shutil.Error([(str(src), str(dst), str(_disk_full(dst)))])
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint.shutil, "copytree", copytree)
+    monkeypatch.setattr("attnkit.train.loop._validate", lambda *a, **k: {"bleu": float(len(copies)), "chrf": 0.0})
+    assert main(_train(recipe, out)) == 2
+    err = capsys.readouterr().err
+    assert f"cannot save the checkpoint of step 3 in {out} ([Errno 28] No space left on device" in err, err
+    assert f"pass --resume to continue from {out / 'checkpoints' / 'step-000002'}" in err
+    # step 3 is not kept as a checkpoint whose best/ was never written: the run resumes from step 2's
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000002"]
+    assert sorted(p.name for p in out.iterdir()) == ["best", "checkpoints", "log.jsonl", "recipe.yaml"]
+    assert (out / "best" / "model.safetensors").read_bytes() == \
+        (out / "checkpoints" / "step-000002" / "model.safetensors").read_bytes()
+
+
+def test_a_log_that_cannot_be_written_stops_the_run_with_a_clear_error(recipe, tmp_path, monkeypatch, capsys):
+    import attnkit.train.loop as loop
+
+    real = loop.json_line
+
+    def json_line(event):
+        if event.get("event") == "train" and event.get("step") == 3:
+            raise _disk_full("log.jsonl")
+        return real(event)
+
+    monkeypatch.setattr(loop, "json_line", json_line)
+    out = tmp_path / "out"
+    assert main(_train(recipe, out)) == 2
+    err = capsys.readouterr().err
+    assert f"attnkit train: error: cannot write {out / 'log.jsonl'} (No space left on device" in err, err
+    assert f"continue from {out / 'checkpoints' / 'step-000002'}" in err
+
+
 # --- the recipe's values: one typed check for YAML and the command line alike ---------------------------
 
 @pytest.mark.parametrize("args, message", [

@@ -82,14 +82,18 @@ def save_checkpoint(
     tmp = folder / f".tmp-{STEP_PREFIX}{step:06d}"
     if tmp.exists():
         shutil.rmtree(tmp)
-    save_model(model, tmp, extra=model_extra)
-    save_tokenizers(tmp, *tokenizers)
-    opt_tensors, opt_meta = _optimizer_tensors(optimizer)
-    save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
-    rng_tensors, rng_meta = _rng_tensors()
-    save_file(rng_tensors, str(tmp / "rng.safetensors"))
-    state = {**trainer_state, "step": step, "optimizer": opt_meta, "rng": rng_meta}
-    (tmp / "trainer.json").write_text(json.dumps(state, indent=2), encoding="utf-8")
+    try:
+        save_model(model, tmp, extra=model_extra)
+        save_tokenizers(tmp, *tokenizers)
+        opt_tensors, opt_meta = _optimizer_tensors(optimizer)
+        save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+        rng_tensors, rng_meta = _rng_tensors()
+        save_file(rng_tensors, str(tmp / "rng.safetensors"))
+        state = {**trainer_state, "step": step, "optimizer": opt_meta, "rng": rng_meta}
+        (tmp / "trainer.json").write_text(json.dumps(state, indent=2), encoding="utf-8")
+    except BaseException:  # e.g. a full disk: the half-written folder would only take space
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if final.exists():  # the same step saved again (e.g. the final save after a validation)
         shutil.rmtree(final)
     tmp.rename(final)
@@ -156,7 +160,11 @@ def publish_best(root: Path, checkpoint: Path) -> Path:
     for p in (tmp, old):
         if p.exists():
             shutil.rmtree(p)
-    shutil.copytree(checkpoint, tmp, ignore=shutil.ignore_patterns("optimizer.safetensors", "rng.safetensors"))
+    try:
+        shutil.copytree(checkpoint, tmp, ignore=shutil.ignore_patterns("optimizer.safetensors", "rng.safetensors"))
+    except BaseException:  # the old best/ stays; the half copy would only take space
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if best.exists():
         best.rename(old)
     tmp.rename(best)

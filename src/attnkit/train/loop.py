@@ -15,6 +15,7 @@ import hashlib
 import json
 import math
 import random
+import shutil
 import signal
 import time
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from typing import Callable, Collection
 
 import torch
 import yaml
+from safetensors import SafetensorError
 
 from attnkit.cli import json_line
 from attnkit.data.batching import BatchLoader, DataPosition, encode_pairs
@@ -179,8 +181,11 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callabl
         return elapsed_before + time.monotonic() - started
 
     def report(event: dict) -> None:
-        logfile.write(json_line(event) + "\n")
-        logfile.flush()
+        try:
+            logfile.write(json_line(event) + "\n")
+            logfile.flush()
+        except OSError as err:  # e.g. the disk is full
+            raise TrainError(f"cannot write {out / 'log.jsonl'} ({_os_reason(err)}); {_saved_before(out)}") from None
 
     def checkpoint(reason: str) -> None:
         nonlocal best_bleu, best_dir, stale, window_start
@@ -198,9 +203,17 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callabl
                  "epochs_done": epochs_done,
                  "train_files": _resolved(recipe.data.train), "dev_files": _resolved(recipe.data.dev), **digests}
         extra = {"training": {"step": step, "epoch": position.epoch, **metrics}}
-        path = save_checkpoint(out, step, model, optimizer, (src_tok, tgt_tok), state, extra)
-        if dev_loader is None or better:
-            best_dir = publish_best(out, path)
+        path = out / "checkpoints" / f"{STEP_PREFIX}{step:06d}"
+        existed = path.exists()
+        try:
+            save_checkpoint(out, step, model, optimizer, (src_tok, tgt_tok), state, extra)
+            if dev_loader is None or better:
+                best_dir = publish_best(out, path)
+        except (OSError, SafetensorError) as err:  # e.g. the disk is full: what was saved before stays as it was
+            if not existed and path.exists():  # saved, but not published as best/: resume from the one before
+                shutil.rmtree(path, ignore_errors=True)
+            raise TrainError(f"cannot save the checkpoint of step {step} in {out} ({_os_reason(err)}); "
+                             f"{_saved_before(out)}") from None
         prune_checkpoints(out, t.keep_last, protect=set())
         event = {"event": "valid", "step": step, "epoch": position.epoch, "elapsed": round(elapsed(), 1),
                  **metrics, "best_bleu": best_bleu, "reason": reason}
@@ -230,6 +243,7 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callabl
     batches = loader.iter_from(position, epochs=t.max_epochs)
     pending = 0
     optimizer.zero_grad(set_to_none=True)
+    finished = False
     try:
         for batch in batches:
             logits, _ = model(batch.src, batch.tgt_in)
@@ -274,15 +288,45 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callabl
                     f"update {step}")
             if step and (latest_checkpoint(out) is None or not latest_checkpoint(out).name.endswith(f"{step:06d}")):
                 checkpoint(reason)
+        finished = True
+    except TrainError as err:  # the run stops on it: the stop event says why
+        reason = str(err)
+        raise
     finally:
         bar.close()
         for s, h in old_handlers.items():
             signal.signal(s, h)
-        report({"event": "stop", "step": step, "reason": reason, "best_bleu": best_bleu, "elapsed": round(elapsed(), 1)})
-        logfile.close()
+        try:
+            report({"event": "stop", "step": step, "reason": reason, "best_bleu": best_bleu,
+                    "elapsed": round(elapsed(), 1)})
+        except TrainError:  # a full disk: the error that stopped the run, if any, is the one to show
+            if finished:
+                raise
+        finally:
+            try:
+                logfile.close()
+            except OSError:  # what report() could not write, it said so
+                pass
     log(f"stopped at step {step}: {reason}; best dev BLEU {best_bleu if best_bleu is None else round(best_bleu, 2)}; "
         f"model in {best_dir}")
     return TrainResult(out, step, best_bleu, best_dir, reason or "")
+
+
+def _saved_before(out: Path) -> str:
+    """What a run stopped by a failed write leaves to continue from."""
+    last = latest_checkpoint(out)
+    if last is None:
+        return "no checkpoint was saved before it: free some space and train again"
+    return f"the checkpoints saved before are intact: free some space and pass --resume to continue from {last}"
+
+
+def _os_reason(err: Exception) -> str:
+    """What went wrong in an OSError, and with which file (shutil.copytree gathers its errors in a list)."""
+    if isinstance(err, shutil.Error) and err.args and isinstance(err.args[0], list) and err.args[0]:
+        return str(err.args[0][0][-1])
+    if getattr(err, "strerror", None) and getattr(err, "filename", None):
+        return f"{err.strerror}: {err.filename}"
+    return getattr(err, "strerror", None) or str(err)
 
 
 def _plain(recipe: Recipe) -> dict:
