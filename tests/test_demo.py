@@ -46,6 +46,31 @@ def test_focus_is_refused_for_files_and_phrases_without_chinese(tmp_path, capsys
     assert not (tmp_path / "c").exists()
 
 
+def test_phrases_whose_characters_no_entry_has_are_refused_before_the_cache_is_touched(tmp_path, capsys):
+    rare = "\u3400"  # 㐀: a Chinese character that no CC-CEDICT headword holds
+    assert not any(rare in p.src for split in ("train", "dev", "test") for p in load_cedict(split))
+    recipe = recipe_from_dict({"data": {"format": "cedict", "focus": rare}})
+    with pytest.raises(CorpusError, match=f"data.focus: no CC-CEDICT entry shares a Chinese character with '{rare}'"):
+        read_split(recipe.data, "train")
+    assert read_split(recipe.data, "dev") == []  # no dev set: training goes without validation
+    assert main(["demo", "--steps", "2", "--cache", str(tmp_path / "c"), rare]) == 2
+    assert f"attnkit demo: error: no CC-CEDICT entry shares a character with {rare}" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+
+
+def test_an_error_while_the_demo_trains_is_one_clear_line(tmp_path, monkeypatch, capsys):
+    from attnkit.train.loop import TrainError
+
+    def train(*args, **kwargs):
+        raise TrainError("cannot save the checkpoint of step 100 in the cache (No space left on device)")
+
+    monkeypatch.setattr("attnkit.train.train", train)
+    assert main(["demo", "--steps", "2", "--cache", str(tmp_path / "c"), "--heatmap", str(tmp_path / "h.png"),
+                 "你好"]) == 2
+    assert capsys.readouterr().err == ("attnkit demo: error: cannot save the checkpoint of step 100 in the cache "
+                                       "(No space left on device)\n")
+
+
 @pytest.mark.parametrize("option,value", [("--steps", "0"), ("--minutes", "-1")])
 def test_a_demo_budget_that_is_not_positive_is_refused_before_anything_is_written(option, value, tmp_path, capsys):
     assert main(["demo", option, value, "--cache", str(tmp_path / "c"), "你好"]) == 2

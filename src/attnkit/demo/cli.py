@@ -147,6 +147,15 @@ def _check(args, phrases: list[str]) -> None:
     check_output_file(args.heatmap, "--heatmap", (".png", ".svg"))  # --cache: checked by _prepare_cache
 
 
+def _check_corpus(phrases: list[str]) -> None:
+    """Refuse phrases none of whose characters occurs in a CC-CEDICT headword: there is nothing to train on."""
+    from attnkit.data import load_cedict
+
+    if not load_cedict("train", focus=focus_text(phrases)):
+        raise UserError(f"no CC-CEDICT entry shares a character with {' '.join(phrases)}: there is nothing to train "
+                        f"the demo on; give phrases with other Chinese characters")
+
+
 def _prepare_cache(cache: Path, focus: str, phrases: list[str], retrain: bool, where: str | None = None) -> bool:
     """Whether to train into ``cache``; deletes an earlier demo model only when the folder is
     recognisably the demo's own, and only the entries the demo writes there. A folder holding anything
@@ -191,12 +200,18 @@ def _prepare_cache(cache: Path, focus: str, phrases: list[str], retrain: bool, w
 
 
 def run(args) -> int:
+    from attnkit.data import DataError
     from attnkit.decode.translator import Translator
+    from attnkit.text import TokenizerError
     from attnkit.train import recipe_from_dict, train
+    from attnkit.train.corpus import CorpusError
+    from attnkit.train.loop import TrainError
 
     phrases = args.phrases or list(PHRASES)
     check_utf8_arguments(phrases, "phrase")
     _check(args, phrases)
+    if args.phrases:  # before the cache is touched: --retrain would otherwise delete a model for nothing
+        _check_corpus(phrases)
     cache = args.cache or default_cache(phrases)
     where = None if args.cache is not None else f"the demo cache {cache}"
     model_dir = cache / "best"
@@ -205,7 +220,10 @@ def run(args) -> int:
                                    "train": {**RECIPE["train"], "max_steps": args.steps, "max_minutes": args.minutes}})
         print(f"training a small Transformer for {args.steps} updates (at most {args.minutes:g} minutes) on the "
               f"CC-CEDICT entries that share a character with {' '.join(phrases)} (cached in {cache})")
-        train(recipe, cache, beside={MARKER})
+        try:
+            train(recipe, cache, beside={MARKER})
+        except (CorpusError, DataError, TokenizerError, TrainError) as err:
+            raise UserError(str(err)) from None
     else:
         print(f"using the cached demo model in {model_dir} (--retrain to train again)")
     try:

@@ -29,9 +29,13 @@ def read_split(data: DataSettings, split: str, *, log=print) -> list[Pair]:
     """Pairs of ``split`` (train/dev/test); skipped lines are reported through ``log`` in one line."""
     if data.format == "cedict":
         try:
-            return load_cedict(split, direction=data.direction, focus=data.focus)
+            pairs = load_cedict(split, direction=data.direction, focus=data.focus)
         except ValueError as err:
             raise CorpusError(f"data.focus: {err}") from None
+        if not pairs and split == "train":  # only a focus can leave none (dev and test may be empty then)
+            raise CorpusError(f"data.focus: no CC-CEDICT entry shares a Chinese character with {data.focus!r}: "
+                              f"nothing to train on; choose a text with other characters")
+        return pairs
     spec = getattr(data, split)
     if spec is None:
         return []
