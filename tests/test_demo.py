@@ -94,3 +94,28 @@ def test_a_short_demo_trains_translates_writes_a_heatmap_and_then_uses_its_cache
         assert "no heatmap written" in out
     assert main(args) == 0
     assert "using the cached demo model" in capsys.readouterr().out
+
+
+def test_a_demo_interrupted_while_it_trains_continues_its_training_when_run_again(tmp_path, monkeypatch, capsys):
+    import attnkit.train.loop as loop
+
+    class CtrlC:  # Ctrl-C pressed during the first update: the loop stops after it, with a checkpoint
+        reason = "signal SIGINT"
+
+        def __call__(self, signum, frame):
+            pass
+
+    cache = tmp_path / "cache"
+    args = ["demo", "--steps", "3", "--cache", str(cache), "--heatmap", str(tmp_path / "h.png"), "--beam", "1", "你好"]
+    with monkeypatch.context() as patch:
+        patch.setattr(loop, "_Stop", CtrlC)
+        assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "stopped at step 1: signal SIGINT" in out
+    assert "training interrupted at update 1: `attnkit demo` with these phrases and this cache continues it" in out
+    assert main(args) == 0  # not taken for the demo's model: trained on to its 3 updates
+    out = capsys.readouterr().out
+    assert f"continuing the training of the cached demo model in {cache}, interrupted at update 1 of 3" in out
+    assert f"resuming from {cache / 'checkpoints' / 'step-000001'}" in out and "stopped at step 3: reached max_steps=3" in out
+    assert main(args) == 0
+    assert "using the cached demo model" in capsys.readouterr().out

@@ -147,6 +147,28 @@ def _check(args, phrases: list[str]) -> None:
     check_output_file(args.heatmap, "--heatmap", (".png", ".svg"))  # --cache: checked by _prepare_cache
 
 
+def _interrupted(cache: Path) -> tuple[int, int, float] | None:
+    """``(update, max_steps, max_minutes)`` of the demo run in ``cache`` when it stopped before its budget
+    (a Ctrl-C, a kill), else None: such a model is not the demo's, and its training continues."""
+    import json
+
+    import yaml
+
+    from attnkit.train.checkpoint import latest_checkpoint
+
+    last = latest_checkpoint(cache)
+    try:
+        budget = yaml.safe_load((cache / "recipe.yaml").read_text("utf-8"))["train"]
+        steps, minutes = budget["max_steps"], budget["max_minutes"]
+        state = json.loads((last / "trainer.json").read_text("utf-8"))
+        step, elapsed = state["step"], state["elapsed"]
+        if step < steps and elapsed < 60 * minutes:
+            return step, steps, minutes
+    except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError):
+        pass  # not a run this attnkit wrote: the cached model is used as it is
+    return None
+
+
 def _check_corpus(phrases: list[str]) -> None:
     """Refuse phrases none of whose characters occurs in a CC-CEDICT headword: there is nothing to train on."""
     from attnkit.data import load_cedict
@@ -215,15 +237,29 @@ def run(args) -> int:
     cache = args.cache or default_cache(phrases)
     where = None if args.cache is not None else f"the demo cache {cache}"
     model_dir = cache / "best"
-    if _prepare_cache(cache, focus_text(phrases), phrases, args.retrain, where):
-        recipe = recipe_from_dict({**RECIPE, "data": {**RECIPE["data"], "focus": focus_text(phrases)},
-                                   "train": {**RECIPE["train"], "max_steps": args.steps, "max_minutes": args.minutes}})
-        print(f"training a small Transformer for {args.steps} updates (at most {args.minutes:g} minutes) on the "
-              f"CC-CEDICT entries that share a character with {' '.join(phrases)} (cached in {cache})")
+
+    def recipe(steps: int, minutes: float):
+        return recipe_from_dict({**RECIPE, "data": {**RECIPE["data"], "focus": focus_text(phrases)},
+                                 "train": {**RECIPE["train"], "max_steps": steps, "max_minutes": minutes}})
+
+    def run_training(*args, **kwargs):
         try:
-            train(recipe, cache, beside={MARKER})
+            result = train(*args, beside={MARKER}, **kwargs)
         except (CorpusError, DataError, TokenizerError, TrainError) as err:
             raise UserError(str(err)) from None
+        if result.stopped_because.startswith("signal"):
+            print(f"training interrupted at update {result.step}: `attnkit demo` with these phrases and this cache "
+                  f"continues it (--retrain starts again)")
+
+    if _prepare_cache(cache, focus_text(phrases), phrases, args.retrain, where):
+        print(f"training a small Transformer for {args.steps} updates (at most {args.minutes:g} minutes) on the "
+              f"CC-CEDICT entries that share a character with {' '.join(phrases)} (cached in {cache})")
+        run_training(recipe(args.steps, args.minutes), cache)
+    elif (stopped := _interrupted(cache)) is not None:
+        step, steps, minutes = stopped
+        print(f"continuing the training of the cached demo model in {cache}, interrupted at update {step} of {steps} "
+              f"(--retrain to start again)")
+        run_training(recipe(steps, minutes), cache, resume=True)
     else:
         print(f"using the cached demo model in {model_dir} (--retrain to train again)")
     try:
