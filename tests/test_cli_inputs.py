@@ -173,6 +173,13 @@ def test_info_accepts_a_training_out_folder(model_dir, tmp_path, capsys):
     ("model: 5\n", "its 'model' section is 5"),
     ("model: transformer\n", "its 'model' section is 'transformer'"),
     ("kind: transformer\nd_model: [1]\n", "d_model must be a positive integer"),
+    # quoted text is truthy: it would count a model with the option on
+    ('model: {kind: transformer, share_embeddings: "no"}\n', "share_embeddings must be true or false, got 'no'"),
+    ('model: {kind: transformer, tie_output: "false"}\n', "tie_output must be true or false, got 'false'"),
+    ("model: {kind: transformer, norm_first: maybe}\n", "norm_first must be true or false, got 'maybe'"),
+    ('model: {kind: seq2seq-attention, bidirectional: "no"}\n', "bidirectional must be true or false, got 'no'"),
+    ('model: {kind: seq2seq-attention, attention: {temperature: "2"}}\n',
+     "attention.temperature must be a number > 0, got '2'"),
 ])
 def test_info_refuses_a_config_that_is_not_a_model_config(text, says, tmp_path, capsys):
     (tmp_path / "c.yaml").write_text(text)

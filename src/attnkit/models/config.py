@@ -35,6 +35,12 @@ def _positive(name: str, value: Any) -> None:
         raise ConfigError(f"{name} must be a positive integer, got {value!r}", name)
 
 
+def _boolean(name: str, value: Any) -> None:
+    # a YAML "no" in quotes, or any other text, is truthy: it would silently turn the option on
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be true or false, got {value!r}", name)
+
+
 def _probability(name: str, value: Any) -> None:
     if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
         raise ConfigError(f"{name} must be a number in [0, 1), got {value!r}", name)
@@ -58,8 +64,8 @@ class AttentionConfig:
                               "attention.normalize")
         if self.hidden is not None:
             _positive("attention.hidden", self.hidden)
-        if not self.temperature > 0:
-            raise ConfigError(f"attention.temperature must be > 0, got {self.temperature!r}", "attention.temperature")
+        if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)) or not self.temperature > 0:
+            raise ConfigError(f"attention.temperature must be a number > 0, got {self.temperature!r}", "attention.temperature")
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,7 @@ class RNNConfig:
             raise ConfigError(f"cell must be 'gru' or 'lstm', got {self.cell!r}", "cell")
         for name in ("embed_dim", "hidden", "layers"):
             _positive(name, getattr(self, name))
+        _boolean("bidirectional", self.bidirectional)
         _probability("dropout", self.dropout)
         if not isinstance(self.attention, AttentionConfig):
             raise ConfigError("attention must be an AttentionConfig")
@@ -124,6 +131,8 @@ class TransformerConfig:
             raise ConfigError(f"heads ({self.heads}) must divide d_model ({self.d_model})", ("heads", "d_model"))
         _probability("dropout", self.dropout)
         _probability("attention_dropout", self.attention_dropout)
+        for name in ("norm_first", "share_embeddings", "tie_output"):
+            _boolean(name, getattr(self, name))
         if self.positions not in ("sinusoidal", "learned"):
             raise ConfigError(f"positions must be 'sinusoidal' or 'learned', got {self.positions!r}", "positions")
         _special_ids(self)
