@@ -182,6 +182,29 @@ def test_save_load_each_kind(tmp_path, spm_zh_en):
         load_tokenizer(tmp_path / "spm")
 
 
+@pytest.mark.parametrize("file, content, says", [
+    ("tokenizer.json", b"[]", "is not an attnkit tokenizer"),
+    ("tokenizer.json", '{"format": "attnkit"}'.encode("utf-16"), "is not valid JSON"),
+    ("chars.json", b"[1, 2]", ": a character vocabulary holds single characters, got [1, 2]"),
+    ("chars.json", b'{"a": 1}', "is not a character vocabulary"),
+    ("chars.json", '["a"]'.encode("utf-16"), "cannot read the character vocabulary"),
+])
+def test_a_damaged_char_tokenizer_file_is_named(tmp_path, file, content, says):
+    folder = CharTokenizer.train(["abc"]).save(tmp_path / "c")
+    (folder / file).write_bytes(content)
+    with pytest.raises(TokenizerError) as caught:
+        load_tokenizer(folder)
+    assert str(folder / file) in str(caught.value) and says in str(caught.value)
+
+
+def test_a_damaged_sentencepiece_model_is_named(tmp_path, spm_zh_en):
+    folder = spm_zh_en[0].save(tmp_path / "s")
+    model = folder / "sentencepiece.model"
+    model.write_bytes(model.read_bytes()[:100])  # a copy cut short
+    with pytest.raises(TokenizerError, match=f"^{model}: not a sentencepiece model"):
+        load_tokenizer(folder)
+
+
 def test_char_vocabulary_with_whitespace_survives_saving(tmp_path):
     tok = CharTokenizer.train(["a\tb\nc d\u3000e"])
     loaded = load_tokenizer(tok.save(tmp_path / "c"))

@@ -131,9 +131,9 @@ def load_tokenizer(directory: str | os.PathLike) -> Tokenizer:
         manifest = json.loads((directory / MANIFEST).read_text("utf-8"))
     except OSError as err:
         raise TokenizerError(f"no tokenizer in {directory}: cannot read {MANIFEST} ({err.strerror})") from None
-    except json.JSONDecodeError as err:
+    except ValueError as err:  # JSON and UTF-8 errors
         raise TokenizerError(f"{directory / MANIFEST} is not valid JSON: {err}") from None
-    if manifest.get("format") != FORMAT:
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise TokenizerError(f"{directory / MANIFEST} is not an attnkit tokenizer")
     if manifest.get("version") != FORMAT_VERSION:
         raise TokenizerError(f"{directory / MANIFEST} has format version {manifest.get('version')}, "

@@ -28,7 +28,7 @@ class CharTokenizer(Tokenizer):
 
     def __init__(self, chars: Sequence[str], *, min_freq: int = 1):
         chars = list(chars)
-        bad = [c for c in chars if len(c) != 1]
+        bad = [c for c in chars if not isinstance(c, str) or len(c) != 1]
         if bad:
             raise TokenizerError(f"a character vocabulary holds single characters, got {bad[:5]!r}")
         if len(set(chars)) != len(chars):
@@ -94,9 +94,14 @@ class CharTokenizer(Tokenizer):
         path = directory / settings.get("vocab_file", VOCAB_FILE)
         try:
             chars = json.loads(path.read_text("utf-8"))
-        except (OSError, json.JSONDecodeError) as err:
+        except (OSError, ValueError) as err:  # JSON and UTF-8 errors are ValueErrors
             raise TokenizerError(f"cannot read the character vocabulary {path}: {err}") from None
-        tokenizer = cls(chars, min_freq=settings.get("min_freq", 1))
+        if not isinstance(chars, list):
+            raise TokenizerError(f"{path} is not a character vocabulary (a JSON list of characters)")
+        try:
+            tokenizer = cls(chars, min_freq=settings.get("min_freq", 1))
+        except TokenizerError as err:
+            raise TokenizerError(f"{path}: {err}") from None
         if settings.get("vocab_size", tokenizer.vocab_size) != tokenizer.vocab_size:
             raise TokenizerError(f"{path} has {tokenizer.vocab_size} ids, its manifest says {settings['vocab_size']}")
         return tokenizer

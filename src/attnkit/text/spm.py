@@ -146,7 +146,10 @@ class SentencePieceTokenizer(Tokenizer):
         except OSError as err:
             raise TokenizerError(f"cannot read the sentencepiece model {path}: {err.strerror}") from None
         kept = {k: v for k, v in settings.items() if k not in ("vocab_size", "model_file")}
-        tokenizer = cls(proto, settings=kept)
+        try:
+            tokenizer = cls(proto, settings=kept)
+        except TokenizerError as err:
+            raise TokenizerError(f"{path}: {err}") from None
         if settings.get("vocab_size", tokenizer.vocab_size) != tokenizer.vocab_size:
             raise TokenizerError(f"{path} has {tokenizer.vocab_size} pieces, its manifest says {settings['vocab_size']}")
         return tokenizer
