@@ -19,3 +19,16 @@ def test_a_key_written_twice_is_refused_with_both_lines(tmp_path):
     with pytest.raises(SettingsFileError, match=r"line 3 is not valid YAML/JSON: duplicate key 'train' \(first on line 1\)"):
         read_settings_file(path)
     assert load_yaml("lr: 3e-4")["lr"] == 3e-4  # a short scientific number is a float
+
+
+@pytest.mark.parametrize("make, says", [
+    (lambda p: p.mkdir(), "is a folder, not a settings file"),
+    (lambda p: p.write_text("", encoding="utf-8"), "the file holds no settings (it is empty, or only comments)"),
+    (lambda p: p.write_text("# train: {lr: 1e-3}\n", encoding="utf-8"), "the file holds no settings"),
+])
+def test_a_folder_or_an_empty_file_is_named_as_such(tmp_path, make, says):
+    path = tmp_path / "recipe.yaml"
+    make(path)
+    with pytest.raises(SettingsFileError) as caught:
+        read_settings_file(path)
+    assert str(caught.value).startswith(f"{path}: {says}")

@@ -54,6 +54,8 @@ def load_yaml(text: str) -> Any:
 
 def read_settings_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
+    if path.is_dir():
+        raise SettingsFileError(f"{path}: is a folder, not a settings file")
     if not path.is_file():
         raise SettingsFileError(f"{path}: no such file")
     try:
@@ -64,6 +66,8 @@ def read_settings_file(path: str | Path) -> dict[str, Any]:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise SettingsFileError(f"{path}:{where} is not valid YAML/JSON: {getattr(err, 'problem', err)}") from None
+    if data is None:
+        raise SettingsFileError(f"{path}: the file holds no settings (it is empty, or only comments)")
     if not isinstance(data, dict):
         raise SettingsFileError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
     return data
