@@ -159,6 +159,20 @@ def test_resuming_a_finished_run_does_nothing_and_says_so(recipe, run_copy, caps
     assert _snapshot(run_copy) == before  # no step 4, no checkpoint rotated out, nothing rewritten
 
 
+@pytest.mark.parametrize("copied", [True, False], ids=["new-copy-complete", "old-only"])
+def test_a_run_stopped_while_its_best_model_was_replaced_gets_it_back(recipe, run_copy, capsys, copied):
+    # publish_best moves the old best/ aside, then renames the finished new copy into place: a stop between
+    best = run_copy / "best"
+    if copied:
+        shutil.copytree(best, run_copy / ".tmp-best")
+        (run_copy / ".tmp-best" / "marker").write_text("new", encoding="utf-8")
+    best.rename(run_copy / ".old-best")
+    assert main(_train(recipe, run_copy, "--resume")) == 0
+    assert f"model in {best}" in capsys.readouterr().out
+    assert (best / "model.safetensors").is_file() and (best / "marker").exists() == copied
+    assert not (run_copy / ".tmp-best").exists() and not (run_copy / ".old-best").exists()
+
+
 def test_resuming_with_a_raised_limit_trains_on_and_records_it(recipe, run_copy, capsys):
     assert main(_train(recipe, run_copy, "--resume", "--max-steps", "4")) == 0
     assert "stopped at step 4: reached max_steps=4" in capsys.readouterr().out

@@ -23,7 +23,7 @@ from attnkit.models import Seq2SeqModel, save_model
 from attnkit.text import Tokenizer, save_tokenizers
 
 __all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "earlier_checkpoint", "prune_checkpoints",
-           "publish_best", "STEP_PREFIX", "CheckpointError"]
+           "publish_best", "recover_best", "STEP_PREFIX", "CheckpointError"]
 
 STEP_PREFIX = "step-"
 
@@ -154,9 +154,23 @@ def prune_checkpoints(root: Path, keep_last: int, protect: set[Path]) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
+def recover_best(root: Path) -> Path | None:
+    """``root/best``, or None when there is none; a run stopped between :func:`publish_best`'s two renames
+    (the old best moved aside, the new one complete but not yet in place) gets its new best put in place."""
+    best, tmp, old = root / "best", root / ".tmp-best", root / ".old-best"
+    if not best.is_dir() and old.is_dir():
+        if tmp.is_dir():  # the copy into tmp had finished before old was moved aside: it is the best
+            tmp.rename(best)
+            shutil.rmtree(old)
+        else:
+            old.rename(best)
+    return best if best.is_dir() else None
+
+
 def publish_best(root: Path, checkpoint: Path) -> Path:
     """Copy a checkpoint's model folder to ``root/best`` (atomically replacing the old best)."""
     best, tmp, old = root / "best", root / ".tmp-best", root / ".old-best"
+    recover_best(root)  # what an earlier run stopped in the middle of this left, before it is cleared
     for p in (tmp, old):
         if p.exists():
             shutil.rmtree(p)

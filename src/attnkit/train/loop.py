@@ -34,7 +34,7 @@ from attnkit.models import build_model, label_smoothed_nll
 from attnkit.text import build_tokenizers, load_tokenizers
 
 from .checkpoint import (STEP_PREFIX, CheckpointError, earlier_checkpoint, latest_checkpoint, load_checkpoint,
-                         prune_checkpoints, publish_best, save_checkpoint)
+                         prune_checkpoints, publish_best, recover_best, save_checkpoint)
 from .clip import clip_grad_norm
 from .config import Recipe
 from .corpus import read_split
@@ -158,7 +158,7 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callabl
                              f"was trained on (its pairs or their lengths changed); resuming would not continue the same "
                              f"stream: restore the data, or train into a new --out")
         elapsed_before, best_bleu, stale = state["elapsed"], state["best_bleu"], state["stale"]
-        best_dir = out / "best" if (out / "best").is_dir() else None
+        best_dir = recover_best(out)
         log(f"resuming from {ckpt} (step {step}, epoch {position.epoch}, batch {position.batch})")
     # the machine's float32 matmul rate, for the MFU of the train events (models that count their FLOPs)
     rate = matmul_rate() if model.training_flops(1, 1, 1) is not None else None
@@ -468,7 +468,7 @@ def _already_done(out: Path, ckpt: Path, t) -> TrainResult | None:
         why, raise_it = f"reached max_epochs={t.max_epochs}", "raise --max-epochs"
     else:
         return None
-    best_dir = out / "best" if (out / "best").is_dir() else None
+    best_dir = recover_best(out)
     return TrainResult(out, step, best, best_dir,
                        f"nothing to resume: the run in {out} already {why.replace('no better', 'had no better')} "
                        f"at step {step} ({raise_it} to train on); model in {best_dir}")
