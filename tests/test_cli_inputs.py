@@ -113,6 +113,23 @@ def test_a_corrupt_sentencepiece_model_is_named(command, copy, inputs, capsys):
     assert f"{tok / 'sentencepiece.model'}: not a sentencepiece model" in error_of(capsys)
 
 
+
+@pytest.mark.parametrize("side", ["source", "target"])
+@pytest.mark.parametrize("command", ["translate", "evaluate", "plot", "report", "export"])
+def test_tokenizers_of_another_model_are_refused_naming_the_folder(command, side, copy, inputs, capsys):
+    # A target tokenizer with more pieces than the model's output would decode its ids as other pieces (a
+    # wrong translation, silently); a source one with more ids would index past the embeddings.
+    m = copy()
+    src, tgt = CharTokenizer.train(SOURCES), CharTokenizer.train(["machine translation attention hello thanks"])
+    other = CharTokenizer.train(SOURCES + ["machine translation attention hello thanks extra words: 早上好"])
+    save_tokenizers(m, other if side == "source" else src, other if side == "target" else tgt)
+    size = (src if side == "source" else tgt).vocab_size
+    assert main(MODEL_COMMANDS[command](m, inputs)) == 2
+    err = error_of(capsys)
+    assert f"{m}" in err and f"the {side} tokenizer" in err and f"has {other.vocab_size} ids but the model" in err
+    assert err.rstrip().endswith(f"{size}") or f"has {size}:" in err
+    assert not (inputs / "exported").exists() and not (inputs / "p.png").exists() and not (inputs / "r.html").exists()
+
 @pytest.mark.parametrize("command", ["translate", "info", "export"])
 def test_an_exported_folder_given_as_a_model_says_which_engine_runs_it(command, inputs, tmp_path, capsys):
     marian = tmp_path / "marian"

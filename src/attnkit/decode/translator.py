@@ -92,6 +92,13 @@ class Translator:
         folder = resolve_model_dir(path)
         model, _ = load_model(folder)
         src_tok, tgt_tok = load_folder_tokenizers(folder)
+        # Tokenizers of another model would feed ids the embeddings do not have (an index error) or decode
+        # the output ids as other pieces (a wrong translation, silently).
+        for side, tok, size in (("source", src_tok, model.src_vocab_size), ("target", tgt_tok, model.tgt_vocab_size)):
+            if tok.vocab_size != size:
+                raise TokenizerError(f"{folder}: the {side} tokenizer has {tok.vocab_size} ids but the model "
+                                     f"({folder / 'config.json'}) has {size}: the tokenizers saved there are not "
+                                     "this model's")
         return cls(model, src_tok, tgt_tok)
 
     def _encode(self, text: str) -> list[int]:
