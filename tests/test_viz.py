@@ -94,3 +94,35 @@ def test_decoder_self_attention_is_causal_and_plotted(tmp_path, capsys):
     assert main(["plot", "--model", str(tmp_path / "m"), "他很高兴。", "--attention", "decoder", "--beam", "1",
                  "--output", str(out)]) == 0
     assert out.stat().st_size > 1000 and "decoder self-attention" in capsys.readouterr().out
+
+
+def test_decoder_self_attention_is_over_the_pieces_the_model_produced():
+    """The decoder's self-attention is that of the output the model decoded, piece for piece: encoding the
+    output's text again can give other pieces ('ic' decodes to "ic", which encodes as '▁', 'ic')."""
+    from attnkit.data.cedict import load_cedict
+    from attnkit.decode import beam_search
+    from attnkit.decode.translator import Translator
+    from attnkit.models import TransformerConfig, build_model
+    from attnkit.text import CharTokenizer, SentencePieceTokenizer
+
+    pairs = load_cedict("train")[:2000]
+    src_tok = CharTokenizer.train([p.src for p in pairs])
+    tgt_tok = SentencePieceTokenizer.train([p.tgt for p in pairs], vocab_size=500)
+    config = TransformerConfig(d_model=16, heads=2, encoder_layers=1, decoder_layers=2, ffn_dim=32, dropout=0.0)
+    for seed in range(20):  # a random model whose output, encoded again, is other pieces
+        torch.manual_seed(seed)
+        model = build_model(config, src_tok.vocab_size, tgt_tok.vocab_size).eval()
+        translator = Translator(model, src_tok, tgt_tok)
+        result = translator.translate(["你好"], beam=2)[0]
+        again = [tgt_tok.id_to_piece(i) for i in tgt_tok.encode(result.text)]
+        if result.tgt_pieces and again != result.tgt_pieces:
+            break
+    else:
+        pytest.skip("no random model among 20 seeds decodes to pieces that encode differently")
+    pieces, weights = translator.decoder_attention("你好", beam=2)
+    assert pieces == ["<s>"] + result.tgt_pieces
+    src = torch.tensor([src_tok.encode("你好") + [src_tok.eos_id]])
+    tokens = beam_search(model, src, beam_size=2)[0][0].tokens
+    with torch.no_grad():
+        expected = model.decoder_attention(src, torch.tensor([[model.config.bos_id, *tokens]]))
+    assert torch.allclose(weights, torch.stack([w[0] for w in expected]))

@@ -160,9 +160,12 @@ class Translator:
         self-attention over them ``(layers, heads, t, t)``."""
         if not hasattr(self.model, "decoder_attention"):
             raise ValueError(f"a {self.model.config.kind} model has no self-attention (only the Transformer does)")
-        result = self.translate([sentence], beam=beam)[0]
+        if beam < 1:
+            raise ValueError(f"beam must be >= 1, got {beam}")
         ids = self._encode(sentence)
-        tokens = self.tgt_tok.encode(result.text) if result.text else []
+        # The decoded ids themselves: encoding the output text again can split it into other pieces
+        # ("day" decoded as the piece "day" encodes as "▁day"), which the model never produced.
+        tokens = self._decode(torch.tensor([ids]), beam, 0.6, 2.0, False)[0].tokens
         tgt_in = torch.tensor([[self.model.config.bos_id, *tokens]])
         weights = self.model.decoder_attention(torch.tensor([ids]), tgt_in)
         pieces = ["<s>"] + [self.tgt_tok.id_to_piece(i) for i in tokens]
