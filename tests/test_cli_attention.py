@@ -101,3 +101,21 @@ def test_replacing_an_output_file_is_noted_and_a_folder_refused(tmp_path, capsys
     assert "replaced" not in capsys.readouterr().err
     assert main(["attention", "--model-dir", str(MODEL_DIR), "-o", str(tmp_path), "hello"]) == 2
     assert f"--output {tmp_path}: is a folder" in capsys.readouterr().err
+
+
+def test_an_output_write_cut_short_leaves_the_earlier_file_as_it_was(tmp_path, monkeypatch, capsys):
+    import errno
+
+    target = tmp_path / "attn.json"
+    target.write_text("the user's earlier file")
+
+    def write_text(self, data, encoding=None, errors=None, newline=None):  # a full disk, halfway
+        with open(self, "w", encoding=encoding) as f:
+            f.write(data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", write_text)
+    assert main(["attention", "--model-dir", str(MODEL_DIR), "-o", str(target), "hello"]) == 2
+    assert f"cannot write {target}: No space left on device" in capsys.readouterr().err
+    assert target.read_text(encoding="utf-8") == "the user's earlier file"
+    assert [p.name for p in tmp_path.iterdir()] == ["attn.json"]

@@ -636,3 +636,47 @@ def test_evaluate_report_and_plot_note_truncated_sources_too(short_model, tmp_pa
     assert main(["plot", "--model", str(short_model), "你好谢谢你好谢谢你好", "--output", str(tmp_path / "p.png"),
                  "--beam", "1"]) == 0
     assert "attnkit plot: note: the sentence was truncated to its first 7 tokens" in capsys.readouterr().err
+
+
+def _full_disk_after_half(monkeypatch):
+    """Writes that stop halfway with ENOSPC, as on a full disk: ``Path.write_text`` and matplotlib's
+    ``savefig`` put the first half of their bytes in the file, then fail."""
+    import errno
+
+    from matplotlib.figure import Figure
+
+    def write_text(self, data, encoding=None, errors=None, newline=None):
+        with open(self, "w", encoding=encoding) as f:
+            f.write(data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def savefig(self, fname, **kwargs):
+        with open(fname, "wb") as f:
+            f.write(b"\x89PNG\r\n\x1a\n half a picture")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", write_text)
+    monkeypatch.setattr(Figure, "savefig", savefig)
+
+
+@pytest.mark.parametrize("command", ["evaluate", "plot", "report"])
+def test_an_output_write_cut_short_leaves_the_earlier_file_as_it_was(command, model_dir, inputs, monkeypatch,
+                                                                     capsys):
+    from attnkit.viz import fonts
+
+    if command == "plot":
+        try:
+            fonts.cjk_font()
+        except fonts.NoCJKFontError:
+            pytest.skip("no CJK font: plot refuses to draw Chinese")
+    out = inputs / {"evaluate": "hyps.txt", "plot": "p.png", "report": "r.html"}[command]
+    out.write_bytes(b"the user's earlier file\n")
+    args = MODEL_COMMANDS[command](model_dir, inputs) + ["--beam", "1"]
+    if command == "evaluate":
+        args += ["--output", str(out)]
+    before = sorted(p.name for p in inputs.iterdir())
+    _full_disk_after_half(monkeypatch)
+    assert main(args) == 2
+    assert f"--output {out}: cannot write it (No space left on device)" in error_of(capsys)
+    assert out.read_bytes() == b"the user's earlier file\n"
+    assert sorted(p.name for p in inputs.iterdir()) == before  # and no temporary file left beside it

@@ -107,8 +107,11 @@ def run(args) -> int:
         hyps = [t.text for t in done]
         if args.output:
             existed = Path(args.output).is_file()
-            try:
-                Path(args.output).write_text("\n".join(hyps) + "\n", encoding="utf-8")
+            from attnkit.models.io import _atomic_write
+
+            try:  # a temporary file renamed over --output: a failed write leaves the file that was there
+                _atomic_write(Path(args.output),
+                              lambda tmp: Path(tmp).write_text("\n".join(hyps) + "\n", encoding="utf-8"))
             except OSError as err:
                 raise UserError(f"--output {args.output}: cannot write it ({err.strerror or err})") from None
             if existed:

@@ -63,8 +63,10 @@ def run(args) -> int:
     text = json.dumps(data, ensure_ascii=False)
     if args.output:
         existed = Path(args.output).is_file()
-        try:
-            Path(args.output).write_text(text + "\n", encoding="utf-8")
+        from attnkit.models.io import _atomic_write
+
+        try:  # a temporary file renamed over --output: a failed write leaves the file that was there
+            _atomic_write(Path(args.output), lambda tmp: Path(tmp).write_text(text + "\n", encoding="utf-8"))
         except OSError as err:
             raise UserError(f"cannot write {args.output}: {err.strerror or err}") from None
         if existed:
