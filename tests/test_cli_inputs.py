@@ -680,3 +680,17 @@ def test_an_output_write_cut_short_leaves_the_earlier_file_as_it_was(command, mo
     assert f"--output {out}: cannot write it (No space left on device)" in error_of(capsys)
     assert out.read_bytes() == b"the user's earlier file\n"
     assert sorted(p.name for p in inputs.iterdir()) == before  # and no temporary file left beside it
+
+
+@pytest.mark.parametrize("command", ["evaluate", "report"])
+def test_an_output_that_is_the_input_file_is_refused(command, model_dir, inputs, monkeypatch, capsys):
+    # The same file by another name (a relative path from its folder): replacing it would lose the input.
+    source = inputs / ("test.tsv" if command == "evaluate" else "in.txt")
+    kept = source.read_bytes()
+    monkeypatch.chdir(inputs)
+    args = MODEL_COMMANDS[command](model_dir, inputs) + ["--beam", "1", "--output", f"./{source.name}"]
+    assert main(args) == 2
+    flag = "--test" if command == "evaluate" else "--input"
+    err = error_of(capsys)
+    assert f"--output {Path(source.name)} is the {flag} file" in err or f"--output ./{source.name} is the {flag}" in err
+    assert source.read_bytes() == kept

@@ -89,6 +89,10 @@ def run(args) -> int:
             raise UserError(f"--beam must be >= 1, got {args.beam}")
         if args.output:
             check_output_file(args.output, "--output")
+            output, test = Path(args.output), Path(args.test)
+            if output.is_file() and test.is_file() and output.samefile(test):
+                raise UserError(f"--output {args.output} is the --test file: the translations would replace the "
+                                "test pairs; name another file")
         from attnkit.data import DataError, read_manythings
         from attnkit.decode.translator import Translator
 

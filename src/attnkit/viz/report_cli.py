@@ -61,6 +61,9 @@ def run(args) -> int:
     if args.max_sentences < 1:
         raise UserError(f"--max-sentences must be at least 1, got {args.max_sentences}")
     check_output_file(args.output, "--output")
+    if args.output.is_file() and args.input.is_file() and args.output.samefile(args.input):
+        raise UserError(f"--output {args.output} is the --input file: the report would replace the sentences; "
+                        "name another file")
     sentences = read_sentences(args.input)
     try:
         folder = resolve_model_dir(args.model)
