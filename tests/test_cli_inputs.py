@@ -694,3 +694,41 @@ def test_an_output_that_is_the_input_file_is_refused(command, model_dir, inputs,
     err = error_of(capsys)
     assert f"--output {Path(source.name)} is the {flag} file" in err or f"--output ./{source.name} is the {flag}" in err
     assert source.read_bytes() == kept
+
+
+@pytest.fixture(scope="module")
+def line_break_model(tmp_path_factory) -> Path:
+    """A model that decodes nothing but line breaks: its last block's output is one constant vector (the
+    LayerNorm's weight 0, its bias b) and only the output row of "\\n" is non-zero (b), so "\\n" wins
+    every step up to the length limit (as a SentencePiece model's byte piece <0x0A> can)."""
+    torch.manual_seed(0)
+    src, tgt = CharTokenizer.train(SOURCES), CharTokenizer.train(["hello\nthanks"])
+    config = TransformerConfig(d_model=16, heads=2, encoder_layers=1, decoder_layers=1, ffn_dim=32, dropout=0.0,
+                               norm_first=False, tie_output=False)
+    model = build_model(config, src.vocab_size, tgt.vocab_size)
+    with torch.no_grad():
+        b = torch.randn(16)
+        model.decoder[-1].ffn_norm.weight.zero_()
+        model.decoder[-1].ffn_norm.bias.copy_(b)
+        model.output.weight.zero_()
+        model.output.weight[tgt.encode("\n")[0]] = b
+    folder = tmp_path_factory.mktemp("breaks") / "m"
+    save_model(model, folder)
+    save_tokenizers(folder, src, tgt)
+    return folder
+
+
+@pytest.mark.parametrize("beam", ["1", "2"])
+def test_a_decoded_line_break_does_not_shift_the_output_lines(beam, line_break_model, monkeypatch, capsys, tmp_path):
+    from attnkit.decode.translator import Translator
+
+    assert "\n" in Translator.load(line_break_model).translate(["你好"], beam=int(beam))[0].text  # the model's output
+    stdin(monkeypatch, "你好\n\n谢谢\n".encode("utf-8"))
+    assert main(["translate", "--model", str(line_break_model), "--beam", beam]) == 0
+    out = capsys.readouterr().out.split("\n")
+    assert len(out) == 4 and out[1] == "" and out[3] == ""  # three lines, the blank one where it was
+    assert out[0].strip() == "" and out[0] != ""  # the breaks written as spaces
+    (tmp_path / "test.tsv").write_text("Hello.\t你好\tCC\nThanks.\t谢谢\tCC\n", encoding="utf-8")
+    assert main(["evaluate", "--model", str(line_break_model), "--test", str(tmp_path / "test.tsv"), "--beam", beam,
+                 "--output", str(tmp_path / "hyps.txt")]) == 0
+    assert len((tmp_path / "hyps.txt").read_text(encoding="utf-8").splitlines()) == 2  # one line per test pair

@@ -17,6 +17,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--json", action="store_true", help="one JSON object per line with pieces, score and alignment")
 
 
+def one_line(text: str) -> str:
+    """``text`` with its line breaks (``\\n``, ``\\r``) written as spaces: a translation is one line of a
+    line-aligned output, and a model can decode a line break (SentencePiece's byte pieces ``<0x0A>``,
+    ``<0x0D>``), which would otherwise shift every later line."""
+    return text.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
+
+
 def _lines(args):
     if args.text:
         check_utf8_arguments(args.text, "argument")
@@ -60,5 +67,5 @@ def run(args) -> int:
                     record["alignment"] = [int(i) for i in t.attention.mean(dim=(0, 1)).argmax(-1).tolist()]
             print(json_line(record))
         else:
-            print(t.text if t else "")  # an empty line stays an empty line: outputs stay line-aligned
+            print(one_line(t.text) if t else "")  # an empty line stays an empty line: outputs stay line-aligned
     return 0

@@ -110,12 +110,15 @@ def run(args) -> int:
                        lambda i: str(report.pairs[i].origin or f"test pair {i + 1}"))
         hyps = [t.text for t in done]
         if args.output:
+            from attnkit.decode.cli import one_line
+
+            lines = [one_line(h) for h in hyps]  # one line per test pair, whatever the model decoded
             existed = Path(args.output).is_file()
             from attnkit.models.io import _atomic_write
 
             try:  # a temporary file renamed over --output: a failed write leaves the file that was there
                 _atomic_write(Path(args.output),
-                              lambda tmp: Path(tmp).write_text("\n".join(hyps) + "\n", encoding="utf-8"))
+                              lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n", encoding="utf-8"))
             except OSError as err:
                 raise UserError(f"--output {args.output}: cannot write it ({err.strerror or err})") from None
             if existed:
