@@ -126,3 +126,38 @@ def test_decoder_self_attention_is_over_the_pieces_the_model_produced():
     with torch.no_grad():
         expected = model.decoder_attention(src, torch.tensor([[model.config.bos_id, *tokens]]))
     assert torch.allclose(weights, torch.stack([w[0] for w in expected]))
+
+
+def test_decoder_self_attention_of_an_output_that_fills_the_learned_positions(tmp_path, capsys):
+    """An output as long as the decoder's learned positions allow (no EOS): the plot shows the inputs the
+    decoder was fed, <s> and all pieces but the last, instead of failing with 'shorten the input'."""
+    from attnkit.cli import main
+    from attnkit.decode.translator import Translator
+    from attnkit.models import TransformerConfig, build_model, save_model
+    from attnkit.text import CharTokenizer, save_tokenizers
+
+    src_tok, tgt_tok = CharTokenizer.train(["他很高兴。"]), CharTokenizer.train(["He is happy."])
+    config = TransformerConfig(d_model=16, heads=2, encoder_layers=1, decoder_layers=2, ffn_dim=32, dropout=0.0,
+                               norm_first=False, tie_output=False, positions="learned", max_len=6)
+    torch.manual_seed(0)
+    model = build_model(config, src_tok.vocab_size, tgt_tok.vocab_size).eval()
+    with torch.no_grad():  # the last block's output is one constant vector b, and only "a" scores: never EOS
+        b = torch.randn(16)
+        model.decoder[-1].ffn_norm.weight.zero_()
+        model.decoder[-1].ffn_norm.bias.copy_(b)
+        model.output.weight.zero_()
+        model.output.weight[tgt_tok.encode("a")[0]] = b
+    translator = Translator(model, src_tok, tgt_tok)
+    result = translator.translate(["他很高兴。"], beam=2)[0]
+    assert result.tgt_pieces == ["a"] * 6  # the output fills the 6 positions
+    pieces, weights = translator.decoder_attention("他很高兴。", beam=2)
+    assert pieces == ["<s>"] + ["a"] * 5
+    src = torch.tensor([src_tok.encode("他很高兴。") + [src_tok.eos_id]])
+    with torch.no_grad():
+        expected = model.decoder_attention(src, torch.tensor([[1] + tgt_tok.encode("aaaaa")]))
+    assert torch.allclose(weights, torch.stack([w[0] for w in expected]))
+    save_model(model, tmp_path / "m")
+    save_tokenizers(tmp_path / "m", src_tok, tgt_tok)
+    assert main(["plot", "--model", str(tmp_path / "m"), "他很高兴。", "--attention", "decoder",
+                 "--output", str(tmp_path / "dec.svg")]) == 0
+    assert "decoder self-attention" in capsys.readouterr().out

@@ -157,7 +157,8 @@ class Translator:
     @torch.inference_mode()
     def decoder_attention(self, sentence: str, beam: int = 4) -> tuple[list[str], Tensor]:
         """Translate ``sentence``; return ``["<s>", output pieces…]`` and the decoder's causal
-        self-attention over them ``(layers, heads, t, t)``."""
+        self-attention over them ``(layers, heads, t, t)`` (without the last piece of an output that filled the
+        learned positions: it was never fed back)."""
         if not hasattr(self.model, "decoder_attention"):
             raise ValueError(f"a {self.model.config.kind} model has no self-attention (only the Transformer does)")
         if beam < 1:
@@ -166,6 +167,9 @@ class Translator:
         # The decoded ids themselves: encoding the output text again can split it into other pieces
         # ("day" decoded as the piece "day" encodes as "▁day"), which the model never produced.
         tokens = self._decode(torch.tensor([ids]), beam, 0.6, 2.0, False)[0].tokens
+        steps = self.model.max_output_steps
+        if steps is not None:  # an output that reached the learned positions' end: its last piece was never fed back
+            tokens = tokens[: steps - 1]
         tgt_in = torch.tensor([[self.model.config.bos_id, *tokens]])
         weights = self.model.decoder_attention(torch.tensor([ids]), tgt_in)
         pieces = ["<s>"] + [self.tgt_tok.id_to_piece(i) for i in tokens]
