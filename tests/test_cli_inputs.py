@@ -636,6 +636,10 @@ def test_evaluate_report_and_plot_note_truncated_sources_too(short_model, tmp_pa
     assert main(["plot", "--model", str(short_model), "你好谢谢你好谢谢你好", "--output", str(tmp_path / "p.png"),
                  "--beam", "1"]) == 0
     assert "attnkit plot: note: the sentence was truncated to its first 7 tokens" in capsys.readouterr().err
+    for attention in ("encoder", "decoder"):  # self-attention of the first 7 tokens: said too
+        assert main(["plot", "--model", str(short_model), "你好谢谢你好谢谢你好", "--output", str(tmp_path / "p.png"),
+                     "--beam", "1", "--attention", attention]) == 0
+        assert "attnkit plot: note: the sentence was truncated to its first 7 tokens" in capsys.readouterr().err
 
 
 def _full_disk_after_half(monkeypatch):

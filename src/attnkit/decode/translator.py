@@ -109,6 +109,11 @@ class Translator:
         ids, limit = self.src_tok.encode(text), self.max_source_tokens()
         return ids[:limit] + [self.src_tok.eos_id], len(ids) > limit
 
+    def truncates(self, text: str) -> bool:
+        """Whether ``text`` has more pieces than :meth:`max_source_tokens` (decoding and the attention
+        methods then see only the first ones)."""
+        return self._encode_checked(text)[1]
+
     def max_source_tokens(self) -> int:
         cfg = self.model.config
         limit = getattr(cfg, "max_len", None) if getattr(cfg, "positions", "") == "learned" else None

@@ -23,7 +23,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from attnkit.decode.translator import Translator
+    from attnkit.decode.translator import Translation, Translator
 
     from .fonts import NoCJKFontError
     from .heatmap import plot_attention, select_heads
@@ -44,6 +44,9 @@ def run(args) -> int:
         translator = Translator.load(args.model)
     except (FileNotFoundError, ValueError) as err:
         raise UserError(str(err)) from None
+    if args.attention != "cross" and translator.truncates(args.text):  # the cross path notes it from its result
+        cut = Translation(args.text, "", [], [], 0.0, truncated=True)
+        note_truncated("plot", [cut], translator.max_source_tokens(), lambda i: "the sentence")
     try:
         if args.attention == "encoder":
             pieces, attention = translator.encoder_attention(args.text)
