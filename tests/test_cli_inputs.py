@@ -545,6 +545,10 @@ def test_evaluate_hyp_and_ref_options(tmp_path, capsys):
     (tmp_path / "r3.txt").write_text("a\nb\nc\n")
     assert main(["evaluate", "--hyp", str(tmp_path / "h.txt"), "--ref", str(tmp_path / "r3.txt")]) == 2
     assert "h.txt has 2 lines but" in error_of(capsys)
+    (tmp_path / "e1.txt").write_bytes(b"")
+    (tmp_path / "e2.txt").write_bytes(b"\xef\xbb\xbf")  # a byte-order mark alone: no line either
+    assert main(["evaluate", "--hyp", str(tmp_path / "e1.txt"), "--ref", str(tmp_path / "e2.txt")]) == 2
+    assert f"{tmp_path / 'e1.txt'} and {tmp_path / 'e2.txt'} are empty: no sentences to score" in error_of(capsys)
     assert main(["evaluate", "--hyp", str(tmp_path), "--ref", str(tmp_path / "r.txt")]) == 2
     assert f"--hyp {tmp_path}: is a folder" in error_of(capsys)
     assert main(["evaluate", "--hyp", str(tmp_path / "h.txt"), "--ref", str(tmp_path / "r.txt"),

@@ -134,6 +134,8 @@ def run(args) -> int:
         hyps, refs = _read_lines(args.hyp, "--hyp"), _read_lines(args.ref, "--ref")
         if len(hyps) != len(refs):
             raise UserError(f"{args.hyp} has {len(hyps)} lines but {args.ref} has {len(refs)}: they must be line-aligned")
+        if not hyps:
+            raise UserError(f"{args.hyp} and {args.ref} are empty: no sentences to score")
         target_lang = args.target_lang or "en"
     try:
         scores = corpus_scores(hyps, refs, target_lang=target_lang)
