@@ -740,3 +740,19 @@ def test_a_decoded_line_break_does_not_shift_the_output_lines(beam, line_break_m
     assert main(["evaluate", "--model", str(line_break_model), "--test", str(tmp_path / "test.tsv"), "--beam", beam,
                  "--output", str(tmp_path / "hyps.txt")]) == 0
     assert len((tmp_path / "hyps.txt").read_text(encoding="utf-8").splitlines()) == 2  # one line per test pair
+
+
+def test_report_refuses_a_title_that_is_not_utf8_and_shows_a_file_name_that_is_not(model_dir, tmp_path, capsys):
+    """Bytes that are not UTF-8 reach Python as lone surrogates, which a UTF-8 page cannot hold: a --title is
+    refused naming it (it was a UnicodeEncodeError traceback), the name of an --input file is shown with
+    U+FFFD for them."""
+    name = os.fsdecode(b"in\xff.txt")
+    (tmp_path / name).write_text("你好\n", encoding="utf-8")
+    out = tmp_path / "r.html"
+    assert main(["report", "--model", str(model_dir), "--input", str(tmp_path / name), "--output", str(out),
+                 "--beam", "1", "--title", "bad\udcff"]) == 2
+    assert "--title: not valid UTF-8 (byte 0xff after 'bad')" in error_of(capsys)
+    assert not out.exists()
+    assert main(["report", "--model", str(model_dir), "--input", str(tmp_path / name), "--output", str(out),
+                 "--beam", "1"]) == 0
+    assert "<title>attnkit attention report: in\ufffd.txt</title>" in out.read_text(encoding="utf-8")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from attnkit.cli import UserError, check_output_file, note_replaced, note_truncated
+from attnkit.cli import UserError, check_output_file, check_utf8_arguments, note_replaced, note_truncated
 
 # Models whose decoder has no attention: nothing to show.
 NO_ATTENTION = ("seq2seq-fixed", "seq2seq-context")
@@ -51,6 +51,12 @@ def read_sentences(path: Path) -> list[str]:
     return sentences
 
 
+def _shown(path) -> str:
+    """A path as the page shows it: bytes of its name that are not UTF-8 (kept by Python as lone surrogates,
+    which a UTF-8 page cannot hold) become U+FFFD."""
+    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def run(args) -> int:
     from attnkit.decode.translator import Translator, resolve_model_dir
 
@@ -60,6 +66,8 @@ def run(args) -> int:
         raise UserError(f"--beam must be at least 1, got {args.beam}")
     if args.max_sentences < 1:
         raise UserError(f"--max-sentences must be at least 1, got {args.max_sentences}")
+    if args.title is not None:
+        check_utf8_arguments([args.title], "--title")
     check_output_file(args.output, "--output")
     if args.output.is_file() and args.input.is_file() and args.output.samefile(args.input):
         raise UserError(f"--output {args.output} is the --input file: the report would replace the sentences; "
@@ -80,9 +88,9 @@ def run(args) -> int:
     results = translator.translate(sentences, beam=args.beam, need_attention=True)
     note_truncated("report", results, translator.max_source_tokens(), lambda i: f"sentence {i + 1} of {args.input}")
     layers, heads = results[0].attention.shape[:2]
-    info = {"model": str(folder), "kind": kind, "decoder layers": layers, "heads": heads,
+    info = {"model": _shown(folder), "kind": kind, "decoder layers": layers, "heads": heads,
             "decoding": "greedy" if args.beam == 1 else f"beam {args.beam}"}
-    title = args.title or f"attnkit attention report: {args.input.name}"
+    title = args.title or f"attnkit attention report: {_shown(args.input.name)}"
     existed = args.output.is_file()
     try:
         write_report(results, args.output, title=title, model_info=info)
