@@ -756,3 +756,32 @@ def test_report_refuses_a_title_that_is_not_utf8_and_shows_a_file_name_that_is_n
     assert main(["report", "--model", str(model_dir), "--input", str(tmp_path / name), "--output", str(out),
                  "--beam", "1"]) == 0
     assert "<title>attnkit attention report: in\ufffd.txt</title>" in out.read_text(encoding="utf-8")
+
+
+def test_an_output_through_a_link_or_to_a_fifo_is_written_where_it_points(model_dir, inputs, capsys):
+    """The temporary file renamed into place replaces the file a symbolic link names (the link, and the
+    file's mode, kept), and a FIFO (as /dev/stdout or /dev/null, which are not regular files either) is
+    written in place, never replaced by a regular file."""
+    import threading
+
+    real = inputs / "real"
+    real.mkdir()
+    (real / "hyps.txt").write_text("old\n")
+    (real / "hyps.txt").chmod(0o640)
+    link = inputs / "link.txt"
+    link.symlink_to(real / "hyps.txt")
+    args = MODEL_COMMANDS["evaluate"](model_dir, inputs) + ["--beam", "1", "--output"]
+    assert main(args + [str(link)]) == 0
+    assert link.is_symlink() and os.readlink(link) == str(real / "hyps.txt")
+    assert (real / "hyps.txt").read_text() != "old\n" and len((real / "hyps.txt").read_text().splitlines()) == 1
+    assert stat.S_IMODE((real / "hyps.txt").stat().st_mode) == 0o640
+    assert sorted(p.name for p in real.iterdir()) == ["hyps.txt"]
+    fifo = inputs / "fifo"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()), daemon=True)
+    reader.start()
+    assert main(args + [str(fifo)]) == 0
+    reader.join(timeout=30)
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    assert got == [(real / "hyps.txt").read_text()]

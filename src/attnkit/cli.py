@@ -87,6 +87,37 @@ def split_lines(text: str) -> list[str]:
     return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
+def write_output(path, write) -> None:
+    """Write the output file ``path`` by calling ``write(tmp)`` on a temporary file beside it (same suffix),
+    renamed over ``path`` once complete: a write cut short (a full disk) leaves the file that was there as it
+    was, and no truncated one. A symbolic link is followed (the file it names is replaced, the link kept); a
+    path that is not a regular file (``/dev/null``, ``/dev/stdout``, a FIFO) is written in place, as ``open``
+    would. The new file keeps the mode of the file it replaces, or gets an ordinary new file's."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    if Path(path).exists() and not Path(path).is_file():  # (through any links) a device, a FIFO, a pipe
+        write(Path(path))
+        return
+    real = Path(os.path.realpath(path))
+    if real.exists():
+        mode = real.stat().st_mode & 0o7777
+    else:
+        from attnkit.models.io import _umask
+
+        mode = 0o666 & ~_umask()
+    fd, tmp = tempfile.mkstemp(dir=real.parent, prefix=f".{real.name}.", suffix=real.suffix)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, mode)
+        os.replace(tmp, real)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def note_replaced(path, command: str) -> None:
     """Say on stderr that writing ``path`` replaced a file that was there (call it after the write,
     when ``path`` was a file before it)."""

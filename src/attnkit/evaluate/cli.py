@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from attnkit.cli import UserError, check_output_file, note_replaced, note_truncated, split_lines
+from attnkit.cli import UserError, check_output_file, note_replaced, note_truncated, split_lines, write_output
 
 # Issues printed one per line before the summary; the rest are counted.
 MAX_ISSUES_SHOWN = 20
@@ -114,11 +114,8 @@ def run(args) -> int:
 
             lines = [one_line(h) for h in hyps]  # one line per test pair, whatever the model decoded
             existed = Path(args.output).is_file()
-            from attnkit.models.io import _atomic_write
-
             try:  # a temporary file renamed over --output: a failed write leaves the file that was there
-                _atomic_write(Path(args.output),
-                              lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n", encoding="utf-8"))
+                write_output(args.output, lambda tmp: tmp.write_text("\n".join(lines) + "\n", encoding="utf-8"))
             except OSError as err:
                 raise UserError(f"--output {args.output}: cannot write it ({err.strerror or err})") from None
             if existed:

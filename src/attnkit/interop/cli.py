@@ -41,7 +41,7 @@ def _rounded(weights, digits: int):
 
 
 def run(args) -> int:
-    from attnkit.cli import UserError, check_output_file, check_utf8_arguments, note_replaced
+    from attnkit.cli import UserError, check_output_file, check_utf8_arguments, note_replaced, write_output
     from attnkit.interop import ModelFolderError, load_pretrained
 
     check_utf8_arguments([args.sentence], "the sentence")
@@ -63,10 +63,8 @@ def run(args) -> int:
     text = json.dumps(data, ensure_ascii=False)
     if args.output:
         existed = Path(args.output).is_file()
-        from attnkit.models.io import _atomic_write
-
         try:  # a temporary file renamed over --output: a failed write leaves the file that was there
-            _atomic_write(Path(args.output), lambda tmp: Path(tmp).write_text(text + "\n", encoding="utf-8"))
+            write_output(args.output, lambda tmp: tmp.write_text(text + "\n", encoding="utf-8"))
         except OSError as err:
             raise UserError(f"cannot write {args.output}: {err.strerror or err}") from None
         if existed:

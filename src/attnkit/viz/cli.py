@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from attnkit.cli import UserError, check_output_file, check_utf8_arguments, note_replaced, note_truncated
+from attnkit.cli import UserError, check_output_file, check_utf8_arguments, note_replaced, note_truncated, write_output
 
 
 def add_arguments(parser) -> None:
@@ -69,7 +69,8 @@ def run(args) -> int:
     titles = [f"layer {args.layer}, head {h}" for h in range(heads)] if head == "all" else None
     existed = args.output.is_file()
     try:
-        plot_attention(weights, cols, rows, args.output, title=title, head_titles=titles)
+        # a temporary file renamed over --output: a failed write leaves an earlier picture as it was
+        write_output(args.output, lambda tmp: plot_attention(weights, cols, rows, tmp, title=title, head_titles=titles))
     except NoCJKFontError as err:
         raise UserError(str(err)) from None
     except OSError as err:

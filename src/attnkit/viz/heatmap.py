@@ -79,13 +79,9 @@ def plot_attention(
         if title:
             fig.suptitle(title)
         fig.tight_layout()
-        from attnkit.models.io import _atomic_write
-
         path.parent.mkdir(parents=True, exist_ok=True)
-        try:  # a temporary file renamed over ``path``: a failed write leaves an earlier picture as it was
-            _atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format=path.suffix[1:].lower()))
-        finally:
-            plt.close(fig)
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
     return path
 
 

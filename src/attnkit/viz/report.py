@@ -172,13 +172,9 @@ def write_report(translations: Sequence[Any], path: str | Path, *, title: str = 
     with attention) to ``path``; ``model_info`` is shown at the top as ``key: value`` lines.
 
     Raises ``ValueError`` when a translation has no attention, or weights of the wrong shape."""
-    from attnkit.models.io import _atomic_write
-
     text = render_report(translations, title=title, model_info=model_info)
     path = Path(path)
-    # Through a temporary file renamed over ``path``: a write cut short (a full disk) leaves the file that was
-    # there as it was, never a truncated page in its place.
-    _atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    path.write_text(text, encoding="utf-8")
     return path
 
 

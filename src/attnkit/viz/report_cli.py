@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from attnkit.cli import UserError, check_output_file, check_utf8_arguments, note_replaced, note_truncated
+from attnkit.cli import UserError, check_output_file, check_utf8_arguments, note_replaced, note_truncated, write_output
 
 # Models whose decoder has no attention: nothing to show.
 NO_ATTENTION = ("seq2seq-fixed", "seq2seq-context")
@@ -93,7 +93,8 @@ def run(args) -> int:
     title = args.title or f"attnkit attention report: {_shown(args.input.name)}"
     existed = args.output.is_file()
     try:
-        write_report(results, args.output, title=title, model_info=info)
+        # a temporary file renamed over --output: a failed write leaves an earlier report as it was
+        write_output(args.output, lambda tmp: write_report(results, tmp, title=title, model_info=info))
     except OSError as err:
         raise UserError(f"--output {args.output}: cannot write it ({err.strerror or err})") from None
     if existed:
