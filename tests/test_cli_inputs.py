@@ -690,6 +690,23 @@ def test_an_output_write_cut_short_leaves_the_earlier_file_as_it_was(command, mo
     assert sorted(p.name for p in inputs.iterdir()) == before  # and no temporary file left beside it
 
 
+def test_a_demo_heatmap_cut_short_leaves_the_earlier_picture_as_it_was(model_dir, tmp_path, monkeypatch, capsys):
+    from attnkit.viz import fonts
+
+    try:
+        fonts.cjk_font()
+    except fonts.NoCJKFontError:
+        pytest.skip("no CJK font: the demo draws no heatmap")
+    cache = demo_cache(model_dir, tmp_path / "c", "你好")
+    png = tmp_path / "h.png"
+    png.write_bytes(b"the user's earlier picture")
+    _full_disk_after_half(monkeypatch)
+    assert main(["demo", "--cache", str(cache), "--heatmap", str(png), "--beam", "1", "你好"]) == 2
+    assert f"--heatmap {png}: cannot write it (No space left on device)" in error_of(capsys)
+    assert png.read_bytes() == b"the user's earlier picture"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c", "h.png"]  # and no temporary file left beside it
+
+
 @pytest.mark.parametrize("command", ["evaluate", "report"])
 def test_an_output_that_is_the_input_file_is_refused(command, model_dir, inputs, monkeypatch, capsys):
     # The same file by another name (a relative path from its folder): replacing it would lose the input.

@@ -7,7 +7,7 @@ import os
 import re
 from pathlib import Path
 
-from attnkit.cli import UserError, check_output_file, check_utf8_arguments, note_replaced
+from attnkit.cli import UserError, check_output_file, check_utf8_arguments, note_replaced, write_output
 
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 
@@ -281,11 +281,14 @@ def _heatmap(result, path: Path) -> None:
     try:
         weights = select_heads(result.attention, layer=-1, head="mean")
         existed = path.is_file()
-        plot_attention(weights, result.src_pieces, result.attention_rows, path,
-                       title=f"{result.source} → {result.text} (last layer, mean of heads)")
+        # a temporary file renamed over the path: a failed write leaves an earlier picture as it was
+        write_output(path, lambda tmp: plot_attention(weights, result.src_pieces, result.attention_rows, tmp,
+                                                      title=f"{result.source} → {result.text} (last layer, mean of heads)"))
     except NoCJKFontError as err:
         print(f"\nno heatmap written: {err}")
         return
+    except OSError as err:
+        raise UserError(f"--heatmap {path}: cannot write it ({err.strerror or err})") from None
     if existed:
         note_replaced(path, "demo")
     print(f"\ncross-attention of the last decoder layer for {result.source!r} written to {path}")
