@@ -802,3 +802,15 @@ def test_an_output_through_a_link_or_to_a_fifo_is_written_where_it_points(model_
     reader.join(timeout=30)
     assert stat.S_ISFIFO(fifo.lstat().st_mode)
     assert got == [(real / "hyps.txt").read_text()]
+
+
+def test_an_output_encoding_without_chinese_is_an_error_saying_how_to_get_it(monkeypatch, capsys):
+    import io
+    import sys
+
+    # a Windows code page, or PYTHONIOENCODING=latin-1: the lesson's Chinese cannot be written
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(io.BytesIO(), encoding="latin-1"))
+    assert main(["explain", "toy"]) == 2
+    err = capsys.readouterr().err
+    assert "attnkit explain: error: the output's encoding (latin-1) cannot write '\\u" in err
+    assert "set PYTHONIOENCODING=utf-8 (or PYTHONUTF8=1)" in err

@@ -7,6 +7,7 @@ modules are imported only when their command runs, so ``attnkit --help`` stays f
 from __future__ import annotations
 
 import argparse
+import codecs
 import importlib
 import sys
 
@@ -170,6 +171,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"attnkit {args.command}: interrupted", file=sys.stderr)
         return 130
+    except UnicodeEncodeError as err:
+        # The terminal or the file the output is redirected to takes an encoding without Chinese (a Windows
+        # code page, PYTHONIOENCODING=latin-1): say how to get it, instead of a traceback partway through.
+        streams = {codecs.lookup(s.encoding).name for s in (sys.stdout, sys.stderr) if getattr(s, "encoding", None)}
+        if codecs.lookup(err.encoding).name not in streams:
+            raise
+        print(f"attnkit {args.command}: error: the output's encoding ({err.encoding}) cannot write "
+              f"{ascii(err.object[err.start:err.end])}: set PYTHONIOENCODING=utf-8 (or PYTHONUTF8=1) and run it again",
+              file=sys.stderr)
+        return 2
     except BrokenPipeError:
         # The reader went away (e.g. `attnkit translate ... | head`): stop quietly, as Unix tools do.
         import os
