@@ -290,3 +290,18 @@ def test_length_settings_are_checked_and_learned_positions_cap_the_default_limit
                 decode(model, src, **kwargs)
         with pytest.raises(ValueError, match=r"src must be a \(batch, positions\) tensor of token ids, got shape \(5,\)"):
             decode(model, src[0])
+
+
+def test_greedy_sentence_without_steps_is_empty_in_a_batch_as_alone():
+    """A limit below 1 (a negative max_len_offset and a short source) gives an empty output whether the
+    sentence is decoded alone or beside sentences that may take steps."""
+    model, src = _random("transformer")
+    src = src.clone()
+    src[0, 1:] = PAD  # 1 token: limit 1 × 1 - 3 < 1; the others have 5 or 7 tokens
+    settings = dict(max_len_ratio=1.0, max_len_offset=-3)
+    batch = greedy_decode(model, src, **settings)
+    for row, hyp in zip(src, batch):
+        alone = greedy_decode(model, row[None, : int((row != PAD).sum())], **settings)[0]
+        assert hyp.tokens == alone.tokens and math.isclose(hyp.score, alone.score, abs_tol=1e-4)
+    assert batch[0].tokens == [] and batch[0].score == 0.0
+    assert all(1 <= len(h.tokens) <= int((row != PAD).sum()) - 3 or h.tokens == [] for h, row in zip(batch, src))

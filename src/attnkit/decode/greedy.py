@@ -65,6 +65,15 @@ def greedy_decode(
     T = int(limit.max()) if b else 0
     if T <= 0:  # (a negative max_len_offset can make every limit negative)
         return [Hypothesis([], 0.0, None) for _ in range(b)]
+    if int(limit.min()) <= 0:  # some sentences may take no step: empty, as each is when decoded alone
+        run = (limit > 0).nonzero().flatten()
+        decoded = greedy_decode(model, src[run], None if src_mask is None else src_mask[run], max_len=max_len,
+                                max_len_ratio=max_len_ratio, max_len_offset=max_len_offset, min_len=min_len,
+                                need_attention=need_attention)
+        out = [Hypothesis([], 0.0, None) for _ in range(b)]
+        for n, hyp in zip(run.tolist(), decoded):
+            out[n] = hyp
+        return out
     # Each step's token and log-prob of every running sentence, written as they come; a sentence's output and
     # score are read from its row once decoding is over (few tensor operations per step: see the loop).
     chosen = torch.empty((b, T), dtype=torch.long, device=src.device)
