@@ -305,3 +305,16 @@ def test_greedy_sentence_without_steps_is_empty_in_a_batch_as_alone():
         assert hyp.tokens == alone.tokens and math.isclose(hyp.score, alone.score, abs_tol=1e-4)
     assert batch[0].tokens == [] and batch[0].score == 0.0
     assert all(1 <= len(h.tokens) <= int((row != PAD).sum()) - 3 or h.tokens == [] for h, row in zip(batch, src))
+
+
+def test_length_limit_is_the_documented_formula_in_python_floats():
+    """max_lengths gives int(max_len_ratio × source length + max_len_offset) as Python computes it, for
+    ratios that are not exact in binary (float32 made 2.1 × 50 + 10 = 114.99999, a limit of 114)."""
+    from attnkit.decode.lengths import max_lengths
+
+    lengths = range(1, 201)
+    src = torch.tensor([[5] * n + [PAD] * (200 - n) for n in lengths])
+    for ratio in (0.7, 1.1, 1.3, 1.5, 2.1, 2.3):
+        for offset in (0, 5, 10):
+            got = max_lengths(src, None, PAD, max_len=None, max_len_ratio=ratio, max_len_offset=offset).tolist()
+            assert got == [int(ratio * n + offset) for n in lengths], (ratio, offset)

@@ -40,7 +40,9 @@ def max_lengths(
     if isinstance(max_len_offset, bool) or not isinstance(max_len_offset, int):
         raise ValueError(f"max_len_offset must be an integer, got {max_len_offset!r}")
     src_len = (src != pad_id).sum(1) if src_mask is None else src_mask.sum(1)
-    limit = (src_len.float() * max_len_ratio + max_len_offset).long().cpu()
+    # in double precision, the int(max_len_ratio × length + max_len_offset) of Python's floats: in float32,
+    # 2.1 × 50 + 10 came out as 114.99999 and the limit as 114
+    limit = (src_len.double() * max_len_ratio + max_len_offset).long().cpu()
     return limit if model_steps is None else limit.clamp_max(model_steps)
 
 
