@@ -318,3 +318,18 @@ def test_length_limit_is_the_documented_formula_in_python_floats():
         for offset in (0, 5, 10):
             got = max_lengths(src, None, PAD, max_len=None, max_len_ratio=ratio, max_len_offset=offset).tolist()
             assert got == [int(ratio * n + offset) for n in lengths], (ratio, offset)
+
+
+@pytest.mark.parametrize("kind", list(CONFIGS))
+def test_float64_model_scores_are_float64_log_probs(kind):
+    """A float64 model is decoded with float64 log-probabilities: greedy and beam scores equal the
+    teacher-forced sums to ~1e-12 (they were rounded to float32 log-probs, ~1e-7 off)."""
+    model, src = _random(kind)
+    model = model.double()
+    greedy = greedy_decode(model, src, max_len=MAX_LEN)
+    beams = beam_search(model, src, beam_size=3, n_best=3, max_len=MAX_LEN)
+    for n in range(len(src)):
+        row = src[n : n + 1, : int((src[n] != PAD).sum())]
+        for hyp in [greedy[n], *beams[n]]:
+            raw, _, _ = teacher_forced(model, row, hyp.tokens, eos=len(hyp.tokens) < MAX_LEN)
+            assert math.isclose(hyp.score, raw, rel_tol=0, abs_tol=1e-10), (hyp.score, raw)

@@ -86,7 +86,8 @@ def top_log_probs(logits: Tensor, n: int, blocked: int | None = None) -> tuple[T
     check_top(logits.shape[1], n, blocked)
     if torch.is_inference_mode_enabled() and native.applies(logits):
         return native.log_softmax_topk(logits, n, -1 if blocked is None else blocked)
-    logp = torch.log_softmax(logits.float(), -1)  # one fused kernel (torch.logsumexp takes several passes)
+    # one fused kernel (torch.logsumexp takes several passes); a float64 model's log-probs stay in float64
+    logp = torch.log_softmax(logits if logits.dtype in (torch.float32, torch.float64) else logits.float(), -1)
     if blocked is not None:
         logp[:, blocked] = float("-inf")
     if n == 1:
