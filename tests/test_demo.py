@@ -115,7 +115,24 @@ def test_a_demo_interrupted_while_it_trains_continues_its_training_when_run_agai
     assert "training interrupted at update 1: `attnkit demo` with these phrases and this cache continues it" in out
     assert main(args) == 0  # not taken for the demo's model: trained on to its 3 updates
     out = capsys.readouterr().out
-    assert f"continuing the training of the cached demo model in {cache}, interrupted at update 1 of 3" in out
+    assert f"continuing the training of the cached demo model in {cache}, stopped at update 1 of 3, for at most 12 " \
+           "minutes in all" in out
     assert f"resuming from {cache / 'checkpoints' / 'step-000001'}" in out and "stopped at step 3: reached max_steps=3" in out
+    assert main(args) == 0
+    assert "using the cached demo model" in capsys.readouterr().out
+
+
+def test_a_demo_stopped_by_its_time_cap_continues_only_when_given_more_minutes(tmp_path, capsys):
+    cache = tmp_path / "cache"
+    args = ["demo", "--steps", "3", "--cache", str(cache), "--heatmap", str(tmp_path / "h.png"), "--beam", "1", "你好"]
+    assert main([*args, "--minutes", "0.0001"]) == 0  # the cap stops it after its first update
+    assert "stopped at step 1: reached max_minutes=0.0001" in capsys.readouterr().out
+    assert main([*args, "--minutes", "0.0001"]) == 0  # the same budget: that is the model it gives
+    assert "using the cached demo model" in capsys.readouterr().out
+    assert main([*args, "--minutes", "12"]) == 0  # more time: trained on to its 3 updates
+    out = capsys.readouterr().out
+    assert f"continuing the training of the cached demo model in {cache}, stopped at update 1 of 3, for at most 12 " \
+           "minutes in all" in out
+    assert "stopped at step 3: reached max_steps=3" in out
     assert main(args) == 0
     assert "using the cached demo model" in capsys.readouterr().out

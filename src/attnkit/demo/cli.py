@@ -147,9 +147,10 @@ def _check(args, phrases: list[str]) -> None:
     check_output_file(args.heatmap, "--heatmap", (".png", ".svg"))  # --cache: checked by _prepare_cache
 
 
-def _interrupted(cache: Path) -> tuple[int, int, float] | None:
+def _interrupted(cache: Path, minutes_now: float = 0.0) -> tuple[int, int, float] | None:
     """``(update, max_steps, max_minutes)`` of the demo run in ``cache`` when it stopped before its budget
-    (a Ctrl-C, a kill), else None: such a model is not the demo's, and its training continues."""
+    (a Ctrl-C, a kill), or at its time cap before its updates when ``minutes`` (--minutes now) allows more,
+    else None: such a model is not the demo's, and its training continues (for the larger of the minutes)."""
     import json
 
     import yaml
@@ -162,6 +163,7 @@ def _interrupted(cache: Path) -> tuple[int, int, float] | None:
         steps, minutes = budget["max_steps"], budget["max_minutes"]
         state = json.loads((last / "trainer.json").read_text("utf-8"))
         step, elapsed = state["step"], state["elapsed"]
+        minutes = max(minutes, minutes_now)
         if step < steps and elapsed < 60 * minutes:
             return step, steps, minutes
     except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError):
@@ -255,10 +257,10 @@ def run(args) -> int:
         print(f"training a small Transformer for {args.steps} updates (at most {args.minutes:g} minutes) on the "
               f"CC-CEDICT entries that share a character with {' '.join(phrases)} (cached in {cache})")
         run_training(recipe(args.steps, args.minutes), cache)
-    elif (stopped := _interrupted(cache)) is not None:
+    elif (stopped := _interrupted(cache, args.minutes)) is not None:
         step, steps, minutes = stopped
-        print(f"continuing the training of the cached demo model in {cache}, interrupted at update {step} of {steps} "
-              f"(--retrain to start again)")
+        print(f"continuing the training of the cached demo model in {cache}, stopped at update {step} of {steps}, "
+              f"for at most {minutes:g} minutes in all (--retrain to start again)")
         run_training(recipe(steps, minutes), cache, resume=True)
     else:
         print(f"using the cached demo model in {model_dir} (--retrain to train again)")
