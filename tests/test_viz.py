@@ -28,6 +28,26 @@ def test_chinese_heatmap_uses_a_cjk_font(tmp_path):
     assert image[..., :3].std() > 0.05  # not a blank picture
 
 
+def test_a_title_wider_than_the_grid_is_drawn_whole(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.image import imread
+
+    title = "机器翻译 → machine translation (last layer, mean of heads)"
+    out = plot_attention(torch.softmax(torch.randn(3, 4), -1), ["机", "器", "翻", "译"], ["a", "b", "</s>"],
+                         tmp_path / "t.png", title=title)
+    family, _ = cjk_font()
+    with matplotlib.rc_context({"font.family": [family, "DejaVu Sans"]}):  # the title's width, by matplotlib alone
+        fig = plt.figure(dpi=120)
+        text = fig.suptitle(title)
+        fig.canvas.draw()
+        width = text.get_window_extent().width
+        plt.close(fig)
+    assert imread(out).shape[1] >= width  # at 120 dpi, as the heatmap is written
+
+
 def test_svg_holds_the_labels_and_one_panel_per_head(tmp_path):
     w = torch.softmax(torch.randn(2, 4, 3, 2), -1)  # (layers, heads, i, j)
     grid = select_heads(w, layer=1, head="all")

@@ -80,7 +80,7 @@ def plot_attention(
             fig.suptitle(title)
         fig.tight_layout()
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120)
+        fig.savefig(path, dpi=120, bbox_inches="tight")  # "tight": a title wider than the grid is not cut off
         plt.close(fig)
     return path
 
