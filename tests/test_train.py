@@ -195,6 +195,22 @@ def test_train_events_report_the_mfu_of_models_that_count_their_flops(recipe, tm
     assert [e.get("mfu", "none") for e in events if e["event"] == "train"] == ["none"]
 
 
+def test_a_matmul_rate_measured_while_the_machine_was_busy_is_measured_again(recipe, tmp_path, monkeypatch):
+    import attnkit.train.loop as loop
+
+    real, calls = loop.matmul_rate, []
+
+    def busy_at_start(*args, **kwargs):  # the first measurement 1,000× too low, as under a heavy load
+        calls.append(args)
+        return real(*args, **kwargs) / (1000 if len(calls) == 1 else 1)
+
+    monkeypatch.setattr(loop, "matmul_rate", busy_at_start)
+    out = tmp_path / "busy"
+    assert main(["train", "--config", str(recipe), "--out", str(out), "--quiet", "--max-steps", "10"]) == 0
+    train = [e for e in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if e["event"] == "train"]
+    assert len(calls) >= 2 and all(0 < e["mfu"] < 1 for e in train)  # not a share above the whole machine
+
+
 def test_matmul_rate_leaves_the_random_stream_and_threads_alone():
     import torch
 

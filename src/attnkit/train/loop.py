@@ -188,7 +188,7 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callabl
             raise TrainError(f"cannot write {out / 'log.jsonl'} ({_os_reason(err)}); {_saved_before(out)}") from None
 
     def checkpoint(reason: str) -> None:
-        nonlocal best_bleu, best_dir, stale, window_start
+        nonlocal best_bleu, best_dir, stale, window_start, rate
         begun = time.monotonic()
         metrics = _validate(model, dev_loader, dev_pairs, src_tok, tgt_tok, recipe, t.label_smoothing)
         model.train()
@@ -219,16 +219,21 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callabl
                  **metrics, "best_bleu": best_bleu, "reason": reason}
         report(event)
         bar.message(_valid_line(event))
+        if rate is not None:  # measured again, the highest kept: a machine busy at start gave a rate too low
+            rate = max(rate, matmul_rate())
         window_start += time.monotonic() - begun  # the train events' speed is training's, without this
 
     def report_train(lr: float) -> None:
         """The ``train`` event of the update just made (loss and speed since the last one), and a new window."""
-        nonlocal loss_sum, tokens, window_start, window_tokens, window_flops
+        nonlocal loss_sum, tokens, window_start, window_tokens, window_flops, rate
         now = time.monotonic()
         seconds = max(now - window_start, 1e-9)
         event = {"event": "train", "step": step, "epoch": position.epoch, "loss": round(loss_sum / max(tokens, 1), 4),
                  "tokens_per_s": round(window_tokens / seconds), "lr": lr, "elapsed": round(elapsed(), 1)}
         if rate is not None:
+            if window_flops / seconds > rate:  # above the machine's rate: it was measured while the machine was busy
+                rate = max(rate, matmul_rate())
+                now = time.monotonic()  # (the next window leaves the measurement out)
             event["mfu"] = round(window_flops / seconds / rate, 3)
         report(event)
         bar.update(step, event, elapsed())
