@@ -94,7 +94,7 @@ def table(results: list[dict], minutes: float) -> str:
         lines.append(f"| {LABELS[r['model']]} | {r['steps']:,} | {r['bleu']:.2f} | {r['chrf']:.2f} | {cells} |")
     lines.append("")
     lines.append(f"Columns after chrF: BLEU per source-length bucket in characters (sentences in the bucket). "
-                 f"Each model trained for {minutes:g} minutes. BLEU signature: {results[0]['signature']}.")
+                 f"Each model trained for {minutes:g} minute{'' if minutes == 1 else 's'}. BLEU signature: {results[0]['signature']}.")
     return "\n".join(lines) + "\n"
 
 

@@ -189,7 +189,8 @@ def _attnkit_summary(folder: Path, scores: dict, test_file: str, decode_seconds:
     model, _ = load_model(folder / "best")
     return {"engine": "attnkit", "parameters": model.num_parameters(), "steps": stop["step"],
             "train_seconds": stop["elapsed"],
-            "tokens_per_s": round(sum(e["tokens_per_s"] for e in trains) / max(len(trains), 1)),
+            # None when the run stopped before its first train event (no speed measured)
+            "tokens_per_s": round(sum(e["tokens_per_s"] for e in trains) / len(trains)) if trains else None,
             "best_dev_bleu": stop["best_bleu"], "test_bleu": scores["bleu"]["score"], "test_chrf": scores["chrf"]["score"],
             "bleu_signature": scores["bleu"]["signature"], "test_decode_seconds": round(decode_seconds, 1),
             "test_file": test_file}
@@ -246,7 +247,7 @@ def main(argv=None) -> int:
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         print(f"| {r['engine']} | {r['parameters']:,} | {r['steps']:,} | {r['train_seconds'] / 60:.1f} min | "
-              f"{r['tokens_per_s']:,} | {r['best_dev_bleu']} | {r['test_bleu']} | {r['test_chrf']} |")
+              f"{'—' if r['tokens_per_s'] is None else format(r['tokens_per_s'], ',')} | {r['best_dev_bleu']} | {r['test_bleu']} | {r['test_chrf']} |")
     print(f"\nBLEU signature: {ours_summary['bleu_signature']}")
     return 0
 
