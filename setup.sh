@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up attnkit in ./.venv:  ./setup.sh [EXTRAS]   (e.g. ./setup.sh dev  or  ./setup.sh viz,serve)
+# Set up attnkit in ./.venv:  ./setup.sh [EXTRAS]   (e.g. ./setup.sh dev  or  ./setup.sh viz,bench)
 #
 # - a virtual environment with the package installed in editable mode and the given extras;
 # - torch pinned by constraints.txt to the CPU build that installs in seconds on the project's machines;
