@@ -7,6 +7,8 @@ import json
 import os
 import shutil
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -804,13 +806,34 @@ def test_an_output_through_a_link_or_to_a_fifo_is_written_where_it_points(model_
     assert got == [(real / "hyps.txt").read_text()]
 
 
-def test_an_output_encoding_without_chinese_is_an_error_saying_how_to_get_it(monkeypatch, capsys):
+@pytest.mark.parametrize("encoding", ["latin-1", "cp1252", "cp437"])
+def test_an_output_encoding_without_chinese_is_an_error_saying_how_to_get_it(encoding, monkeypatch, capsys):
     import io
     import sys
 
-    # a Windows code page, or PYTHONIOENCODING=latin-1: the lesson's Chinese cannot be written
-    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(io.BytesIO(), encoding="latin-1"))
+    # a Windows code page (whose errors name the codec 'charmap'), or PYTHONIOENCODING=latin-1
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(io.BytesIO(), encoding=encoding))
     assert main(["explain", "toy"]) == 2
     err = capsys.readouterr().err
-    assert "attnkit explain: error: the output's encoding (latin-1) cannot write '\\u" in err
+    assert f"attnkit explain: error: the output's encoding ({encoding}) cannot write '\\u" in err
     assert "set PYTHONIOENCODING=utf-8 (or PYTHONUTF8=1)" in err
+
+
+def test_a_file_name_that_is_not_utf8_is_printed_as_its_bytes(tmp_path):
+    # stdout in UTF-8, strict: the name's byte 0xff (a lone surrogate in Python) is written back as that byte
+    out = os.fsencode(tmp_path) + b"/r\xff.png"
+    code = ("import sys; from attnkit.cli import main; sys.exit(main(['explain', 'toy', '--lang', 'en']) or "
+            "print(sys.argv[1]))")
+    done = subprocess.run([sys.executable, "-c", code, os.fsdecode(out)], capture_output=True,
+                          env={**os.environ, "PYTHONIOENCODING": "utf-8"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.endswith(out + b"\n")
+
+
+def test_output_to_dev_stdout_redirected_to_a_file_keeps_the_rest_of_stdout(tmp_path):
+    # written in place, not replaced: a new file would take the name, and stdout's later lines go nowhere
+    code = ("import sys; from pathlib import Path; from attnkit.cli import write_output; print('before', flush=True); "
+            "write_output('/dev/stdout', lambda p: Path(p).open('a').write('written\\n')); print('after')")
+    with open(tmp_path / "res.txt", "a") as f:  # as `>> res.txt`: both descriptors append
+        assert subprocess.run([sys.executable, "-c", code], stdout=f).returncode == 0
+    assert (tmp_path / "res.txt").read_text() == "before\nwritten\nafter\n"

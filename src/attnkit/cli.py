@@ -7,7 +7,6 @@ modules are imported only when their command runs, so ``attnkit --help`` stays f
 from __future__ import annotations
 
 import argparse
-import codecs
 import importlib
 import sys
 
@@ -98,10 +97,13 @@ def write_output(path, write) -> None:
     import tempfile
     from pathlib import Path
 
-    if Path(path).exists() and not Path(path).is_file():  # (through any links) a device, a FIFO, a pipe
-        write(Path(path))
+    if Path(path).exists() and (not Path(path).is_file() or _is_open_stream(path)):
+        write(Path(path))  # (through any links) a device, a FIFO, a pipe, or the file stdout/stderr go to
         return
     real = Path(os.path.realpath(path))
+    if real.is_file() and os.access(real, os.W_OK) and not os.access(real.parent, os.W_OK):
+        write(real)  # a file the user may write in a folder they may not: no temporary file can go beside it
+        return
     if real.exists():
         mode = real.stat().st_mode & 0o7777
     else:
@@ -117,6 +119,40 @@ def write_output(path, write) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _is_open_stream(path) -> bool:
+    """Whether ``path`` is the file this process's stdout or stderr writes to (``--output /dev/stdout`` with
+    stdout redirected to a file): replacing it would send the rest of that stream to a file no longer there."""
+    import os
+
+    try:
+        target = os.stat(path)
+    except OSError:
+        return False
+    for fd in (1, 2):
+        try:
+            stream = os.fstat(fd)
+        except OSError:
+            continue
+        if (stream.st_dev, stream.st_ino) == (target.st_dev, target.st_ino):
+            return True
+    return False
+
+
+def _unwritable_on(err: UnicodeEncodeError, streams) -> str | None:
+    """The encoding of the first of ``streams`` that cannot write the text ``err`` could not encode, or None."""
+    if not isinstance(err.object, str):
+        return None
+    text = err.object[err.start:err.end]
+    for stream in streams:
+        encoding = getattr(stream, "encoding", None)
+        if encoding:
+            try:
+                text.encode(encoding, getattr(stream, "errors", None) or "strict")
+            except UnicodeError:
+                return encoding
+    return None
 
 
 def note_replaced(path, command: str) -> None:
@@ -163,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     from attnkit.runtime import keep_freed_memory
 
     keep_freed_memory()  # training and decoding reuse the same large buffers step after step
+    if getattr(sys.stdout, "errors", None) == "strict" and hasattr(sys.stdout, "reconfigure"):
+        # a file name that is not valid UTF-8 is printed as its bytes, as ls does, not as an encoding error
+        sys.stdout.reconfigure(errors="surrogateescape")
     try:
         return int(module.run(args) or 0)
     except UserError as err:
@@ -174,10 +213,11 @@ def main(argv: list[str] | None = None) -> int:
     except UnicodeEncodeError as err:
         # The terminal or the file the output is redirected to takes an encoding without Chinese (a Windows
         # code page, PYTHONIOENCODING=latin-1): say how to get it, instead of a traceback partway through.
-        streams = {codecs.lookup(s.encoding).name for s in (sys.stdout, sys.stderr) if getattr(s, "encoding", None)}
-        if codecs.lookup(err.encoding).name not in streams:
+        # (decided by the text, not the codec's name: Windows code pages report theirs as 'charmap')
+        encoding = _unwritable_on(err, (sys.stdout, sys.stderr))
+        if encoding is None:
             raise
-        print(f"attnkit {args.command}: error: the output's encoding ({err.encoding}) cannot write "
+        print(f"attnkit {args.command}: error: the output's encoding ({encoding}) cannot write "
               f"{ascii(err.object[err.start:err.end])}: set PYTHONIOENCODING=utf-8 (or PYTHONUTF8=1) and run it again",
               file=sys.stderr)
         return 2
