@@ -338,7 +338,19 @@ def test_resuming_from_a_damaged_trainer_state_names_the_file(recipe, run_copy, 
     state = run_copy / "checkpoints" / "step-000003" / "trainer.json"
     state.write_text(text, encoding="utf-8")
     assert main(_train(recipe, run_copy, "--resume", "--max-steps", "4")) == 2
-    assert f"attnkit train: error: --resume: cannot read {state}: {says}" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"attnkit train: error: --resume: cannot read {state}: {says}" in err
+    assert f"is damaged; move {state.parent} away to resume from {state.parent.parent / 'step-000002'}" in err
+
+
+def test_a_log_line_cut_short_is_dropped_before_a_resumed_run_appends(recipe, run_copy):
+    log = run_copy / "log.jsonl"
+    complete = log.read_text(encoding="utf-8")
+    log.write_text(complete + '{"event": "stop", "st', encoding="utf-8")  # a write a full disk cut short
+    assert main(_train(recipe, run_copy, "--resume", "--max-steps", "4")) == 0
+    lines = log.read_text(encoding="utf-8").splitlines()
+    assert "\n".join(lines).startswith(complete.rstrip("\n"))
+    assert [json.loads(line)["event"] for line in lines][-1] == "stop"  # every line one JSON event
 
 
 def _disk_full(path) -> OSError:

@@ -175,6 +175,7 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callabl
     bar = Progress(total_steps=t.max_steps, max_minutes=t.max_minutes, start_step=step, start_elapsed=elapsed_before,
                    enabled=progress)
     started = time.monotonic()
+    _drop_partial_line(out / "log.jsonl")  # a run stopped mid-write (a full disk) may have left half an event
     logfile = (out / "log.jsonl").open("a", encoding="utf-8")
 
     def elapsed() -> float:
@@ -315,6 +316,23 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callabl
     log(f"stopped at step {step}: {reason}; best dev BLEU {best_bleu if best_bleu is None else round(best_bleu, 2)}; "
         f"model in {best_dir}")
     return TrainResult(out, step, best_bleu, best_dir, reason or "")
+
+
+def _drop_partial_line(path: Path) -> None:
+    """Cut ``path`` back to its last complete line: every line of log.jsonl is one JSON event."""
+    try:
+        with path.open("rb+") as f:
+            size = f.seek(0, 2)
+            if size == 0:
+                return
+            f.seek(max(size - 65536, 0))
+            tail = f.read()
+            if tail.endswith(b"\n"):
+                return
+            cut = tail.rfind(b"\n")
+            f.truncate(size - len(tail) + cut + 1 if cut >= 0 else (0 if size <= 65536 else size))
+    except FileNotFoundError:
+        pass
 
 
 def _saved_before(out: Path) -> str:
@@ -462,7 +480,10 @@ def _already_done(out: Path, ckpt: Path, t) -> TrainResult | None:
         step, elapsed, stale, best = state["step"], state["elapsed"], state["stale"], state["best_bleu"]
     except (OSError, ValueError, KeyError, TypeError) as err:
         why = f"no {err} in it" if isinstance(err, KeyError) else "not a mapping" if isinstance(err, TypeError) else err
-        raise TrainError(f"--resume: cannot read {ckpt / 'trainer.json'}: {why}") from None
+        earlier = earlier_checkpoint(out, ckpt)  # as load_checkpoint's errors say: what else there is
+        instead = f"move {ckpt} away to resume from {earlier}" if earlier is not None else "train into a new --out"
+        raise TrainError(f"--resume: cannot read {ckpt / 'trainer.json'}: {why}: the checkpoint {ckpt} is damaged; "
+                         f"{instead}") from None
     if t.max_steps is not None and step >= t.max_steps:
         why, raise_it = f"reached max_steps={t.max_steps}", "raise --max-steps"
     elif t.max_minutes is not None and elapsed >= 60 * t.max_minutes:
