@@ -129,6 +129,8 @@ def test_a_demo_stopped_by_its_time_cap_continues_only_when_given_more_minutes(t
     assert "stopped at step 1: reached max_minutes=0.0001" in capsys.readouterr().out
     assert main([*args, "--minutes", "0.0001"]) == 0  # the same budget: that is the model it gives
     assert "using the cached demo model" in capsys.readouterr().out
+    assert main(args) == 0  # no --minutes: the model the user capped is not trained on behind their back
+    assert "using the cached demo model" in capsys.readouterr().out
     assert main([*args, "--minutes", "12"]) == 0  # more time: trained on to its 3 updates
     out = capsys.readouterr().out
     assert f"continuing the training of the cached demo model in {cache}, stopped at update 1 of 3, for at most 12 " \

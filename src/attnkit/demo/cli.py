@@ -48,9 +48,10 @@ def add_arguments(parser) -> None:
                         "the model is trained on the dictionary entries that share a character with them")
     parser.add_argument("--steps", type=int, default=RECIPE["train"]["max_steps"],
                         help=f"training updates (default {RECIPE['train']['max_steps']})")
-    parser.add_argument("--minutes", type=float, default=RECIPE["train"]["max_minutes"],
+    parser.add_argument("--minutes", type=float, default=None,  # None: not given (see _interrupted)
                         help=f"stop training after this many minutes even if the updates are not done "
-                             f"(default {RECIPE['train']['max_minutes']:g})")
+                             f"(default {RECIPE['train']['max_minutes']:g}; given, it also lets a demo model its "
+                             f"time cap stopped train on)")
     parser.add_argument("--cache", type=Path, default=None,
                         help="where the demo model is kept: a new or empty folder, or one an earlier demo wrote "
                              "(default: ~/.cache/attnkit/demo, another folder beside it per phrase set)")
@@ -133,7 +134,7 @@ _OLDER_TRAIN = (
 
 def _check(args, phrases: list[str]) -> None:
     """Everything about the options that can be checked before minutes of training."""
-    if args.minutes <= 0:
+    if args.minutes is not None and args.minutes <= 0:
         raise UserError(f"--minutes must be > 0, got {args.minutes}")
     if args.steps <= 0:
         raise UserError(f"--steps must be > 0, got {args.steps}")
@@ -149,8 +150,8 @@ def _check(args, phrases: list[str]) -> None:
 
 def _interrupted(cache: Path, minutes_now: float = 0.0) -> tuple[int, int, float] | None:
     """``(update, max_steps, max_minutes)`` of the demo run in ``cache`` when it stopped before its budget
-    (a Ctrl-C, a kill), or at its time cap before its updates when ``minutes`` (--minutes now) allows more,
-    else None: such a model is not the demo's, and its training continues (for the larger of the minutes)."""
+    (a Ctrl-C, a kill), or at its time cap before its updates when ``minutes_now`` (--minutes, when given)
+    allows more, else None: such a model is not the demo's, and its training continues (for the larger of the minutes)."""
     import json
 
     import yaml
@@ -234,9 +235,9 @@ def run(args) -> int:
     phrases = args.phrases or list(PHRASES)
     check_utf8_arguments(phrases, "phrase")
     _check(args, phrases)
-    if args.phrases:  # before the cache is touched: --retrain would otherwise delete a model for nothing
-        _check_corpus(phrases)
     cache = args.cache or default_cache(phrases)
+    if args.phrases and (args.retrain or not (cache / "best").is_dir()):
+        _check_corpus(phrases)  # before the cache is touched (--retrain would delete a model for nothing); ~2 s
     where = None if args.cache is not None else f"the demo cache {cache}"
     model_dir = cache / "best"
 
@@ -254,10 +255,11 @@ def run(args) -> int:
                   f"continues it (--retrain starts again)")
 
     if _prepare_cache(cache, focus_text(phrases), phrases, args.retrain, where):
-        print(f"training a small Transformer for {args.steps} updates (at most {args.minutes:g} minutes) on the "
+        minutes = RECIPE["train"]["max_minutes"] if args.minutes is None else args.minutes
+        print(f"training a small Transformer for {args.steps} updates (at most {minutes:g} minutes) on the "
               f"CC-CEDICT entries that share a character with {' '.join(phrases)} (cached in {cache})")
-        run_training(recipe(args.steps, args.minutes), cache)
-    elif (stopped := _interrupted(cache, args.minutes)) is not None:
+        run_training(recipe(args.steps, minutes), cache)
+    elif (stopped := _interrupted(cache, args.minutes or 0.0)) is not None:
         step, steps, minutes = stopped
         print(f"continuing the training of the cached demo model in {cache}, stopped at update {step} of {steps}, "
               f"for at most {minutes:g} minutes in all (--retrain to start again)")
