@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from attnkit.models import Seq2SeqModel, save_model
 from attnkit.text import Tokenizer, save_tokenizers
 
-__all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "earlier_checkpoint", "prune_checkpoints",
+__all__ = ["checkpoint_dir", "save_checkpoint", "load_checkpoint", "latest_checkpoint", "earlier_checkpoint", "prune_checkpoints",
            "publish_best", "recover_best", "STEP_PREFIX", "CheckpointError"]
 
 STEP_PREFIX = "step-"
@@ -66,6 +66,11 @@ def _restore_rng(tensors: dict[str, torch.Tensor], meta: dict) -> None:
     random.setstate((version, tuple(state), gauss))
 
 
+def checkpoint_dir(root: Path, step: int) -> Path:
+    """The folder of the checkpoint of update ``step`` in ``root``: ``root/checkpoints/step-NNNNNN``."""
+    return root / "checkpoints" / f"{STEP_PREFIX}{step:06d}"
+
+
 def save_checkpoint(
     root: Path,
     step: int,
@@ -75,11 +80,10 @@ def save_checkpoint(
     trainer_state: dict[str, Any],
     model_extra: dict[str, Any],
 ) -> Path:
-    """Write ``root/checkpoints/step-NNNNNN`` atomically and return its path."""
-    folder = root / "checkpoints"
-    folder.mkdir(parents=True, exist_ok=True)
-    final = folder / f"{STEP_PREFIX}{step:06d}"
-    tmp = folder / f".tmp-{STEP_PREFIX}{step:06d}"
+    """Write ``root/checkpoints/step-NNNNNN`` (:func:`checkpoint_dir`) atomically and return its path."""
+    final = checkpoint_dir(root, step)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".tmp-{final.name}")
     if tmp.exists():
         shutil.rmtree(tmp)
     try:
@@ -100,16 +104,20 @@ def save_checkpoint(
     return final
 
 
-def latest_checkpoint(root: Path) -> Path | None:
+def _complete_checkpoints(root: Path) -> list[Path]:
+    """The checkpoints of ``root`` whose trainer state was written (the last file of a save), oldest first."""
     folder = root / "checkpoints"
-    steps = sorted(p for p in folder.glob(f"{STEP_PREFIX}*") if (p / "trainer.json").is_file()) if folder.is_dir() else []
+    return sorted(p for p in folder.glob(f"{STEP_PREFIX}*") if (p / "trainer.json").is_file()) if folder.is_dir() else []
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    steps = _complete_checkpoints(root)
     return steps[-1] if steps else None
 
 
 def earlier_checkpoint(root: Path, checkpoint: Path) -> Path | None:
     """The newest complete checkpoint of ``root`` before ``checkpoint``, or None."""
-    folder = root / "checkpoints"
-    steps = sorted(p for p in folder.glob(f"{STEP_PREFIX}*") if (p / "trainer.json").is_file() and p.name < checkpoint.name)
+    steps = [p for p in _complete_checkpoints(root) if p.name < checkpoint.name]
     return steps[-1] if steps else None
 
 

@@ -33,8 +33,8 @@ from attnkit.evaluate import corpus_scores
 from attnkit.models import build_model, label_smoothed_nll
 from attnkit.text import build_tokenizers, load_tokenizers
 
-from .checkpoint import (STEP_PREFIX, CheckpointError, earlier_checkpoint, latest_checkpoint, load_checkpoint,
-                         prune_checkpoints, publish_best, recover_best, save_checkpoint)
+from .checkpoint import (STEP_PREFIX, CheckpointError, checkpoint_dir, earlier_checkpoint, latest_checkpoint,
+                         load_checkpoint, prune_checkpoints, publish_best, recover_best, save_checkpoint)
 from .clip import clip_grad_norm
 from .config import Recipe
 from .corpus import read_split
@@ -204,7 +204,7 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callabl
                  "epochs_done": epochs_done,
                  "train_files": _resolved(recipe.data.train), "dev_files": _resolved(recipe.data.dev), **digests}
         extra = {"training": {"step": step, "epoch": position.epoch, **metrics}}
-        path = out / "checkpoints" / f"{STEP_PREFIX}{step:06d}"
+        path = checkpoint_dir(out, step)
         existed = path.exists()
         try:
             save_checkpoint(out, step, model, optimizer, (src_tok, tgt_tok), state, extra)
@@ -220,7 +220,9 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callabl
                  **metrics, "best_bleu": best_bleu, "reason": reason}
         report(event)
         bar.message(_valid_line(event))
-        if rate is not None:  # measured again, the highest kept: a machine busy at start gave a rate too low
+        if rate is not None and reason == "eval_every":
+            # measured again for the windows to come (none follow a stop), the highest kept: a machine busy at
+            # start gave a rate too low
             rate = max(rate, matmul_rate())
         window_start += time.monotonic() - begun  # the train events' speed is training's, without this
 
@@ -292,7 +294,7 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callabl
                 report_train(optimizer_update(model, optimizer, step, t, d_model=d_model))
                 log(f"the last {pending} batch(es) of the run, fewer than train.accumulate={t.accumulate}, made "
                     f"update {step}")
-            if step and (latest_checkpoint(out) is None or not latest_checkpoint(out).name.endswith(f"{step:06d}")):
+            if step and latest_checkpoint(out) != checkpoint_dir(out, step):
                 checkpoint(reason)
         finished = True
     except TrainError as err:  # the run stops on it: the stop event says why
@@ -325,12 +327,15 @@ def _drop_partial_line(path: Path) -> None:
             size = f.seek(0, 2)
             if size == 0:
                 return
-            f.seek(max(size - 65536, 0))
+            start = f.seek(max(size - 65536, 0))  # a line (one event) is far shorter than this
             tail = f.read()
             if tail.endswith(b"\n"):
                 return
             cut = tail.rfind(b"\n")
-            f.truncate(size - len(tail) + cut + 1 if cut >= 0 else (0 if size <= 65536 else size))
+            if cut >= 0:
+                f.truncate(start + cut + 1)
+            elif start == 0:  # the whole file is the one line cut short
+                f.truncate(0)
     except FileNotFoundError:
         pass
 
