@@ -94,7 +94,6 @@ def write_output(path, write) -> None:
     path that is not a regular file (``/dev/null``, ``/dev/stdout``, a FIFO) is written in place, as ``open``
     would. The new file keeps the mode of the file it replaces, or gets an ordinary new file's."""
     import os
-    import tempfile
     from pathlib import Path
 
     if Path(path).exists() and (not Path(path).is_file() or _is_open_stream(path)):
@@ -104,21 +103,9 @@ def write_output(path, write) -> None:
     if real.is_file() and os.access(real, os.W_OK) and not os.access(real.parent, os.W_OK):
         write(real)  # a file the user may write in a folder they may not: no temporary file can go beside it
         return
-    if real.exists():
-        mode = real.stat().st_mode & 0o7777
-    else:
-        from attnkit.models.io import _umask
+    from attnkit.models.io import _atomic_write
 
-        mode = 0o666 & ~_umask()
-    fd, tmp = tempfile.mkstemp(dir=real.parent, prefix=f".{real.name}.", suffix=real.suffix)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, mode)
-        os.replace(tmp, real)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    _atomic_write(real, lambda tmp: write(Path(tmp)), mode=real.stat().st_mode & 0o7777 if real.exists() else None)
 
 
 def _is_open_stream(path) -> bool:

@@ -67,14 +67,15 @@ def _umask() -> int:
     return _UMASK_AT_IMPORT if mask is None else mask
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same folder and rename it: never a half-written file.
-    The file gets the mode an ordinary new file would (mkstemp's are 0600, private to the owner)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+def _atomic_write(path: Path, write, mode: int | None = None) -> None:
+    """Write through a temporary file in the same folder (with ``path``'s suffix, which some writers read the
+    format from) and rename it: never a half-written file. The file gets ``mode``, or the mode an ordinary new
+    file would (mkstemp's are 0600, private to the owner)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
     os.close(fd)
     try:
         write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~_umask() if mode is None else mode)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
