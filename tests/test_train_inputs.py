@@ -612,6 +612,46 @@ def test_the_last_batches_fewer_than_accumulate_make_one_more_update_with_their_
     assert (leftover - whole).norm() <= 1e-5 * whole.norm()
 
 
+def test_an_update_of_accumulated_batches_takes_the_loss_per_target_token_of_all_of_them(recipe, tmp_path,
+                                                                                        monkeypatch):
+    """With train.accumulate = 3 an update's gradient is that of the three batches' summed loss divided by all
+    their target tokens, as one batch of them all would give — not the mean of each batch's loss per token,
+    which weighs a token of a short batch more than one of a long batch."""
+    import copy
+
+    import attnkit.train.loop as loop
+    from attnkit.data.batching import BatchLoader
+    from attnkit.models import label_smoothed_nll
+
+    batches, seen = [], []
+    original_iter, original_update = BatchLoader.iter_from, loop.optimizer_update
+
+    def recording_iter(self, *args, **kwargs):
+        for batch in original_iter(self, *args, **kwargs):
+            batches.append(batch)
+            yield batch
+
+    def recording_update(model, *args, **kwargs):
+        # the first update: the weights are still those every batch of the group was run with
+        seen.append((copy.deepcopy(model), [p.grad.clone() for p in model.parameters()]))
+        return original_update(model, *args, **kwargs)
+
+    monkeypatch.setattr(BatchLoader, "iter_from", recording_iter)
+    monkeypatch.setattr(loop, "optimizer_update", recording_update)
+    assert main(_train(recipe, tmp_path / "a", "--set", "train.accumulate=3", "--max-steps", "1",
+                       "--set", "model.dropout=0")) == 0
+    (model, grads), group = seen[0], batches[:3]
+    counts = [b.num_target_tokens for b in group]
+    assert len(set(counts)) > 1, counts  # batches of unequal tokens: where the two normalisations differ
+    model.zero_grad(set_to_none=True)
+    model.train()
+    total = sum(label_smoothed_nll(model(b.src, b.tgt_in)[0], b.tgt_out, smoothing=0.1,
+                                   ignore_index=model.config.pad_id) for b in group)
+    (total / sum(counts)).backward()
+    want, got = (torch.cat([g.flatten() for g in gs]) for gs in ([p.grad for p in model.parameters()], grads))
+    assert (got - want).norm() <= 1e-5 * want.norm()
+
+
 def test_learned_positions_fewer_than_the_longest_pair_needs_are_refused_before_anything_is_written(recipe, tmp_path,
                                                                                                     capsys):
     learned = ["--set", "model.positions=learned", "--set", "model.max_len=8"]

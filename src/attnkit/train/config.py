@@ -167,7 +167,7 @@ class DataSettings:
 @dataclass(frozen=True)
 class TrainSettings:
     max_tokens: int = 4096  # padded tokens per side per batch
-    accumulate: int = 1  # batches per optimizer step (with max_epochs, fewer left at the end make one more)
+    accumulate: int = 1  # batches per optimizer step, their loss per target token (with max_epochs, fewer left at the end make one more)
     lr: float = 7e-4
     schedule: str = "inverse_sqrt"
     warmup: int = 1000

@@ -249,7 +249,8 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callabl
     reason = None
     window_start, window_tokens, window_flops = time.monotonic(), 0, 0.0
     batches = loader.iter_from(position, epochs=t.max_epochs)
-    pending = 0
+    pending = group_tokens = 0
+    divisor = 1
     optimizer.zero_grad(set_to_none=True)
     finished = False
     try:
@@ -257,7 +258,10 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callabl
             logits, _ = model(batch.src, batch.tgt_in)
             n = batch.num_target_tokens
             loss = label_smoothed_nll(logits, batch.tgt_out, smoothing=t.label_smoothing, ignore_index=model.config.pad_id)
-            (loss / max(n, 1) / t.accumulate).backward()
+            if pending == 0:
+                divisor = max(n, 1)  # the group's first batch's tokens; the update divides by all of the group's
+            (loss / divisor).backward()
+            group_tokens += n
             loss_sum += float(loss.detach())
             tokens += n
             window_tokens += n
@@ -269,6 +273,8 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callabl
                 continue
             pending = 0
             step += 1
+            per_token_gradient(model, divisor, group_tokens)
+            group_tokens = 0
             lr = optimizer_update(model, optimizer, step, t, d_model=d_model)
             if step % t.log_every == 0:
                 report_train(lr)
@@ -286,10 +292,8 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callabl
                 break
         else:
             reason = f"reached max_epochs={t.max_epochs}"
-            if pending:  # the last batches, fewer than train.accumulate: one more update, their mean gradient
-                for param in model.parameters():
-                    if param.grad is not None:
-                        param.grad.mul_(t.accumulate / pending)
+            if pending:  # the last batches, fewer than train.accumulate: one more update, with their gradient
+                per_token_gradient(model, divisor, group_tokens)
                 step += 1
                 report_train(optimizer_update(model, optimizer, step, t, d_model=d_model))
                 log(f"the last {pending} batch(es) of the run, fewer than train.accumulate={t.accumulate}, made "
@@ -522,6 +526,17 @@ def _check_batchable(encoded, split: str, recipe: Recipe) -> None:
         raise TrainError(f"train.max_tokens={max_tokens} (--max-tokens) is smaller than the longest data.{split} pair, "
                          f"which needs {widest} tokens: raise train.max_tokens to at least {widest}, or set "
                          f"data.max_len to {max_tokens - 1} or less to skip the longer pairs")
+
+
+def per_token_gradient(model: torch.nn.Module, divisor: int, tokens: int) -> None:
+    """Rescales gradients summed over a group of batches, each batch's loss divided by ``divisor``, to the
+    gradient of the group's loss per target token (``tokens`` of them): a group's tokens count alike whichever
+    batch holds them, as in one batch of them all. Nothing to do for a group of one batch (``tokens`` is then
+    its ``divisor``) or of no target tokens."""
+    if tokens and tokens != divisor:
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        if grads:
+            torch._foreach_mul_(grads, divisor / tokens)
 
 
 def optimizer_update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int, t, *, d_model: int) -> float:
