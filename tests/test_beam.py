@@ -307,6 +307,43 @@ def test_greedy_sentence_without_steps_is_empty_in_a_batch_as_alone():
     assert all(1 <= len(h.tokens) <= int((row != PAD).sum()) - 3 or h.tokens == [] for h, row in zip(batch, src))
 
 
+@pytest.mark.parametrize("kind", list(CONFIGS))
+def test_beam_sentence_without_steps_is_empty_as_greedy_gives_it(kind):
+    """A limit below 1 gives the one output there is, the empty one: score 0 (no token scored), penalised
+    0 / lp(0) = 0, no attention — what greedy decoding gives it. The other sentences of the batch are
+    searched exactly as without it (they were all refused with a ValueError)."""
+    model, src = _random(kind)
+    src = src.clone()
+    src[0, 1:] = PAD  # lengths 1, 3, 7, 5, 7: limits int(1 × n - 3) = -2, 0, 4, 2, 4
+    settings = dict(max_len_ratio=1.0, max_len_offset=-3)
+    lengths = (src != PAD).sum(1).tolist()
+    assert [n - 3 for n in lengths] == [-2, 0, 4, 2, 4]  # the limits written out by hand
+    empty = Hypothesis([], 0.0, None, 0.0)
+    batch = beam_search(model, src, beam_size=3, n_best=2, length_penalty=0.6, need_attention=True, **settings)
+    greedy = greedy_decode(model, src, need_attention=True, **settings)
+    for n in (0, 1):
+        assert batch[n] == [empty]
+        assert (batch[n][0].tokens, batch[n][0].score, batch[n][0].attention) == (
+            greedy[n].tokens, greedy[n].score, greedy[n].attention)
+    # the others: bit for bit the batch without the empty ones, and what each gives alone
+    others = beam_search(model, src[2:], beam_size=3, n_best=2, length_penalty=0.6, need_attention=True,
+                         **settings)
+    for hyps, ref in zip(batch[2:], others):
+        assert [h.tokens for h in hyps] == [h.tokens for h in ref] and len(hyps) == 2
+        assert [h.score for h in hyps] == [h.score for h in ref]
+        assert [h.penalised for h in hyps] == [h.penalised for h in ref]
+        assert all(torch.equal(h.attention, r.attention) for h, r in zip(hyps, ref))
+    for n in (2, 3, 4):
+        alone = beam_search(model, src[n : n + 1, : lengths[n]], beam_size=3, n_best=2, **settings)[0]
+        assert [h.tokens for h in batch[n]] == [h.tokens for h in alone]
+        assert [h.score for h in batch[n]] == pytest.approx([h.score for h in alone], abs=1e-5)
+        assert all(1 <= len(h.tokens) + (len(h.tokens) < lengths[n] - 3) <= lengths[n] - 3 for h in batch[n])
+    # every sentence without a step (max_len=0, or the limits all below 1), as greedy gives them
+    for kwargs in (dict(max_len=0), dict(max_len_ratio=0.0, max_len_offset=0)):
+        assert beam_search(model, src, beam_size=3, n_best=3, **kwargs) == [[empty]] * len(src)
+        assert [h.tokens for h in greedy_decode(model, src, **kwargs)] == [[]] * len(src)
+
+
 def test_length_limit_is_the_documented_formula_in_python_floats():
     """max_lengths gives int(max_len_ratio × source length + max_len_offset) as Python computes it, for
     ratios that are not exact in binary (float32 made 2.1 × 50 + 10 = 114.99999, a limit of 114)."""

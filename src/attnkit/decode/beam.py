@@ -137,16 +137,13 @@ class _Finished:
         return out
 
 
-def _check(beam_size: int, n_best: int, vocab_size: int, limits: Tensor) -> None:
+def _check(beam_size: int, n_best: int, vocab_size: int) -> None:
     if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
         raise ValueError(f"beam_size must be a positive integer, got {beam_size!r}")
     if isinstance(n_best, bool) or not isinstance(n_best, int) or not 1 <= n_best <= beam_size:
         raise ValueError(f"n_best must be an integer from 1 to beam_size ({beam_size}), got {n_best!r}")
     if vocab_size < 2:
         raise ValueError(f"beam search needs a target vocabulary of at least 2 tokens, got {vocab_size}")
-    if len(limits) and int(limits.min()) < 1:
-        raise ValueError(f"the maximum output length must be at least 1, got {int(limits.min())} "
-                         "(check max_len, or max_len_ratio and max_len_offset)")
 
 
 def _start(B: int, k: int, device: torch.device) -> _Alive:
@@ -239,7 +236,9 @@ def beam_search(
     """Translate ``src (B, s)``: for every sentence its ``n_best`` hypotheses (fewer only if fewer
     outputs exist), best first by ``penalised = score / lp`` with ``lp = ((5 + |Y|) / 6) ** length_penalty``
     and ``|Y|`` the scored tokens, EOS included (``length_penalty=0``: rank by log-prob). Each sentence
-    may take ``max_len`` steps, or else ``int(max_len_ratio × source length + max_len_offset)``.
+    may take ``max_len`` steps, or else ``int(max_len_ratio × source length + max_len_offset)``; a sentence
+    allowed no step (``max_len=0``, or a negative ``max_len_offset``) has one output, the empty one:
+    ``Hypothesis([], 0.0, None, 0.0)`` (nothing scored; the empty output :func:`greedy_decode` gives it).
     ``need_attention`` records each hypothesis's cross-attention ``(layers, heads, len + 1, s)``, as
     :func:`greedy_decode` does. EOS cannot end a hypothesis before ``min_len`` tokens (its log-prob is
     -inf, as in :func:`greedy_decode`). ``early_stop=False`` decodes every sentence to its length limit (the
@@ -247,13 +246,30 @@ def beam_search(
     cfg = model.config
     check_min_len(min_len)
     need_attention = need_attention and model.has_cross_attention  # nothing to record without attention
-    B, device = src.shape[0], src.device
     limits = max_lengths(src, src_mask, cfg.pad_id, max_len=max_len, max_len_ratio=max_len_ratio,
                          max_len_offset=max_len_offset, model_steps=model.max_output_steps)
-    _check(beam_size, n_best, model.tgt_vocab_size, limits)
-    if B == 0:
-        return []
-    k, limits = beam_size, limits.to(device)
+    _check(beam_size, n_best, model.tgt_vocab_size)
+    # Sentences allowed no step are left out of the search (they would otherwise take its first step), so
+    # the others are searched as they would be without them.
+    out = [[Hypothesis([], 0.0, None, 0.0)] for _ in range(src.shape[0])]
+    run = (limits >= 1).nonzero().flatten()  # (B',)
+    if len(run) < len(limits):
+        rows = run.to(src.device)
+        src, src_mask, limits = src[rows], None if src_mask is None else src_mask[rows], limits[run]
+    if len(run):
+        found = _search(model, src, src_mask, limits, beam_size, n_best, length_penalty, min_len, need_attention,
+                        early_stop)
+        for n, hyps in zip(run.tolist(), found):
+            out[n] = hyps
+    return out
+
+
+def _search(model: Seq2SeqModel, src: Tensor, src_mask: Tensor | None, limits: Tensor, k: int, n_best: int,
+            length_penalty: float, min_len: int, need_attention: bool, early_stop: bool) -> list[list[Hypothesis]]:
+    """The search of :func:`beam_search` for ``src (B, s)`` with ``limits (B,)``, each at least 1."""
+    cfg = model.config
+    B, device = src.shape[0], src.device
+    limits = limits.to(device)
     T = int(limits.max())
     lp = gnmt_length_penalty(torch.arange(T + 1, device=device), length_penalty)  # (T + 1,) by length
     # The first step has one live prefix (BOS) per sentence: it runs on B rows, and the k rows per
