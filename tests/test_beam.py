@@ -5,6 +5,7 @@ to the length limit (the stopping rule) and brute-force enumeration of every out
 import dataclasses
 import itertools
 import math
+import sys
 
 import pytest
 import torch
@@ -370,3 +371,69 @@ def test_float64_model_scores_are_float64_log_probs(kind):
         for hyp in [greedy[n], *beams[n]]:
             raw, _, _ = teacher_forced(model, row, hyp.tokens, eos=len(hyp.tokens) < MAX_LEN)
             assert math.isclose(hyp.score, raw, rel_tol=0, abs_tol=1e-10), (hyp.score, raw)
+
+
+# ------------------------------------------------------------------------------- memory estimate
+
+
+def test_decoding_memory_is_the_sum_of_its_tensors_written_out():
+    """The cmn-eng recipe's Transformer (d_model 256, 3 decoder layers, 4 heads, 4,000 target pieces),
+    beam 50 over 64 sentences of 31 source positions: outputs of up to 2 × 31 + 10 = 72 steps."""
+    from attnkit.decode.memory import decoding_bytes
+
+    config = dataclasses.replace(TRANSFORMER, d_model=256, heads=4, encoder_layers=3, decoder_layers=3, ffn_dim=1024)
+    model = build_model(config, 3000, 4000)
+    rows = 64 * 50
+    caches = 2 * 3 * 256 * 72 * 4  # keys and values of 3 layers for 72 positions, float32
+    step = 4000 * 4 + 100 * (4 + 8 + 8)  # the logits; the 2 × 50 best log-probs, their tokens, their float64 sums
+    prefixes = 72 * 8
+    assert decoding_bytes(model, 64, 50, 31, 72) == rows * (caches + step + prefixes)
+    assert decoding_bytes(model, 64, 50, 31, 72) < 1.5 * 2**30  # a usual setting: far below a machine's memory
+    maps = 2 * 3 * 4 * 72 * 31 * 4  # 3 layers × 4 heads × 72 × 31 float32, held twice as a step appends
+    assert decoding_bytes(model, 64, 50, 31, 72, need_attention=True) == rows * (caches + step + prefixes + maps)
+    # greedy: one row a sentence, one candidate
+    assert decoding_bytes(model, 64, 1, 31, 72) == 64 * (caches + 4000 * 4 + 20 + prefixes)
+    # an RNN with attention keeps a copy of the encoder memory (31 × 2·24 float32) in every row
+    rnn = build_model(RNN, 30, 4000)
+    memory, state = 31 * 48 * 4, 24 * 4 + 48 * 4  # the memory; the hidden state and the source summary
+    assert decoding_bytes(rnn, 2, 3, 31, 72) == 6 * (4000 * 4 + 6 * 20 + prefixes + memory + state)
+    assert decoding_bytes(model, 1, 100_000, 11, 32) > 27 * 2**30  # `attnkit translate --beam 100000` on 10 characters
+
+
+_DECODE_SCRIPT = """
+import sys, torch
+sys.path.insert(0, sys.argv[2])
+from test_beam import CONFIGS
+from attnkit.decode import beam_search, greedy_decode
+from attnkit.decode.memory import decoding_bytes
+from attnkit.models import build_model
+
+def peak():  # this process's peak resident memory (ru_maxrss would count the parent's, from before exec)
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+
+torch.set_num_threads(1)
+torch.manual_seed(0)
+model = build_model(CONFIGS[sys.argv[1]], 50, 2000).eval()
+src = torch.randint(3, 50, (24, 7))
+greedy_decode(model, src[:1], max_len=2)  # the first calls' own allocations
+before = peak()
+beam_search(model, src, beam_size=128, max_len=8, early_stop=False)
+print(peak() - before, decoding_bytes(model, 24, 128, 7, 8))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the peak memory from /proc/self/status")
+@pytest.mark.parametrize("kind", list(CONFIGS))
+def test_decoding_memory_is_a_floor_of_what_beam_search_takes(kind):
+    """In a fresh process, the peak memory a beam search adds is at least the estimate (a floor: a setting
+    refused for it could not have run)."""
+    import subprocess
+    from pathlib import Path
+
+    done = subprocess.run([sys.executable, "-c", _DECODE_SCRIPT, kind, str(Path(__file__).parent)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    grown, estimate = map(int, done.stdout.split())
+    assert estimate > 40 * 2**20  # large enough to stand out of the process's other allocations
+    assert grown >= estimate, (grown, estimate)

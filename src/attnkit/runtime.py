@@ -22,7 +22,7 @@ import ctypes.util
 import functools
 import sys
 
-__all__ = ["keep_freed_memory"]
+__all__ = ["available_memory", "keep_freed_memory"]
 
 # <malloc.h>
 _M_TRIM_THRESHOLD = -1
@@ -59,3 +59,46 @@ def keep_freed_memory() -> bool:
     ok = mallopt(_M_MMAP_MAX, 0) == 1  # every block from the heap, none mapped on its own
     ok = mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD) == 1 and ok  # (almost) never shrink the heap
     return ok
+
+
+def available_memory() -> int | None:
+    """The bytes a new allocation can get before the kernel kills the process, as far as Linux says: the
+    ``MemAvailable`` of ``/proc/meminfo``, at most the memory limit of the process's cgroup (v2 ``memory.max``,
+    v1 ``memory.limit_in_bytes``: a container's). The limit itself, not the limit less the cgroup's usage,
+    which counts page cache the kernel would drop first. None where neither can be read (another system)."""
+    found = []
+    for line in (_read("/proc/meminfo") or "").splitlines():
+        if line.startswith("MemAvailable:") and line.split()[1:2] and line.split()[1].isdigit():
+            found.append(int(line.split()[1]) * 1024)  # kB
+    limit = _cgroup_limit()
+    if limit is not None:
+        found.append(limit)
+    return min(found) if found else None
+
+
+def _cgroup_limit() -> int | None:
+    """The memory limit of the process's cgroup in bytes, or None (no limit, or none that can be read)."""
+    files = []
+    for line in (_read("/proc/self/cgroup") or "").splitlines():  # "0::/path" (v2), "4:memory:/path" (v1)
+        number, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        path = path.rstrip("/")
+        if number == "0" and not controllers:
+            files += [f"/sys/fs/cgroup{path}/memory.max", "/sys/fs/cgroup/memory.max"]
+        elif "memory" in controllers.split(","):
+            files += [f"/sys/fs/cgroup/memory{path}/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.limit_in_bytes"]
+    for name in files:  # the process's own group, else the mount's root (a container sees its own group there)
+        text = (_read(name) or "").strip()
+        if text == "max":
+            return None
+        if text.isdigit():
+            value = int(text)
+            return value if value < 2**62 else None  # v1 writes "no limit" as a huge page-rounded number
+    return None
+
+
+def _read(name: str) -> str | None:
+    try:
+        with open(name, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return None

@@ -21,6 +21,8 @@ from attnkit.models.io import resolve_model_dir
 from attnkit.text import Tokenizer, TokenizerError, load_tokenizer, load_tokenizers
 
 from .greedy import Hypothesis, greedy_decode
+from .lengths import max_lengths
+from .memory import decoding_bytes
 
 __all__ = ["Translation", "Translator", "resolve_model_dir"]
 
@@ -135,11 +137,9 @@ class Translator:
             raise ValueError(f"beam must be >= 1, got {beam}")
         checked = [self._encode_checked(s) for s in sentences]
         encoded = [ids for ids, _ in checked]
-        order = sorted(range(len(sentences)), key=lambda n: len(encoded[n]))  # similar lengths together
         results: list[Translation | None] = [None] * len(sentences)
         pad = self.model.config.pad_id
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
+        for rows in _batches([len(ids) for ids in encoded], batch_size):
             width = max(len(encoded[n]) for n in rows)
             src = torch.full((len(rows), width), pad, dtype=torch.long)
             for r, n in enumerate(rows):
@@ -148,6 +148,20 @@ class Translator:
             for r, n in enumerate(rows):
                 results[n] = self._result(sentences[n], encoded[n], hyps[r], need_attention, checked[n][1])
         return results  # type: ignore[return-value]
+
+    def decoding_bytes(self, sentences: Sequence[str], *, beam: int = 1, batch_size: int = 64,
+                       max_len_ratio: float = 2.0, need_attention: bool = False) -> int:
+        """The memory :meth:`translate` holds at once for the decoding of its largest batch, as
+        :func:`attnkit.decode.memory.decoding_bytes` counts it (a floor: weights and bookkeeping aside)."""
+        lengths = [len(self._encode_checked(s)[0]) for s in sentences]
+        need = 0
+        for rows in _batches(lengths, batch_size):
+            s = max(lengths[n] for n in rows)
+            steps = int(max_lengths(torch.zeros(1, s, dtype=torch.long), torch.ones(1, s, dtype=torch.bool),
+                                    self.model.config.pad_id, max_len=None, max_len_ratio=max_len_ratio,
+                                    max_len_offset=10, model_steps=self.model.max_output_steps)[0])
+            need = max(need, decoding_bytes(self.model, len(rows), beam, s, steps, need_attention))
+        return need
 
     @torch.inference_mode()
     def encoder_attention(self, sentence: str) -> tuple[list[str], Tensor]:
@@ -199,3 +213,9 @@ class Translator:
             attention = attention[..., : len(ids)]  # drop the columns of the batch's padding (all zero)
         return Translation(source, self.tgt_tok.decode(hyp.tokens), src_pieces, tgt_pieces, hyp.score,
                            attention if need_attention else None, truncated)
+
+
+def _batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """The sentences (by index) :meth:`Translator.translate` decodes together: of similar lengths."""
+    order = sorted(range(len(lengths)), key=lambda n: lengths[n])
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
