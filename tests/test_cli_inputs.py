@@ -491,6 +491,72 @@ def test_translate_notes_each_truncated_line(short_model, monkeypatch, capsys):
     assert "truncated" not in capsys.readouterr().err
 
 
+BEAM_COMMANDS = {
+    "translate": lambda m, tmp: ["translate", "--model", str(m), "你好"],
+    "evaluate": lambda m, tmp: ["evaluate", "--model", str(m), "--test", str(tmp / "test.tsv"), "--output",
+                                str(tmp / "hyps.txt")],
+    "plot": lambda m, tmp: ["plot", "--model", str(m), "你好", "--output", str(tmp / "p.png")],
+    "plot-decoder": lambda m, tmp: ["plot", "--model", str(m), "你好", "--attention", "decoder", "--output",
+                                    str(tmp / "p.png")],
+    "report": lambda m, tmp: ["report", "--model", str(m), "--input", str(tmp / "in.txt"), "--output",
+                              str(tmp / "r.html")],
+}
+
+
+@pytest.mark.parametrize("command", sorted(BEAM_COMMANDS))
+def test_a_beam_no_memory_can_hold_is_refused_before_decoding(command, model_dir, inputs, capsys):
+    """--beam 10⁹ would allocate terabytes partway (the kernel kills the process, without a word: --beam 100000
+    on a real model was): refused up front, naming --beam, whatever the machine."""
+    from attnkit.runtime import available_memory
+
+    if available_memory() is None:
+        pytest.skip("no /proc/meminfo: the memory available is unknown and not checked")
+    assert main(BEAM_COMMANDS[command](model_dir, inputs) + ["--beam", "1000000000"]) == 2
+    captured = capsys.readouterr()
+    err = error_of_captured(captured)
+    assert "--beam 1000000000: beam search over 1 sentence at a time needs at least " in err
+    assert err.count("\n") == 1 and " GiB of memory, more than the " in err and err.endswith("available: use a smaller --beam\n")
+    assert captured.out == ""
+    assert not any((inputs / name).exists() for name in ("hyps.txt", "p.png", "r.html"))
+
+
+def test_translate_refuses_the_beam_or_batch_its_estimate_puts_beyond_the_memory(model_dir, monkeypatch, capsys):
+    """The limit is the estimate of the largest batch (attnkit.decode.memory), against the memory available:
+    settings up to it translate, one above it is refused naming the flag to lower."""
+    import attnkit.runtime as runtime
+    from attnkit.decode.memory import decoding_bytes
+    from attnkit.decode.translator import Translator
+
+    translator = Translator.load(model_dir)
+    model = translator.model
+    # SOURCES by length in pieces + EOS: 你好 3, 谢谢 3, 注意力 4, 机器翻译 5; in batches of 2, the longer pair
+    # decodes for up to 2 × 5 + 10 = 20 steps: the largest
+    assert translator.decoding_bytes(SOURCES, beam=3, batch_size=2) == decoding_bytes(model, 2, 3, 5, 20) > (
+        decoding_bytes(model, 2, 3, 3, 16))
+    assert translator.decoding_bytes(SOURCES, beam=3) == decoding_bytes(model, 4, 3, 5, 20)  # all four at once
+    have = translator.decoding_bytes(SOURCES, beam=8, batch_size=64)
+    monkeypatch.setattr(runtime, "available_memory", lambda: have)
+    assert main(["translate", "--model", str(model_dir), "--beam", "8", *SOURCES]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 4
+    assert main(["translate", "--model", str(model_dir), "--beam", "9", *SOURCES]) == 2
+    captured = capsys.readouterr()
+    need = translator.decoding_bytes(SOURCES, beam=9, batch_size=64)
+    assert error_of_captured(captured) == (
+        f"attnkit translate: error: --beam 9: beam search over 4 sentences at a time needs at least "
+        f"{need / 1024:.1f} KiB of memory, more than the {have / 1024:.1f} KiB available: use a smaller --beam or "
+        "--batch-size\n") and captured.out == ""
+    assert main(["translate", "--model", str(model_dir), "--beam", "9", "--batch-size", "2", *SOURCES]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 4
+    # greedy decoding: only the batch can be too large
+    monkeypatch.setattr(runtime, "available_memory", lambda: translator.decoding_bytes(SOURCES, batch_size=2))
+    assert main(["translate", "--model", str(model_dir), "--beam", "1", "--batch-size", "2", *SOURCES]) == 0
+    capsys.readouterr()
+    assert main(["translate", "--model", str(model_dir), "--beam", "1", *SOURCES]) == 2
+    err = error_of(capsys)
+    assert "error: --batch-size 64: greedy decoding of 4 sentences at a time needs at least " in err
+    assert err.endswith(" available: use a smaller --batch-size\n")
+
+
 # ------------------------------------------------------------------------------------------- evaluate
 
 

@@ -37,6 +37,36 @@ def _lines(args):
     return split_lines(text)
 
 
+def check_decoding_memory(translator, sentences, beam: int, batch_size: int | None = None,
+                          need_attention: bool = False) -> None:
+    """Refuse, naming ``--beam`` (or ``--batch-size``), a decoding whose tensors alone would not fit in the
+    memory available: the kernel would kill the process partway, without a word. ``batch_size`` None: the
+    command has no ``--batch-size`` and translates in batches of 64."""
+    from attnkit.runtime import available_memory
+
+    have = available_memory()
+    if have is None:  # not Linux: nothing to compare with
+        return
+    need = translator.decoding_bytes(sentences, beam=beam, batch_size=batch_size or 64, need_attention=need_attention)
+    if need <= have:
+        return
+    together = min(batch_size or 64, len(sentences))
+    flags = (["--beam"] if beam > 1 else []) + (["--batch-size"] if batch_size is not None and together > 1 else [])
+    named = f"--beam {beam}" if beam > 1 else f"--batch-size {batch_size}" if flags else "decoding"
+    how = f"beam search over {together} sentence{'s' * (together != 1)} at a time" if beam > 1 else (
+        f"greedy decoding of {together} sentence{'s' * (together != 1)} at a time")
+    advice = f": use a smaller {' or '.join(flags)}" if flags else ""
+    raise UserError(f"{named}: {how} needs at least {_size(need)} of memory, more than the {_size(have)} "
+                    f"available{advice}")
+
+
+def _size(n: int) -> str:
+    for unit, name in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+        if n >= unit:
+            return f"{n / unit:.1f} {name}"
+    return f"{n} bytes"
+
+
 def run(args) -> int:
     from .translator import Translator
 
@@ -52,6 +82,7 @@ def run(args) -> int:
         raise UserError(str(err)) from None
     lines = _lines(args)
     keep = [n for n, s in enumerate(lines) if s.strip()]
+    check_decoding_memory(translator, [lines[n] for n in keep], args.beam, args.batch_size, args.json)
     done = translator.translate([lines[n] for n in keep], beam=args.beam, length_penalty=args.length_penalty,
                                 batch_size=args.batch_size, need_attention=args.json)
     by_line = dict(zip(keep, done))

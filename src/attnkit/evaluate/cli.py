@@ -94,6 +94,7 @@ def run(args) -> int:
                 raise UserError(f"--output {args.output} is the --test file: the translations would replace the "
                                 "test pairs; name another file")
         from attnkit.data import DataError, read_manythings
+        from attnkit.decode.cli import check_decoding_memory
         from attnkit.decode.translator import Translator
 
         try:
@@ -105,6 +106,7 @@ def run(args) -> int:
             _report_skipped(report)
         sources = [p.src for p in report.pairs]
         refs = [p.tgt for p in report.pairs]
+        check_decoding_memory(translator, sources, args.beam)
         done = translator.translate(sources, beam=args.beam)
         note_truncated("evaluate", done, translator.max_source_tokens(),
                        lambda i: str(report.pairs[i].origin or f"test pair {i + 1}"))

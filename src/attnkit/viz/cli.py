@@ -23,6 +23,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from attnkit.decode.cli import check_decoding_memory
     from attnkit.decode.translator import Translation, Translator
 
     from .fonts import NoCJKFontError
@@ -44,6 +45,8 @@ def run(args) -> int:
         translator = Translator.load(args.model)
     except (FileNotFoundError, ValueError) as err:
         raise UserError(str(err)) from None
+    if args.attention != "encoder":  # (the encoder's attention needs no decoding)
+        check_decoding_memory(translator, [args.text], args.beam, need_attention=args.attention == "cross")
     if args.attention != "cross" and translator.truncates(args.text):  # the cross path notes it from its result
         cut = Translation(args.text, "", [], [], 0.0, truncated=True)
         note_truncated("plot", [cut], translator.max_source_tokens(), lambda i: "the sentence")

@@ -58,6 +58,7 @@ def _shown(path) -> str:
 
 
 def run(args) -> int:
+    from attnkit.decode.cli import check_decoding_memory
     from attnkit.decode.translator import Translator, resolve_model_dir
 
     from .report import write_report
@@ -85,6 +86,7 @@ def run(args) -> int:
     if len(sentences) > args.max_sentences:
         print(f"reporting the first {args.max_sentences} of {len(sentences)} sentences (--max-sentences)")
         sentences = sentences[: args.max_sentences]
+    check_decoding_memory(translator, sentences, args.beam, need_attention=True)
     results = translator.translate(sentences, beam=args.beam, need_attention=True)
     note_truncated("report", results, translator.max_source_tokens(), lambda i: f"sentence {i + 1} of {args.input}")
     layers, heads = results[0].attention.shape[:2]
