@@ -81,6 +81,28 @@ def test_a_truncated_weights_file_is_named(command, copy, inputs, capsys):
     assert not (inputs / "exported").exists()
 
 
+@pytest.mark.parametrize("beam", ["1", "2"])
+def test_a_model_folder_whose_name_is_not_utf8_loads_and_translates(beam, model_dir, tmp_path, capsysbinary):
+    """safetensors opens only paths that are valid UTF-8: a model in a folder named with the byte 0xff (as
+    Linux allows) was "not a readable weights file". It loads, and translates as the same folder elsewhere."""
+    from attnkit.models import load_model
+
+    odd = os.fsencode(tmp_path) + b"/model\xff"
+    os.mkdir(odd)
+    for name in os.listdir(model_dir):
+        (shutil.copytree if (model_dir / name).is_dir() else shutil.copy)(model_dir / name, os.fsdecode(odd + b"/" + os.fsencode(name)))
+    folder = Path(os.fsdecode(odd))
+    (model, meta), (ref, ref_meta) = load_model(folder), load_model(model_dir)
+    assert meta == ref_meta and model.state_dict().keys() == ref.state_dict().keys()
+    assert all(torch.equal(model.state_dict()[k], ref.state_dict()[k]) for k in ref.state_dict())
+    outputs = []
+    for m in (folder, model_dir):
+        assert main(["translate", "--model", str(m), "--beam", beam, "--json", *SOURCES]) == 0
+        outputs.append(capsysbinary.readouterr().out)
+    assert outputs[0] == outputs[1] and outputs[0].count(b"\n") == len(SOURCES)
+    assert main(["info", "--model", str(folder)]) == 0 and b"transformer:" in capsysbinary.readouterr().out
+
+
 @pytest.mark.parametrize("command", sorted(MODEL_COMMANDS))
 def test_a_config_that_does_not_match_the_weights_is_named(command, copy, inputs, capsys):
     m = copy()

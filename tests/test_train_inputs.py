@@ -750,3 +750,23 @@ def test_shared_embeddings_are_taken_with_a_joint_vocabulary_only():
     with pytest.raises(RecipeError) as caught:  # two char vocabularies may be of one size by chance
         recipe_from_dict({"tokenizer": {**joint, "joint": False}, "model": model})
     assert caught.value.key == ("model.share_embeddings", "tokenizer.joint")
+
+
+def test_a_run_in_a_folder_whose_name_is_not_utf8_resumes(recipe, finished, tmp_path, capsysbinary):
+    """safetensors opens only paths that are valid UTF-8: the checkpoint of a run in a folder named with the
+    byte 0xff (as Linux allows) was "not a readable tensor file". It resumes as the same run does elsewhere."""
+    import os
+
+    from safetensors.torch import load
+
+    odd = Path(os.fsdecode(os.fsencode(tmp_path) + b"/run\xff"))
+    plain = tmp_path / "run"
+    for out in (odd, plain):
+        shutil.copytree(finished, out)
+        assert main(_train(recipe, out, "--resume", "--max-steps", "4")) == 0, capsysbinary.readouterr().err
+        resumed = b"resuming from " + os.fsencode(out / "checkpoints" / "step-000003")  # the name as its bytes
+        assert resumed in capsysbinary.readouterr().out
+    step = Path("checkpoints") / "step-000004" / "model.safetensors"
+    weights = [load((out / step).read_bytes()) for out in (odd, plain)]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

@@ -8,12 +8,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, load_file, save_file
 
 from .base import Seq2SeqModel
 from .config import ConfigError, ModelConfig, RNNConfig, TransformerConfig, config_from_dict, config_to_dict
 
-__all__ = ["build_model", "save_model", "load_model", "resolve_model_dir", "MODEL_FILE", "CONFIG_FILE"]
+__all__ = ["build_model", "save_model", "load_model", "load_tensors", "resolve_model_dir", "MODEL_FILE", "CONFIG_FILE"]
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -117,6 +117,21 @@ def resolve_model_dir(path: str | Path) -> Path:
     )
 
 
+def load_tensors(path: str | Path) -> dict[str, Any]:
+    """The tensors of the safetensors file ``path``. safetensors opens only paths that are valid UTF-8
+    ("Path … is not valid UTF-8" for a folder named with other bytes, as Linux allows): such a file is read
+    here and loaded from its bytes (held in memory twice while loading); any other is mapped by safetensors."""
+    name = os.fspath(path)
+    if isinstance(name, bytes):
+        name = os.fsdecode(name)
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # the lone surrogates that stand for the bytes of a name that is not UTF-8
+        with open(name, "rb") as f:
+            return load(f.read())
+    return load_file(name)
+
+
 def load_model(folder: str | Path) -> tuple[Seq2SeqModel, dict[str, Any]]:
     """The model saved in ``folder`` (in eval mode) and the folder's metadata. A damaged folder raises
     :class:`ConfigError` naming the file: an unreadable ``config.json`` or ``model.safetensors``, or a
@@ -143,7 +158,7 @@ def load_model(folder: str | Path) -> tuple[Seq2SeqModel, dict[str, Any]]:
     except (RuntimeError, MemoryError) as err:  # e.g. a vocabulary size too large to allocate
         raise ConfigError(f"{config_path}: cannot build the model it describes ({_first_line(err)})") from None
     try:
-        state = load_file(str(weights_path))
+        state = load_tensors(weights_path)
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise ConfigError(f"{weights_path}: not a readable weights file ({_first_line(err)})") from None
     mismatch = f"{config_path} does not match the weights in {weights_path}"

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from attnkit.models import Seq2SeqModel, save_model
+from attnkit.models.io import load_tensors
 from attnkit.text import Tokenizer, save_tokenizers
 
 __all__ = ["checkpoint_dir", "save_checkpoint", "load_checkpoint", "latest_checkpoint", "earlier_checkpoint", "prune_checkpoints",
@@ -125,7 +126,7 @@ def _tensors(path: Path) -> dict[str, torch.Tensor]:
     from safetensors import SafetensorError
 
     try:
-        return load_file(str(path))
+        return load_tensors(path)
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         detail = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise CheckpointError(f"{path} is not a readable tensor file ({detail})") from None
