@@ -17,7 +17,8 @@ from attnkit.decode import beam_search, greedy_decode
 from attnkit.interop.marian import ExportError, export_marian, residual_permutation
 from attnkit.layers.positional import sinusoidal_table
 from attnkit.models import TransformerConfig, RNNConfig, build_model, label_smoothed_nll, save_model
-from attnkit.text import CharTokenizer, SentencePieceTokenizer, save_tokenizers
+from attnkit.decode.translator import Translator
+from attnkit.text import CharTokenizer, SentencePieceTokenizer, TokenizerError, save_tokenizers
 
 transformers = pytest.importorskip("transformers")
 from transformers import MarianMTModel, MarianTokenizer  # noqa: E402
@@ -371,7 +372,11 @@ def test_a_tokenizer_of_another_size_than_the_model_is_refused_naming_the_model_
     save_model(build_model(TransformerConfig(**{**EXPORTABLE, "norm_first": norm_first}), model_sizes["source"],
                            model_sizes["target"]), folder)
     save_tokenizers(folder, src_tok, tgt_tok)
-    says = f"{folder}: the {side} tokenizer (tokenizers.json) has {sizes[side]} ids but the model {model_sizes[side]}"
+    says = (f"{folder}: the {side} tokenizer (tokenizers.json) has {sizes[side]} ids but the model (config.json) has "
+            f"{model_sizes[side]}: the tokenizers saved there are not this model's")
+    with pytest.raises(TokenizerError) as caught:  # translating from the folder refuses it in the same words
+        Translator.load(folder)
+    assert str(caught.value) == says
     if not norm_first:
         with pytest.raises(ExportError) as caught:
             export_marian(folder, tmp_path / "marian")
@@ -384,6 +389,18 @@ def test_a_tokenizer_of_another_size_than_the_model_is_refused_naming_the_model_
     with pytest.raises(ExportError) as caught:
         export_model_ctranslate2(folder, tmp_path / "ct2")
     assert str(caught.value) == says and not (tmp_path / "ct2").exists()
+
+
+def test_vocabularies_of_another_size_than_the_model_are_refused_by_the_ctranslate2_spec():
+    """Pieces given directly (no model folder to name): the message says which side and both sizes."""
+    pytest.importorskip("ctranslate2", reason="ctranslate2 is not installed (pip install ctranslate2)")
+    from attnkit.interop.ct2 import ctranslate2_spec
+
+    model = build_model(TransformerConfig(**EXPORTABLE), 20, 20)
+    pieces = [f"p{k}" for k in range(20)]
+    with pytest.raises(ExportError) as caught:
+        ctranslate2_spec(model, pieces, pieces[:-1])
+    assert str(caught.value) == "the target tokenizer has 19 ids but the model has 20"
 
 
 def test_export_command(trained, tmp_path, capsys):

@@ -27,6 +27,7 @@ from attnkit.text import (
     load_tokenizer,
     load_tokenizers,
     save_tokenizers,
+    tokenizer_size_mismatch,
 )
 
 # A small real corpus with the traits that matter: full-width punctuation, mixed scripts, digits.
@@ -246,3 +247,12 @@ def test_config_from_dict_validates():
         SentencePieceSpec(model_type="word")
     with pytest.raises(Exception):  # frozen
         config.joint = False  # type: ignore[misc]
+
+
+def test_tokenizer_size_mismatch_names_the_side_the_sizes_and_the_folder(tmp_path):
+    # the one check of Translator.load and of the exports (each raises its own error with this message)
+    assert tokenizer_size_mismatch((10, 12), (10, 12), tmp_path) is None
+    assert tokenizer_size_mismatch((11, 12), (10, 12)) == "the source tokenizer has 11 ids but the model has 10"
+    assert tokenizer_size_mismatch((10, 9), (10, 12), tmp_path) == (
+        f"{tmp_path}: the target tokenizer (tokenizers.json) has 9 ids but the model (config.json) has 12: the "
+        "tokenizers saved there are not this model's")

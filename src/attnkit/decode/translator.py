@@ -18,7 +18,7 @@ from torch import Tensor
 from attnkit.layers.packed import pack_for_inference
 from attnkit.models import Seq2SeqModel, load_model
 from attnkit.models.io import resolve_model_dir
-from attnkit.text import Tokenizer, TokenizerError, load_tokenizer, load_tokenizers
+from attnkit.text import Tokenizer, TokenizerError, load_tokenizer, load_tokenizers, tokenizer_size_mismatch
 
 from .greedy import Hypothesis, greedy_decode
 from .lengths import max_lengths
@@ -94,13 +94,10 @@ class Translator:
         folder = resolve_model_dir(path)
         model, _ = load_model(folder)
         src_tok, tgt_tok = load_folder_tokenizers(folder)
-        # Tokenizers of another model would feed ids the embeddings do not have (an index error) or decode
-        # the output ids as other pieces (a wrong translation, silently).
-        for side, tok, size in (("source", src_tok, model.src_vocab_size), ("target", tgt_tok, model.tgt_vocab_size)):
-            if tok.vocab_size != size:
-                raise TokenizerError(f"{folder}: the {side} tokenizer has {tok.vocab_size} ids but the model "
-                                     f"({folder / 'config.json'}) has {size}: the tokenizers saved there are not "
-                                     "this model's")
+        mismatch = tokenizer_size_mismatch((src_tok.vocab_size, tgt_tok.vocab_size),
+                                           (model.src_vocab_size, model.tgt_vocab_size), folder)
+        if mismatch:
+            raise TokenizerError(mismatch)
         return cls(model, src_tok, tgt_tok)
 
     def _encode(self, text: str) -> list[int]:

@@ -118,11 +118,12 @@ def check_exportable(config: Any) -> None:
 
 def check_tokenizer_sizes(model, src_size: int, tgt_size: int, folder: Path | None = None) -> None:
     """Raise :class:`ExportError` when a tokenizer's number of ids (``src_size``, ``tgt_size``) is not
-    the model's; the message names the model ``folder`` whose tokenizers they are, when given."""
-    for side, size, n in (("source", src_size, model.src_vocab_size), ("target", tgt_size, model.tgt_vocab_size)):
-        if size != n:
-            tokenizer = f"the {side} tokenizer" if folder is None else f"{folder}: the {side} tokenizer (tokenizers.json)"
-            raise ExportError(f"{tokenizer} has {size} ids but the model {n}")
+    the model's (:func:`attnkit.text.tokenizer_size_mismatch`, naming the model ``folder`` when given)."""
+    from attnkit.text import tokenizer_size_mismatch
+
+    mismatch = tokenizer_size_mismatch((src_size, tgt_size), (model.src_vocab_size, model.tgt_vocab_size), folder)
+    if mismatch:
+        raise ExportError(mismatch)
 
 
 # --------------------------------------------------------------------------------------------- weights

@@ -28,6 +28,7 @@ from attnkit.text.build import (
     build_tokenizers,
     load_tokenizers,
     save_tokenizers,
+    tokenizer_size_mismatch,
     train_tokenizer,
 )
 
@@ -51,4 +52,5 @@ __all__ = [
     "train_tokenizer",
     "save_tokenizers",
     "load_tokenizers",
+    "tokenizer_size_mismatch",
 ]

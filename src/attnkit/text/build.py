@@ -187,6 +187,22 @@ def build_tokenizers(config: TokenizerConfig, pairs: Iterable[Any]) -> tuple[Tok
 _PAIR_MANIFEST = "tokenizers.json"
 
 
+def tokenizer_size_mismatch(tokenizer_sizes: tuple[int, int], model_sizes: tuple[int, int],
+                            folder: str | os.PathLike | None = None) -> str | None:
+    """What is wrong when a tokenizer's number of ids (``tokenizer_sizes``: source, target) is not the
+    model's (``model_sizes``: its ``src_vocab_size``, ``tgt_vocab_size``), naming the model ``folder`` whose
+    files disagree when given; None when they match. Tokenizers of another model would feed ids the
+    embeddings do not have (an index error) or decode the output ids as other pieces (a wrong translation,
+    silently): callers raise their own error with this message."""
+    for side, size, n in zip(("source", "target"), tokenizer_sizes, model_sizes):
+        if size != n:
+            if folder is None:
+                return f"the {side} tokenizer has {size} ids but the model has {n}"
+            return (f"{folder}: the {side} tokenizer ({_PAIR_MANIFEST}) has {size} ids but the model (config.json) "
+                    f"has {n}: the tokenizers saved there are not this model's")
+    return None
+
+
 def save_tokenizers(directory: str | os.PathLike, src: Tokenizer, tgt: Tokenizer) -> Path:
     """Save a source/target pair into ``directory`` (e.g. a model folder).
 
