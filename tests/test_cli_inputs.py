@@ -797,18 +797,24 @@ def test_a_demo_heatmap_cut_short_leaves_the_earlier_picture_as_it_was(model_dir
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c", "h.png"]  # and no temporary file left beside it
 
 
+@pytest.mark.parametrize("by", ["relative path", "link"])
 @pytest.mark.parametrize("command", ["evaluate", "report"])
-def test_an_output_that_is_the_input_file_is_refused(command, model_dir, inputs, monkeypatch, capsys):
-    # The same file by another name (a relative path from its folder): replacing it would lose the input.
+def test_an_output_that_is_the_input_file_is_refused(command, by, model_dir, inputs, monkeypatch, capsys):
+    # The same file by another name (a relative path from its folder, a link to it): replacing it would lose
+    # the input. Both commands refuse it in the same words.
     source = inputs / ("test.tsv" if command == "evaluate" else "in.txt")
     kept = source.read_bytes()
     monkeypatch.chdir(inputs)
-    args = MODEL_COMMANDS[command](model_dir, inputs) + ["--beam", "1", "--output", f"./{source.name}"]
+    output = Path(source.name)
+    if by == "link":
+        output = Path("link-to-input")
+        output.symlink_to(source)
+    args = MODEL_COMMANDS[command](model_dir, inputs) + ["--beam", "1", "--output", f"./{output}"]
     assert main(args) == 2
     flag = "--test" if command == "evaluate" else "--input"
-    err = error_of(capsys)
-    assert f"--output {Path(source.name)} is the {flag} file" in err or f"--output ./{source.name} is the {flag}" in err
-    assert source.read_bytes() == kept
+    assert (f"--output {output} is the {flag} file: writing it would replace that input; name another file"
+            in error_of(capsys))
+    assert source.read_bytes() == kept and (by == "relative path" or output.is_symlink())
 
 
 @pytest.fixture(scope="module")

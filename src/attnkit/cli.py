@@ -30,9 +30,11 @@ class UserError(Exception):
     """An error in what the user asked for: printed as one clear line, exit status 2."""
 
 
-def check_output_file(path, flag: str, suffixes: tuple[str, ...] = ()):
+def check_output_file(path, flag: str, suffixes: tuple[str, ...] = (), *, input_file: tuple[str, object] | None = None):
     """Check, before any long work, that ``path`` can be written as the output file of ``flag``: a
-    file name (not a folder) in a folder that exists, with one of ``suffixes`` when given."""
+    file name (not a folder) in a folder that exists, with one of ``suffixes`` when given, and not the
+    file the command reads, ``input_file`` (its flag and path) when given, by any name: writing the
+    output would replace the input."""
     from pathlib import Path
 
     path = Path(path)
@@ -44,6 +46,11 @@ def check_output_file(path, flag: str, suffixes: tuple[str, ...] = ()):
     if not parent.is_dir():
         raise UserError(f"{flag} {path}: folder {parent} "
                         + ("is not a folder" if parent.exists() else "does not exist"))
+    if input_file is not None:
+        input_flag, read = input_file[0], Path(input_file[1])
+        if path.is_file() and read.is_file() and path.samefile(read):
+            raise UserError(f"{flag} {path} is the {input_flag} file: writing it would replace that input; "
+                            "name another file")
     return path
 
 

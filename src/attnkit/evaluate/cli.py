@@ -88,11 +88,7 @@ def run(args) -> int:
         if args.beam < 1:
             raise UserError(f"--beam must be >= 1, got {args.beam}")
         if args.output:
-            check_output_file(args.output, "--output")
-            output, test = Path(args.output), Path(args.test)
-            if output.is_file() and test.is_file() and output.samefile(test):
-                raise UserError(f"--output {args.output} is the --test file: the translations would replace the "
-                                "test pairs; name another file")
+            check_output_file(args.output, "--output", input_file=("--test", args.test))
         from attnkit.data import DataError, read_manythings
         from attnkit.decode.cli import check_decoding_memory
         from attnkit.decode.translator import Translator

@@ -69,10 +69,7 @@ def run(args) -> int:
         raise UserError(f"--max-sentences must be at least 1, got {args.max_sentences}")
     if args.title is not None:
         check_utf8_arguments([args.title], "--title")
-    check_output_file(args.output, "--output")
-    if args.output.is_file() and args.input.is_file() and args.output.samefile(args.input):
-        raise UserError(f"--output {args.output} is the --input file: the report would replace the sentences; "
-                        "name another file")
+    check_output_file(args.output, "--output", input_file=("--input", args.input))
     sentences = read_sentences(args.input)
     try:
         folder = resolve_model_dir(args.model)
