@@ -273,6 +273,25 @@ def test_mha_other_scores_and_normalisers_go_through_the_core():
         MultiHeadAttention(16, 2, backend="sdpa")(torch.randn(1, 3, 16), need_weights=True)
 
 
+@pytest.mark.parametrize("build, says", [
+    (lambda: MultiHeadAttention(True, 1), "d_model must be a positive integer, got True"),
+    (lambda: AdditiveAttention(True, 7), "query_dim must be a positive integer, got True"),
+    (lambda: AdditiveAttention(5, 7, hidden_dim=0), "hidden_dim must be a positive integer, got 0"),
+    (lambda: LuongAttention(5, True), "key_dim must be a positive integer, got True"),
+    (lambda: LuongAttention(5, kind="concat", hidden_dim=2.0), "hidden_dim must be a positive integer, got 2.0"),
+    (lambda: BlockConfig(d_model=8, num_heads=2, d_ff=-1), "BlockConfig.d_ff must be a positive integer, got -1"),
+    (lambda: KVCache().reserve(-1), "positions must be a non-negative integer, got -1"),
+    (lambda: SinusoidalPositionalEncoding(8)(torch.randn(1, 2, 8), offset=False),
+     "offset must be a non-negative integer, got False"),
+])
+def test_sizes_and_counts_must_be_whole_numbers_and_bools_are_not(build, says):
+    # One check for all of them: a bool is an int to Python, but True where a size is meant is a mistake
+    # (the Bahdanau and Luong layers used to take it as 1).
+    with pytest.raises(ValueError) as caught:
+        build()
+    assert str(caught.value) == says
+
+
 def test_mha_errors_are_clear():
     with pytest.raises(ValueError, match="does not divide d_model=10"):
         MultiHeadAttention(10, 3)

@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from attnkit.layers.checks import check_count
 from attnkit.models.base import Seq2SeqModel, reserve_steps
 
 from .greedy import Hypothesis, check_min_len
@@ -138,8 +139,7 @@ class _Finished:
 
 
 def _check(beam_size: int, n_best: int, vocab_size: int) -> None:
-    if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
-        raise ValueError(f"beam_size must be a positive integer, got {beam_size!r}")
+    check_count("beam_size", beam_size, least=1)
     if isinstance(n_best, bool) or not isinstance(n_best, int) or not 1 <= n_best <= beam_size:
         raise ValueError(f"n_best must be an integer from 1 to beam_size ({beam_size}), got {n_best!r}")
     if vocab_size < 2:

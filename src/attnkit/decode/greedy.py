@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from attnkit.layers.checks import check_count
 from attnkit.models.base import Seq2SeqModel, reserve_steps
 
 from .lengths import max_lengths
@@ -30,9 +31,7 @@ class Hypothesis:
 
 
 def check_min_len(min_len: int) -> int:
-    if isinstance(min_len, bool) or not isinstance(min_len, int) or min_len < 0:
-        raise ValueError(f"min_len must be a non-negative integer, got {min_len!r}")
-    return min_len
+    return check_count("min_len", min_len)
 
 
 @torch.inference_mode()

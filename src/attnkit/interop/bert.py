@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from attnkit.layers import ACTIVATIONS, BlockConfig, EncoderBlock, LearnedPositionalEncoding
+from attnkit.layers.checks import check_count
 
 __all__ = ["ModelFolderError", "BertConfig", "BertEncoder", "BertOutput", "load_bert_weights"]
 
@@ -78,9 +79,7 @@ class BertConfig:
     def validate(self, source: str = "config") -> None:
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                      "max_position_embeddings", "type_vocab_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ModelFolderError(f"{source}: {name} must be a positive integer, got {value!r}")
+            check_count(f"{source}: {name}", getattr(self, name), least=1, error=ModelFolderError)
         if self.hidden_size % self.num_attention_heads:
             raise ModelFolderError(
                 f"{source}: num_attention_heads={self.num_attention_heads} does not divide hidden_size={self.hidden_size}"

@@ -453,9 +453,9 @@ def export_folders(model_dir: str | os.PathLike, out_dir: str | os.PathLike, max
     ``model_dir`` or its training output's ``best/`` —, the output folder)``, which must not be the model's
     folder or another attnkit model folder."""
     from attnkit.decode.translator import resolve_model_dir
+    from attnkit.layers.checks import check_count
 
-    if isinstance(max_positions, bool) or not isinstance(max_positions, int) or max_positions <= 0:
-        raise ExportError(f"max_positions must be a positive integer, got {max_positions!r}")
+    check_count("max_positions", max_positions, least=1, error=ExportError)
     folder = resolve_model_dir(model_dir)
     out = Path(out_dir)
     if out.resolve() == folder.resolve() or _is_attnkit_model_folder(out):

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from .checks import check_count
+
 __all__ = ["KVCache", "StaticKVCache"]
 
 # Positions a new cache has room for before its first doubling.
@@ -111,8 +113,7 @@ class KVCache:
     def reserve(self, positions: int) -> None:
         """Make room for ``positions`` cached positions in all, so that appending up to that many never
         grows the buffers (a decoder that knows its longest output calls this before the first step)."""
-        if isinstance(positions, bool) or not isinstance(positions, int) or positions < 0:
-            raise ValueError(f"positions must be a non-negative integer, got {positions!r}")
+        check_count("positions", positions)
         self._room = max(self._room, positions)
         if self.keys is not None and not _tracked(self.keys, self.values) and self.capacity < positions:
             self._grow(positions, self.keys, self.values, exact=True)
@@ -241,8 +242,7 @@ class StaticKVCache:
 
     def __post_init__(self) -> None:
         _check_pair(self.keys, self.values, "static")
-        if isinstance(self.group, bool) or not isinstance(self.group, int) or self.group < 1:
-            raise ValueError(f"group must be a positive integer, got {self.group!r}")
+        check_count("group", self.group, least=1)
 
     def __len__(self) -> int:
         return self.keys.shape[2]

@@ -1,12 +1,25 @@
 """Checks shared by the layers: input checks with clear errors that name the argument, its shape and the size
-expected, and whether hooks would see a module's call (which the fused paths skip)."""
+expected, and whether hooks would see a module's call (which the fused paths skip); and the check that a size
+or count is a whole number, which the models, decoding and the exports use too."""
 
 from __future__ import annotations
+
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["check_features", "check_float", "runs_hooks"]
+__all__ = ["check_count", "check_features", "check_float", "runs_hooks"]
+
+
+def check_count(name: str, value: Any, *, least: int = 0, error: Callable[[str], Exception] = ValueError) -> int:
+    """``value`` when it is an ``int`` of at least ``least`` (0: a non-negative integer, 1: a positive one),
+    else raise ``error`` with a message naming ``name``. ``True`` and ``False`` are refused although Python
+    counts them as ints: a flag where a size is meant is a mistake, not 1 or 0."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        what = {0: "a non-negative integer", 1: "a positive integer"}.get(least, f"an integer >= {least}")
+        raise error(f"{name} must be {what}, got {value!r}")
+    return value
 
 
 def check_float(name: str, x: Tensor, layer: nn.Module | None = None, weight: str = "weight") -> None:

@@ -24,19 +24,13 @@ from attnkit.attention import (AttentionOutput, attend, causal_mask, combine_mas
                                get_score)
 
 from .cache import KVCache, StaticKVCache
-from .checks import check_features
+from .checks import check_count, check_features
 
 __all__ = ["MultiHeadAttention"]
 
 # Scores whose parameters a multi-head layer would have to own per head; those belong to
 # AdditiveAttention / LuongAttention.
 _SCORES_WITH_PARAMETERS = ("general", "additive")
-
-
-def _positive_int(name: str, n: Any) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {n!r}")
-    return n
 
 
 class MultiHeadAttention(nn.Module):
@@ -68,14 +62,14 @@ class MultiHeadAttention(nn.Module):
         backend: str = "auto",
     ) -> None:
         super().__init__()
-        _positive_int("d_model", d_model)
-        _positive_int("num_heads", num_heads)
+        check_count("d_model", d_model, least=1)
+        check_count("num_heads", num_heads, least=1)
         if d_model % num_heads:
             raise ValueError(
                 f"num_heads={num_heads} does not divide d_model={d_model}: each head gets d_model / num_heads features"
             )
-        self.kdim = d_model if kdim is None else _positive_int("kdim", kdim)
-        self.vdim = d_model if vdim is None else _positive_int("vdim", vdim)
+        self.kdim = d_model if kdim is None else check_count("kdim", kdim, least=1)
+        self.vdim = d_model if vdim is None else check_count("vdim", vdim, least=1)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         if isinstance(score, str) and score in _SCORES_WITH_PARAMETERS:

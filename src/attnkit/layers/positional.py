@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .checks import check_count
 from .dropout import Dropout
 
 __all__ = ["SinusoidalPositionalEncoding", "LearnedPositionalEncoding", "sinusoidal_table"]
@@ -37,8 +38,7 @@ def _check_x(x: Tensor, d_model: int, offset: int) -> None:
     if not x.is_floating_point():
         raise TypeError(f"positional encoding expects floating-point features x, got dtype {x.dtype} "
                         "(token ids go through an embedding first)")
-    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-        raise ValueError(f"offset must be an integer >= 0, got {offset!r}")
+    check_count("offset", offset)
 
 
 class SinusoidalPositionalEncoding(nn.Module):

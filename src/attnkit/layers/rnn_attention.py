@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from attnkit.attention import AttentionOutput, attend
 
-from .checks import check_features
+from .checks import check_count, check_features
 
 __all__ = ["AdditiveAttention", "LuongAttention", "PreparedMemory", "LUONG_KINDS"]
 
@@ -177,8 +177,7 @@ class AdditiveAttention(_RNNAttention):
         super().__init__(normalize, dropout)
         hidden_dim = query_dim if hidden_dim is None else hidden_dim
         for name, n in (("query_dim", query_dim), ("key_dim", key_dim), ("hidden_dim", hidden_dim)):
-            if not isinstance(n, int) or n <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {n!r}")
+            check_count(name, n, least=1)
         self.query_dim, self.key_dim, self.hidden_dim = query_dim, key_dim, hidden_dim
         self._score = "additive"
         self.w_q = nn.Parameter(torch.empty(hidden_dim, query_dim))
@@ -228,8 +227,7 @@ class LuongAttention(_RNNAttention):
         super().__init__(normalize, dropout)
         key_dim = query_dim if key_dim is None else key_dim
         for name, n in (("query_dim", query_dim), ("key_dim", key_dim)):
-            if not isinstance(n, int) or n <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {n!r}")
+            check_count(name, n, least=1)
         if kind not in LUONG_KINDS:
             raise ValueError(f"unknown Luong score kind {kind!r}; choose one of {list(LUONG_KINDS)}")
         if kind == "dot" and query_dim != key_dim:
@@ -246,9 +244,7 @@ class LuongAttention(_RNNAttention):
             self.weight = nn.Parameter(torch.empty(query_dim, key_dim))  # W_a
         else:
             self._score = "additive"
-            self.hidden_dim = query_dim if hidden_dim is None else hidden_dim
-            if not isinstance(self.hidden_dim, int) or self.hidden_dim <= 0:
-                raise ValueError(f"hidden_dim must be a positive integer, got {self.hidden_dim!r}")
+            self.hidden_dim = query_dim if hidden_dim is None else check_count("hidden_dim", hidden_dim, least=1)
             self.weight = nn.Parameter(torch.empty(self.hidden_dim, query_dim + key_dim))  # W_a on [h_t; h̄_s]
             self.v = nn.Parameter(torch.empty(self.hidden_dim))
         self.reset_parameters()

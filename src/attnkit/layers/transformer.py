@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from attnkit import native
 
 from .cache import KVCache, StaticKVCache
-from .checks import runs_hooks
+from .checks import check_count, runs_hooks
 from .dropout import Dropout, residual_dropout
 from .feedforward import ACTIVATIONS, FeedForward
 from .multihead import MultiHeadAttention
@@ -46,9 +46,7 @@ class BlockConfig:
 
     def __post_init__(self) -> None:
         for name in ("d_model", "num_heads", "d_ff"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"BlockConfig.{name} must be a positive integer, got {value!r}")
+            check_count(f"BlockConfig.{name}", getattr(self, name), least=1)
         if self.d_model % self.num_heads:
             raise ValueError(f"BlockConfig: num_heads={self.num_heads} does not divide d_model={self.d_model}")
         for name in ("dropout", "attention_dropout"):

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
 from attnkit.attention import NORMALIZERS
+from attnkit.layers.checks import check_count
 
 __all__ = [
     "RNN_KINDS", "ATTENTION_KINDS", "AttentionConfig", "RNNConfig", "TransformerConfig", "ModelConfig",
@@ -31,8 +32,7 @@ class ConfigError(ValueError):
 
 
 def _positive(name: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}", name)
+    check_count(name, value, least=1, error=lambda message: ConfigError(message, name))
 
 
 def _boolean(name: str, value: Any) -> None:
@@ -142,8 +142,7 @@ def _special_ids(config) -> None:
     """pad, bos and eos: three different non-negative token ids."""
     ids = {"pad_id": config.pad_id, "bos_id": config.bos_id, "eos_id": config.eos_id}
     for name, value in ids.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ConfigError(f"{name} must be a non-negative integer, got {value!r}", name)
+        check_count(name, value, error=lambda message: ConfigError(message, name))
     if len(set(ids.values())) < 3:
         raise ConfigError(f"pad_id, bos_id and eos_id must be three different tokens, got {ids}", tuple(ids))
 

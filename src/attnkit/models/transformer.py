@@ -26,7 +26,7 @@ from attnkit.layers import (
     PackedLinear,
     SinusoidalPositionalEncoding,
 )
-from attnkit.layers.checks import runs_hooks
+from attnkit.layers.checks import check_count, runs_hooks
 
 from .base import Seq2SeqModel, check_same_batch, check_step_rows, check_tokens
 from .config import ConfigError, TransformerConfig
@@ -323,8 +323,7 @@ def training_flops(config: TransformerConfig, tgt_vocab_size: int, batch: int, s
     the kernels compute them), the output layer — times 3 for the backward pass (each product's two
     gradients); embeddings, norms, the loss and the optimizer count nothing."""
     for name, value in (("batch", batch), ("src_len", src_len), ("tgt_len", tgt_len)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"training_flops: {name} must be a non-negative integer, got {value!r}")
+        check_count(f"training_flops: {name}", value)
     c, s, t = config, src_len, tgt_len
     d, f = c.d_model, c.ffn_dim
     encoder = c.encoder_layers * (2 * s * d * 3 * d + 2 * s * d * d  # q, k, v; out
