@@ -770,3 +770,26 @@ def test_a_run_in_a_folder_whose_name_is_not_utf8_resumes(recipe, finished, tmp_
     weights = [load((out / step).read_bytes()) for out in (odd, plain)]
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+@pytest.mark.parametrize("limits, reached", [
+    ({}, None),  # a run stopped before its limits (a Ctrl-C): resuming trains on
+    ({"max_steps": 5}, ("reached max_steps=5", "raise --max-steps")),
+    ({"max_minutes": 0.5}, ("reached max_minutes=0.5", "raise --max-minutes")),
+    ({"patience": 2}, ("no better dev BLEU in 2 validations", "raise train.patience")),
+    ({"max_epochs": 1}, ("reached max_epochs=1", "raise --max-epochs")),
+    ({"max_steps": 5, "max_minutes": 0.5}, ("reached max_steps=5", "raise --max-steps")),  # the first that applies
+])
+def test_limit_reached_is_the_one_test_of_resume_and_of_the_demo(limits, reached):
+    # train --resume (_already_done) and the demo's choice between continuing its cached run and using its
+    # model (_interrupted) both ask it
+    from attnkit.train import TrainSettings
+    from attnkit.train.loop import limit_reached
+
+    t = TrainSettings(**{"max_steps": 100, "max_minutes": 60.0, "patience": None, **limits})
+    state = {"step": 5, "elapsed": 30.0, "stale": 2, "best_bleu": 1.0, "epochs_done": 1}
+    assert limit_reached(t, state) == reached
+    if limits.get("max_epochs"):
+        assert limit_reached(t, {**state, "epochs_done": 0}) is None
+        # a trainer.json written before epochs were counted: none done
+        assert limit_reached(t, {k: v for k, v in state.items() if k != "epochs_done"}) is None

@@ -148,25 +148,27 @@ def _check(args, phrases: list[str]) -> None:
     check_output_file(args.heatmap, "--heatmap", (".png", ".svg"))  # --cache: checked by _prepare_cache
 
 
-def _interrupted(cache: Path, minutes_now: float = 0.0) -> tuple[int, int, float] | None:
-    """``(update, max_steps, max_minutes)`` of the demo run in ``cache`` when it stopped before its budget
-    (a Ctrl-C, a kill), or at its time cap before its updates when ``minutes_now`` (--minutes, when given)
-    allows more, else None: such a model is not the demo's, and its training continues (for the larger of the minutes)."""
+def _interrupted(cache: Path, minutes_now: float, recipe) -> tuple[int, int, float] | None:
+    """``(update, max_steps, max_minutes)`` of the demo run in ``cache`` when resuming it would train on: when
+    its last checkpoint has reached no limit (:func:`attnkit.train.loop.limit_reached`, the test ``train``
+    itself makes on resuming) of ``recipe(max_steps, max_minutes)``, its own budget with the minutes raised to
+    ``minutes_now`` (--minutes, when given). So a run stopped before its budget (a Ctrl-C, a kill), or at its
+    time cap before its updates when --minutes allows more, continues (for the larger of the minutes); for
+    any other, None: the cached model is used as it is."""
     import json
 
     import yaml
 
     from attnkit.train.checkpoint import latest_checkpoint
+    from attnkit.train.loop import limit_reached
 
     last = latest_checkpoint(cache)
     try:
         budget = yaml.safe_load((cache / "recipe.yaml").read_text("utf-8"))["train"]
-        steps, minutes = budget["max_steps"], budget["max_minutes"]
+        steps, minutes = budget["max_steps"], max(budget["max_minutes"], minutes_now)
         state = json.loads((last / "trainer.json").read_text("utf-8"))
-        step, elapsed = state["step"], state["elapsed"]
-        minutes = max(minutes, minutes_now)
-        if step < steps and elapsed < 60 * minutes:
-            return step, steps, minutes
+        if limit_reached(recipe(steps, minutes).train, state) is None:
+            return state["step"], steps, minutes
     except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError):
         pass  # not a run this attnkit wrote: the cached model is used as it is
     return None
@@ -259,7 +261,7 @@ def run(args) -> int:
         print(f"training a small Transformer for {args.steps} updates (at most {minutes:g} minutes) on the "
               f"CC-CEDICT entries that share a character with {' '.join(phrases)} (cached in {cache})")
         run_training(recipe(args.steps, minutes), cache)
-    elif (stopped := _interrupted(cache, args.minutes or 0.0)) is not None:
+    elif (stopped := _interrupted(cache, args.minutes or 0.0, recipe)) is not None:
         step, steps, minutes = stopped
         print(f"continuing the training of the cached demo model in {cache}, stopped at update {step} of {steps}, "
               f"for at most {minutes:g} minutes in all (--retrain to start again)")

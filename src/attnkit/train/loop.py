@@ -20,7 +20,7 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Collection
+from typing import Any, Callable, Collection, Mapping
 
 import torch
 import yaml
@@ -36,7 +36,7 @@ from attnkit.text import build_tokenizers, load_tokenizers
 from .checkpoint import (STEP_PREFIX, CheckpointError, checkpoint_dir, earlier_checkpoint, latest_checkpoint,
                          load_checkpoint, prune_checkpoints, publish_best, recover_best, save_checkpoint)
 from .clip import clip_grad_norm
-from .config import Recipe
+from .config import Recipe, TrainSettings
 from .corpus import read_split
 from .mfu import matmul_rate
 from .progress import Progress
@@ -481,28 +481,40 @@ def _check_same_run(out: Path, recipe: Recipe, ckpt: Path | None = None) -> None
                          f"cannot change when it resumes: drop the change(s), or train into a new --out")
 
 
+def limit_reached(t: TrainSettings, state: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The limit of the train settings ``t`` that a run has reached, by its last checkpoint's trainer state
+    ``state`` (its ``step``, ``elapsed`` seconds, ``stale`` validations and ``epochs_done``), as ``(what it
+    reached, what to raise to train on)``; None when resuming it with ``t`` trains on. The one test of
+    ``--resume`` and of the demo's choice between continuing a cached run and using its model."""
+    step, elapsed = state["step"], state["elapsed"]
+    if t.max_steps is not None and step >= t.max_steps:
+        return f"reached max_steps={t.max_steps}", "raise --max-steps"
+    if t.max_minutes is not None and elapsed >= 60 * t.max_minutes:
+        return f"reached max_minutes={t.max_minutes:g}", "raise --max-minutes"
+    if t.patience is not None and state["stale"] >= t.patience:
+        return f"no better dev BLEU in {t.patience} validations", "raise train.patience"
+    if t.max_epochs is not None and state.get("epochs_done", 0) >= t.max_epochs:
+        return f"reached max_epochs={t.max_epochs}", "raise --max-epochs"
+    return None
+
+
 def _already_done(out: Path, ckpt: Path, t) -> TrainResult | None:
     """--resume of a run whose last checkpoint already reached this recipe's step or time limit, or ran out of
     patience: a result saying so (nothing is trained or written), else None."""
     try:
         state = json.loads((ckpt / "trainer.json").read_text(encoding="utf-8"))
-        step, elapsed, stale, best = state["step"], state["elapsed"], state["stale"], state["best_bleu"]
+        # all four read here: a checkpoint missing one is damaged (limit_reached reads the others)
+        step, _, _, best = state["step"], state["elapsed"], state["stale"], state["best_bleu"]
     except (OSError, ValueError, KeyError, TypeError) as err:
         why = f"no {err} in it" if isinstance(err, KeyError) else "not a mapping" if isinstance(err, TypeError) else err
         earlier = earlier_checkpoint(out, ckpt)  # as load_checkpoint's errors say: what else there is
         instead = f"move {ckpt} away to resume from {earlier}" if earlier is not None else "train into a new --out"
         raise TrainError(f"--resume: cannot read {ckpt / 'trainer.json'}: {why}: the checkpoint {ckpt} is damaged; "
                          f"{instead}") from None
-    if t.max_steps is not None and step >= t.max_steps:
-        why, raise_it = f"reached max_steps={t.max_steps}", "raise --max-steps"
-    elif t.max_minutes is not None and elapsed >= 60 * t.max_minutes:
-        why, raise_it = f"reached max_minutes={t.max_minutes:g}", "raise --max-minutes"
-    elif t.patience is not None and stale >= t.patience:
-        why, raise_it = f"no better dev BLEU in {t.patience} validations", "raise train.patience"
-    elif t.max_epochs is not None and state.get("epochs_done", 0) >= t.max_epochs:
-        why, raise_it = f"reached max_epochs={t.max_epochs}", "raise --max-epochs"
-    else:
+    reached = limit_reached(t, state)
+    if reached is None:
         return None
+    why, raise_it = reached
     best_dir = recover_best(out)
     return TrainResult(out, step, best, best_dir,
                        f"nothing to resume: the run in {out} already {why.replace('no better', 'had no better')} "
