@@ -17,6 +17,7 @@ from attnkit.attention import (
     padding_mask,
 )
 from attnkit.attention.normalize import DIFFERENTIABLE
+from attnkit.attention.scores import scaled_dot
 
 D = 6
 
@@ -407,6 +408,20 @@ def test_empty_queries_or_keys_in_four_dimensions(backend):
     for normalize in NORMALIZERS:
         w = NORMALIZERS[normalize](torch.randn(2, 5, 0))
         assert w.shape == (2, 5, 0), normalize
+
+
+@pytest.mark.parametrize("backend", ["eager", "chunked", "sdpa", "auto"])
+def test_queries_and_keys_without_features(backend):
+    # d = 0: 1/sqrt(d) is undefined, and was a bare ZeroDivisionError on every backend
+    q, k, v = torch.randn(2, 3, 0), torch.randn(2, 5, 0), torch.randn(2, 5, 4)
+    with pytest.raises(ValueError, match=r"score 'scaled_dot' divides by sqrt\(d\), but query \(2, 3, 0\) has d = 0"):
+        attend(q, k, v, backend=backend)
+    # Every score of empty vectors is 0 (an empty sum), so softmax is uniform: each context is the mean value.
+    for score, params in (("dot", {}), ("scaled_dot", {"scale": 0.5})):
+        out = attend(q, k, v, score=score, score_params=params, backend=backend)
+        torch.testing.assert_close(out.context, v.mean(1, keepdim=True).expand(2, 3, 4))
+    with pytest.raises(ValueError, match=r"has d = 0 features"):
+        scaled_dot(q, k)
 
 
 @pytest.mark.parametrize("tau", [0.1, 0.5, 1.0, 3.0])

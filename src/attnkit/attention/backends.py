@@ -36,7 +36,7 @@ from torch import Tensor
 
 from .masks import fill_value
 from .normalize import get_normalizer
-from .scores import as_scaled_dot, batched_matmul, get_score
+from .scores import as_scaled_dot, batched_matmul, default_scale, get_score
 from .call import AttentionCall, AttentionOutput
 
 __all__ = ["Backend", "BACKENDS", "register_backend", "get_backend", "choose_backend"]
@@ -126,7 +126,7 @@ def _eager_scores(q: Tensor, k: Tensor, call: AttentionCall, grad: bool) -> Tens
         return get_score(call.score)(q, k, **params)
     if call.score == "scaled_dot":
         scale = params.get("scale")
-        q = q * (1.0 / math.sqrt(q.shape[-1]) if scale is None else scale)  # exactly as scores.scaled_dot
+        q = q * (default_scale(q) if scale is None else scale)  # exactly as scores.scaled_dot
     return torch.matmul(q, k.transpose(-2, -1), out=_new_scores_buffer(shape, q))
 
 
@@ -286,7 +286,7 @@ def _scale(q: Tensor, call: AttentionCall) -> float:
     if call.score == "dot":
         return 1.0
     scale = call.score_params.get("scale")
-    return 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    return default_scale(q) if scale is None else float(scale)
 
 
 class _TrainAttention(torch.autograd.Function):

@@ -17,7 +17,7 @@ from .backends import choose_backend, get_backend
 from .call import AttentionCall, AttentionOutput
 from .masks import check_mask
 from .normalize import NORMALIZERS, check_normalize_params
-from .scores import SCORES, check_score_params
+from .scores import SCORES, check_score_params, default_scale
 
 __all__ = ["attend"]
 
@@ -134,6 +134,8 @@ def _validate_call(q: Tensor, k: Tensor, call: AttentionCall) -> None:
                 f"and key {tuple(k.shape)}"
             )
         check_score_params(call.score, call.score_params, q)
+        if call.score == "scaled_dot" and call.score_params.get("scale") is None:
+            default_scale(q)  # refuses queries without features, whose 1/sqrt(d) is undefined
     elif not callable(call.score):
         raise TypeError(f"score must be a name or a callable, got {type(call.score).__name__}")
     if isinstance(call.normalize, str):

@@ -46,9 +46,18 @@ def scaled_dot(q: Tensor, k: Tensor, scale: float | None = None) -> Tensor:
     Dividing by ``sqrt(d)`` keeps the variance of the score at ~1 when the components of ``q`` and ``k``
     are independent with unit variance, so the softmax does not saturate. ``scale`` overrides ``1/sqrt(d)``.
     """
-    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    scale = default_scale(q) if scale is None else scale
     # Scaling the (i, d) queries is cheaper than scaling the (i, j) scores.
     return batched_matmul(q * scale, k.transpose(-2, -1))
+
+
+def default_scale(q: Tensor) -> float:
+    """``1/sqrt(d)`` for queries ``(..., i, d)``; ``ValueError`` naming the query when ``d`` is 0 (no
+    features: the division is undefined)."""
+    d = q.shape[-1]
+    if d == 0:
+        raise ValueError(f"score 'scaled_dot' divides by sqrt(d), but query {tuple(q.shape)} has d = 0 features")
+    return 1.0 / math.sqrt(d)
 
 
 def cosine(q: Tensor, k: Tensor, temperature: float = 1.0, eps: float = 1e-8) -> Tensor:
@@ -229,7 +238,7 @@ def as_scaled_dot(score: str | Callable, q: Tensor, k: Tensor, params: dict) -> 
         return q, k, 1.0
     if score == "scaled_dot":
         scale = params.get("scale")
-        return q, k, (1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale))
+        return q, k, (default_scale(q) if scale is None else float(scale))
     if score == "general":
         weight = params["weight"]
         general(q[..., :0, :], k[..., :0, :], weight)  # validates the weight's shape
