@@ -237,6 +237,29 @@ def test_custom_score_and_normalizer_callables():
     torch.testing.assert_close(out.weights, ref)
 
 
+@pytest.mark.parametrize("backend", ["eager", "chunked"])
+def test_a_custom_score_that_returns_the_wrong_scores_is_named(backend):
+    # chunked ran the callable unchecked: a bmm RuntimeError for the wrong shape, integer scores taken silently
+    q, k, v = _qkv(dtype=torch.float32, grad=False)  # scores (2, 3, 5, 7)
+    dots = lambda a, b: a @ b.transpose(-2, -1)  # noqa: E731
+    with pytest.raises(ValueError, match=r"the score callable returned scores of shape \(2, 3, 7, 5\); expected"):
+        attend(q, k, v, score=lambda a, b: dots(a, b).transpose(-2, -1), backend=backend)
+    for dtype in (torch.int64, torch.float64):
+        with pytest.raises(TypeError, match=f"the score callable returned scores of dtype {dtype}; expected the queries' torch.float32"):
+            attend(q, k, v, score=lambda a, b: dots(a, b).round().to(dtype), backend=backend)
+    out = attend(q, k, v, score=lambda a, b: dots(a, b) * 0.25, backend=backend)
+    torch.testing.assert_close(out.context, torch.softmax(q @ k.transpose(-2, -1) * 0.25, -1) @ v)
+
+
+def test_a_custom_normalizer_that_returns_the_wrong_weights_is_named():
+    q, k, v = _qkv(dtype=torch.float32, grad=False)
+    with pytest.raises(ValueError, match=r"the normalize callable returned weights of shape \(2, 3, 5, 2\) and dtype "
+                                         r"torch.float32; expected those of the scores, \(2, 3, 5, 7\)"):
+        attend(q, k, v, normalize=lambda s, m: torch.softmax(s, -1)[..., :2])
+    with pytest.raises(TypeError, match="the normalize callable must return a tensor of weights"):
+        attend(q, k, v, normalize=lambda s, m: s.tolist())
+
+
 # ------------------------------------------------------------------------------------ normalisers
 
 

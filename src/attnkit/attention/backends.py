@@ -153,6 +153,16 @@ def _check_callable_scores(scores, q: Tensor, k: Tensor) -> None:
     if tuple(scores.shape) != want:
         raise ValueError(f"the score callable returned scores of shape {tuple(scores.shape)}; "
                          f"expected (..., i, j) = {want} for query {tuple(q.shape)} and key {tuple(k.shape)}")
+    if scores.dtype != q.dtype:  # integer scores would fail deep in the softmax, others in the product with v
+        raise TypeError(f"the score callable returned scores of dtype {scores.dtype}; expected the queries' {q.dtype}")
+
+
+def _check_callable_weights(weights, scores: Tensor) -> None:
+    if not isinstance(weights, Tensor):
+        raise TypeError(f"the normalize callable must return a tensor of weights (..., i, j), got {type(weights).__name__}")
+    if weights.shape != scores.shape or weights.dtype != scores.dtype:
+        raise ValueError(f"the normalize callable returned weights of shape {tuple(weights.shape)} and dtype "
+                         f"{weights.dtype}; expected those of the scores, {tuple(scores.shape)} and {scores.dtype}")
 
 
 def _eager_run(q: Tensor, k: Tensor, v: Tensor, call: AttentionCall) -> AttentionOutput:
@@ -165,6 +175,8 @@ def _eager_run(q: Tensor, k: Tensor, v: Tensor, call: AttentionCall) -> Attentio
         weights = _softmax_inplace(scores, call.mask)  # a built-in score's fresh buffer, never the caller's
     else:
         weights = get_normalizer(call.normalize)(scores, call.mask, **call.normalize_params)
+        if not isinstance(call.normalize, str):
+            _check_callable_weights(weights, scores)
     dropped = F.dropout(weights, call.dropout) if call.dropout > 0 else weights
     context = batched_matmul(dropped, v)  # (..., i, dv)
     return AttentionOutput(context, weights if call.need_weights else None)

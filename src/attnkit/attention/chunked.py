@@ -27,7 +27,7 @@ import math
 import torch
 from torch import Tensor
 
-from .backends import register_backend
+from .backends import _check_callable_scores, register_backend
 from .call import AttentionCall, AttentionOutput
 from .scores import as_scaled_dot, get_score
 
@@ -354,7 +354,10 @@ def _chunked_run(q: Tensor, k: Tensor, v: Tensor, call: AttentionCall) -> Attent
         params = tuple(call.score_params[n] for n in tensor_names)
 
         def score_fn(a, b, *ps):
-            return fn(a, b, **fixed, **dict(zip(tensor_names, ps)))
+            scores = fn(a, b, **fixed, **dict(zip(tensor_names, ps)))
+            if not isinstance(call.score, str):  # checked as eager checks it, on each tile
+                _check_callable_scores(scores, a, b)
+            return scores
 
     divide = bool(call.normalize_params.get("divide_by_length", False))
     context = _ChunkedAttention.apply(call.normalize, divide, scale, score_fn, call.mask, q, k, v, *params)
