@@ -67,7 +67,17 @@ def test_a_folder_that_is_not_a_model_is_a_clear_error(tmp_path, capsys):
     assert main(["attention", "--model-dir", str(tmp_path), "hello"]) == 2
     assert "model_type is 't5'" in capsys.readouterr().err
     assert main(["attention", "--model-dir", str(tmp_path / "missing"), "hello"]) == 2
-    assert "no such directory" in capsys.readouterr().err
+    assert f"--model-dir {tmp_path / 'missing'}: no such directory" in capsys.readouterr().err
+    assert main(["attention", "--model-dir", str(tmp_path / "config.json"), "hello"]) == 2
+    assert f"--model-dir {tmp_path / 'config.json'}: is not a folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("sentence", ["", "  \t "])
+def test_an_empty_sentence_is_a_clear_error(sentence, capsys):
+    # it printed the weights of [CLS] and [SEP] alone, as if that were the sentence's attention
+    assert main(["attention", "--model-dir", str(MODEL_DIR), sentence]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == "attnkit attention: error: the sentence is empty\n"
 
 
 def test_the_installed_command_runs_offline(tmp_path, oracle):

@@ -45,6 +45,8 @@ def run(args) -> int:
     from attnkit.interop import ModelFolderError, load_pretrained
 
     check_utf8_arguments([args.sentence], "the sentence")
+    if not args.sentence.strip():  # would print the attention of [CLS] and [SEP] alone
+        raise UserError("the sentence is empty")
     if args.digits < 0:
         raise UserError(f"--digits must be >= 0, got {args.digits}")
     if args.output:
@@ -52,7 +54,7 @@ def run(args) -> int:
     try:
         model = load_pretrained(Path(args.model_dir).expanduser())
     except ModelFolderError as err:
-        raise UserError(str(err)) from None
+        raise UserError(f"--model-dir {err}") from None
     batch, out = model.encode([args.sentence], need_weights=True)
     if batch.truncated[0]:
         print(f"attnkit attention: note: the sentence was truncated to {model.max_length} tokens", file=sys.stderr)

@@ -169,7 +169,7 @@ def load_pretrained(folder: str | Path) -> PretrainedBert:
 
     folder = Path(folder)
     if not folder.is_dir():
-        raise ModelFolderError(f"{folder}: no such directory")
+        raise ModelFolderError(f"{folder}: " + ("is not a folder" if folder.exists() else "no such directory"))
     missing = [f for f in (CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE) if not (folder / f).is_file()]
     if missing:
         raise ModelFolderError(
