@@ -51,6 +51,22 @@ def test_toy_numbers_are_softmax_of_xxt_times_x(capsys):
     assert abs(printed[2][0] - 0.4) < 1e-3 and abs(printed[2][2] - 0.2) < 1e-3
 
 
+@pytest.mark.parametrize("lang", LANGS)
+def test_toy_text_says_which_word_attends_more_to_another_than_to_itself(lang, capsys):
+    # It said a word always scores itself among the highest, under a table where 好 gives 上 more weight.
+    from attnkit.explain.topics import TOY_VECTORS, TOY_WORDS
+
+    main(["explain", "toy", "--lang", lang])
+    last = capsys.readouterr().out.rstrip().splitlines()[-1]
+    x = TOY_VECTORS
+    weights = torch.softmax(x @ x.T, -1)  # computed here, independently of the lesson
+    assert weights[2].argmax() == 1 and weights[2, 1] > weights[2, 2]  # 好 prefers the longer 上
+    want = (f"'好' attends more to '上' ({weights[2, 1]:.2f}) than to itself ({weights[2, 2]:.2f})" if lang == "en"
+            else f"'好' 关注 '上'（{weights[2, 1]:.2f}）比关注自己（{weights[2, 2]:.2f}）还多")
+    assert want in last and "itself among the highest" not in last
+    assert torch.equal(x @ x.T, (x @ x.T).T)  # the text's "XXᵀ is symmetric"
+
+
 def test_unknown_topic_is_a_clear_usage_error(capsys):
     with pytest.raises(SystemExit) as info:
         main(["explain", "nonsense"])

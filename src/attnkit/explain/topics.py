@@ -51,14 +51,20 @@ def toy(lang: str = "zh") -> Lesson:
         out.context, rows=words, cols=("x1", "x2"),
     )
     torch.testing.assert_close(out.weights, weights)  # the three stages are exactly what attend() does
+    # A word whose row gives another word more weight than itself: the dot product favours long vectors.
+    r = next(n for n in range(len(words)) if weights[n].max() > weights[n, n])
+    best = int(weights[r].argmax())
+    w_best, w_self = f"{weights[r, best]:.2f}", f"{weights[r, r]:.2f}"
     lesson.add(
-        "为什么要学习 W：这里相似度只由词向量本身决定，'早' 和自己的相似度总是最高的之一，"
+        f"为什么要学习 W：这里相似度只由词向量本身决定。XXᵀ 是对称的（'早' 对 '上' 的分数就是 '上' 对 '早' 的分数），"
+        f"点积又偏爱长的向量：'{words[r]}' 关注 '{words[best]}'（{w_best}）比关注自己（{w_self}）还多。"
         "模型无法选择关注什么。自注意力用可学习的 W_q、W_k、W_v 把 X 投影成查询、键和值，"
         "让训练决定谁该关注谁（见 attnkit explain self-attention）。",
-        "Why a learned W helps: here similarity is fixed by the word vectors themselves, so a word always "
-        "scores itself among the highest and the model cannot choose what to attend to. Self-attention "
-        "projects X with learned W_q, W_k, W_v into queries, keys and values, so training decides who "
-        "attends to whom (see attnkit explain self-attention).",
+        "Why a learned W helps: here similarity is fixed by the word vectors themselves. XXᵀ is symmetric ('早' "
+        "scores '上' exactly as '上' scores '早'), and the dot product favours long vectors: "
+        f"'{words[r]}' attends more to '{words[best]}' ({w_best}) than to itself ({w_self}). The model cannot "
+        "choose what to attend to. Self-attention projects X with learned W_q, W_k, W_v into queries, keys and "
+        "values, so training decides who attends to whom (see attnkit explain self-attention).",
     )
     return lesson
 
