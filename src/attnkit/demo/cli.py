@@ -174,6 +174,24 @@ def _interrupted(cache: Path, minutes_now: float, recipe) -> tuple[int, int, flo
     return None
 
 
+def _floor_translator():
+    """A stand-in for the demo model before it is trained, for :meth:`Translator.decoding_bytes`: the
+    recipe's Transformer with the smallest vocabularies its tokenizers can have (a sentencepiece target
+    holds at least its 256 byte pieces and 4 specials, whatever the corpus), and an empty character
+    vocabulary, which encodes each character as one piece (UNK), as the trained source tokenizer does. Of
+    what a trained model could have otherwise, the estimate grows only with the target vocabulary, so it
+    is at most the trained model's: a --beam it refuses fits no demo model. (~20 MB, freed at once; on
+    the meta device it would take a second longer to build.)"""
+    from attnkit.decode.translator import Translator
+    from attnkit.models import build_model
+    from attnkit.text.char import CharTokenizer
+    from attnkit.text.spm import MIN_VOCAB_SIZE
+    from attnkit.train import recipe_from_dict
+
+    none = CharTokenizer([])
+    return Translator(build_model(recipe_from_dict(RECIPE).model, none.vocab_size, MIN_VOCAB_SIZE), none, none)
+
+
 def _check_corpus(phrases: list[str]) -> None:
     """Refuse phrases none of whose characters occurs in a CC-CEDICT headword: there is nothing to train on."""
     from attnkit.data import load_cedict
@@ -228,6 +246,7 @@ def _prepare_cache(cache: Path, focus: str, phrases: list[str], retrain: bool, w
 
 def run(args) -> int:
     from attnkit.data import DataError
+    from attnkit.decode.cli import check_decoding_memory
     from attnkit.decode.translator import Translator
     from attnkit.text import TokenizerError
     from attnkit.train import recipe_from_dict, train
@@ -237,6 +256,9 @@ def run(args) -> int:
     phrases = args.phrases or list(PHRASES)
     check_utf8_arguments(phrases, "phrase")
     _check(args, phrases)
+    # a --beam no demo model's decoding can fit in memory: refused before minutes of training (the trained
+    # model is checked again before it translates)
+    check_decoding_memory(_floor_translator(), phrases, args.beam, need_attention=True)
     cache = args.cache or default_cache(phrases)
     if args.phrases and (args.retrain or not (cache / "best").is_dir()):
         _check_corpus(phrases)  # before the cache is touched (--retrain would delete a model for nothing); ~2 s
@@ -256,22 +278,32 @@ def run(args) -> int:
             print(f"training interrupted at update {result.step}: `attnkit demo` with these phrases and this cache "
                   f"continues it (--retrain starts again)")
 
+    translator = None
     if _prepare_cache(cache, focus_text(phrases), phrases, args.retrain, where):
         minutes = RECIPE["train"]["max_minutes"] if args.minutes is None else args.minutes
         print(f"training a small Transformer for {args.steps} updates (at most {minutes:g} minutes) on the "
               f"CC-CEDICT entries that share a character with {' '.join(phrases)} (cached in {cache})")
         run_training(recipe(args.steps, minutes), cache)
-    elif (stopped := _interrupted(cache, args.minutes or 0.0, recipe)) is not None:
-        step, steps, minutes = stopped
-        print(f"continuing the training of the cached demo model in {cache}, stopped at update {step} of {steps}, "
-              f"for at most {minutes:g} minutes in all (--retrain to start again)")
-        run_training(recipe(steps, minutes), cache, resume=True)
     else:
-        print(f"using the cached demo model in {model_dir} (--retrain to train again)")
-    try:
-        translator = Translator.load(model_dir)
-    except (FileNotFoundError, ValueError) as err:
-        raise UserError(f"{err} (--retrain to train it again)") from None
+        # the cached model, checked before it trains on or translates (training on keeps its vocabularies);
+        # one that does not load is reported below, once the training that continues may have replaced it
+        translator = _load_if_it_loads(model_dir)
+        if translator is not None:
+            check_decoding_memory(translator, phrases, args.beam, need_attention=True)
+        if (stopped := _interrupted(cache, args.minutes or 0.0, recipe)) is not None:
+            step, steps, minutes = stopped
+            print(f"continuing the training of the cached demo model in {cache}, stopped at update {step} of "
+                  f"{steps}, for at most {minutes:g} minutes in all (--retrain to start again)")
+            run_training(recipe(steps, minutes), cache, resume=True)
+            translator = None  # best/ may be a newer model now
+        else:
+            print(f"using the cached demo model in {model_dir} (--retrain to train again)")
+    if translator is None:
+        try:
+            translator = Translator.load(model_dir)
+        except (FileNotFoundError, ValueError) as err:
+            raise UserError(f"{err} (--retrain to train it again)") from None
+        check_decoding_memory(translator, phrases, args.beam, need_attention=True)
     results = translator.translate(phrases, beam=args.beam, need_attention=True)
     width = max(len(p) for p in phrases)
     print()
@@ -279,6 +311,16 @@ def run(args) -> int:
         print(f"  {r.source}{'　' * (width - len(r.source))}  →  {r.text}")
     _heatmap(results[0], args.heatmap)
     return 0
+
+
+def _load_if_it_loads(model_dir: Path):
+    """The Translator of ``model_dir``, or None when it does not load."""
+    from attnkit.decode.translator import Translator
+
+    try:
+        return Translator.load(model_dir)
+    except (FileNotFoundError, ValueError):
+        return None
 
 
 def _heatmap(result, path: Path) -> None:

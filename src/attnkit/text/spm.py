@@ -25,12 +25,12 @@ from typing import Any, Iterable, Literal
 
 from attnkit.text.base import BOS_ID, EOS_ID, PAD_ID, SPECIAL_PIECES, UNK_ID, Tokenizer, TokenizerError
 
-__all__ = ["SentencePieceTokenizer", "MODEL_TYPES"]
+__all__ = ["SentencePieceTokenizer", "MODEL_TYPES", "MIN_VOCAB_SIZE"]
 
 MODEL_FILE = "sentencepiece.model"
 MODEL_TYPES: tuple[str, ...] = ("unigram", "bpe")
 # 256 byte pieces for byte_fallback, plus the four specials: the least any vocabulary can hold.
-_MIN_VOCAB = 256 + len(SPECIAL_PIECES)
+MIN_VOCAB_SIZE = 256 + len(SPECIAL_PIECES)
 _REQUIRED_CHARS = re.compile(r"required_chars\. (\d+) vs (\d+)")
 
 
@@ -75,8 +75,8 @@ class SentencePieceTokenizer(Tokenizer):
         """
         if model_type not in MODEL_TYPES:
             raise TokenizerError(f"model_type must be one of {', '.join(MODEL_TYPES)}, got {model_type!r}")
-        if vocab_size < _MIN_VOCAB:
-            raise TokenizerError(f"vocab_size must be >= {_MIN_VOCAB} (256 byte pieces + 4 specials), got {vocab_size}")
+        if vocab_size < MIN_VOCAB_SIZE:
+            raise TokenizerError(f"vocab_size must be >= {MIN_VOCAB_SIZE} (256 byte pieces + 4 specials), got {vocab_size}")
         if not 0 < character_coverage <= 1:
             raise TokenizerError(f"character_coverage must be in (0, 1], got {character_coverage}")
         texts = [s for s in sentences if s]
