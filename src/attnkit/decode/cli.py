@@ -44,6 +44,8 @@ def check_decoding_memory(translator, sentences, beam: int, batch_size: int | No
     command has no ``--batch-size`` and translates in batches of 64."""
     from attnkit.runtime import available_memory
 
+    from .memory import format_bytes
+
     have = available_memory()
     if have is None:  # not Linux: nothing to compare with
         return
@@ -56,15 +58,8 @@ def check_decoding_memory(translator, sentences, beam: int, batch_size: int | No
     how = f"beam search over {together} sentence{'s' * (together != 1)} at a time" if beam > 1 else (
         f"greedy decoding of {together} sentence{'s' * (together != 1)} at a time")
     advice = f": use a smaller {' or '.join(flags)}" if flags else ""
-    raise UserError(f"{named}: {how} needs at least {_size(need)} of memory, more than the {_size(have)} "
-                    f"available{advice}")
-
-
-def _size(n: int) -> str:
-    for unit, name in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
-        if n >= unit:
-            return f"{n / unit:.1f} {name}"
-    return f"{n} bytes"
+    raise UserError(f"{named}: {how} needs at least {format_bytes(need)} of memory, more than the "
+                    f"{format_bytes(have)} available{advice}")
 
 
 def run(args) -> int:

@@ -25,7 +25,7 @@ import torch
 from attnkit.models import Seq2SeqModel
 from attnkit.models.config import RNNConfig, TransformerConfig
 
-__all__ = ["decoding_bytes"]
+__all__ = ["decoding_bytes", "format_bytes"]
 
 
 def decoding_bytes(model: Seq2SeqModel, sentences: int, beam: int, src_len: int, steps: int,
@@ -56,3 +56,11 @@ def _itemsize(model: Seq2SeqModel) -> int:
         if p.is_floating_point():
             return p.element_size()
     return torch.tensor([], dtype=torch.get_default_dtype()).element_size()
+
+
+def format_bytes(n: int) -> str:
+    """``n`` bytes as the refusals write them: ``1.4 GiB``, ``414.2 KiB``, ``512 bytes``."""
+    for unit, name in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+        if n >= unit:
+            return f"{n / unit:.1f} {name}"
+    return f"{n} bytes"
