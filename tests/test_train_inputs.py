@@ -664,6 +664,95 @@ def test_learned_positions_fewer_than_the_longest_pair_needs_are_refused_before_
     assert main(_train(recipe, tmp_path / "out", *learned, "--set", "data.max_len=7", "--max-steps", "1")) == 0
 
 
+# --- the memory of dev BLEU's beam search ---------------------------------------------------------------
+
+def _eval_need(finished, recipe, beam: int) -> int:
+    """What decoding for dev BLEU needs, written out: the recipe's first 10 dev sources (dev_max_sentences) in one
+    batch, of up to (longest source in characters + EOS) positions, for up to 2 × that + 10 output steps, with the
+    finished run's model (the same recipe and data: the same vocabularies)."""
+    from attnkit.data import read_manythings
+    from attnkit.decode.memory import decoding_bytes
+    from attnkit.models import load_model
+
+    model, _ = load_model(finished / "best")
+    dev = yaml.safe_load(recipe.read_text(encoding="utf-8"))["data"]["dev"]
+    sources = [p.src for p in read_manythings(dev).pairs[:10]]
+    s = max(len(text) for text in sources) + 1
+    return decoding_bytes(model, 10, beam, s, 2 * s + 10)
+
+
+def test_an_eval_beam_no_memory_can_hold_is_refused_before_training_naming_where_it_was_set(recipe, tmp_path, capsys):
+    """train.eval_beam 10⁹ would allocate terabytes at the first validation, after eval_every updates of work, and
+    the kernel kill the run without a word: refused before anything is trained or written, naming the key and the
+    option or file that set it, in one line."""
+    from attnkit.runtime import available_memory
+
+    if available_memory() is None:
+        pytest.skip("no /proc/meminfo: the memory available is unknown and not checked")
+    out = tmp_path / "out"
+    assert main(_train(recipe, out, "--set", "train.eval_beam=1000000000")) == 2
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err and captured.err.count("\n") == 1
+    assert captured.err.startswith("attnkit train: error: --set train.eval_beam=1000000000: train.eval_beam=1000000000 "
+                                   "is too large: the beam search for dev BLEU needs at least "), captured.err
+    assert " GiB of memory for 10 dev sentences at a time, more than the " in captured.err
+    assert captured.err.endswith(" available: use a smaller train.eval_beam\n")
+    assert not out.exists()
+    path = tmp_path / "base.yaml"
+    path.write_text(recipe.read_text(encoding="utf-8").replace("max_steps: 3,", "max_steps: 3, eval_beam: 1000000000,"),
+                    encoding="utf-8")
+    assert main(_train(path, out)) == 2
+    assert f"error: {path}: train.eval_beam=1000000000 is too large: " in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_an_eval_beam_is_refused_exactly_when_its_decoding_estimate_exceeds_the_memory(recipe, finished, tmp_path,
+                                                                                        monkeypatch, capsys):
+    import attnkit.runtime as runtime
+
+    have = _eval_need(finished, recipe, 8)
+    monkeypatch.setattr(runtime, "available_memory", lambda: have)
+    assert main(_train(recipe, tmp_path / "out", "--set", "train.eval_beam=9", "--max-steps", "1")) == 2
+    assert capsys.readouterr().err == (
+        f"attnkit train: error: --set train.eval_beam=9: train.eval_beam=9 is too large: the beam search for dev BLEU "
+        f"needs at least {_eval_need(finished, recipe, 9) / 1024:.1f} KiB of memory for 10 dev sentences at a time, "
+        f"more than the {have / 1024:.1f} KiB available: use a smaller train.eval_beam\n")
+    assert not (tmp_path / "out").exists()
+    assert main(_train(recipe, tmp_path / "out", "--set", "train.eval_beam=8", "--max-steps", "1")) == 0
+    assert (tmp_path / "out" / "best").is_dir()
+    # a resumed run checks the eval_beam it continues with (the limits and eval_beam may change on resuming)
+    assert main(_train(recipe, tmp_path / "out", "--resume", "--set", "train.eval_beam=9", "--max-steps", "2")) == 2
+    assert "--set train.eval_beam=9: train.eval_beam=9 is too large" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "out" / "checkpoints").iterdir()) == ["step-000001"]
+
+
+def test_the_dev_bleu_settings_of_the_shipped_recipes_fit_this_machine(monkeypatch):
+    """configs/*.yaml (eval_beam 1, the default, over their 879 dev sentences) are not refused against the real
+    memory, with the most target pieces they allow (the estimate grows with the vocabulary)."""
+    from attnkit.configfile import read_settings_file
+    from attnkit.models import build_model
+    from attnkit.runtime import available_memory
+    from attnkit.text.char import CharTokenizer
+    from attnkit.train.config import recipe_from_dict
+    from attnkit.train.corpus import read_split
+    from attnkit.train.loop import _check_eval_memory
+
+    if not (DATA / "dev.tsv").exists():
+        pytest.skip(f"Tatoeba data not found at {DATA}")
+    if available_memory() is None:
+        pytest.skip("no /proc/meminfo: the memory available is unknown and not checked")
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)  # the recipes name the data from the repository's root
+    configs = sorted((root / "configs").glob("*.yaml"))
+    assert len(configs) == 4
+    for config in configs:
+        recipe = recipe_from_dict(read_settings_file(config))
+        assert recipe.tokenizer.src.kind == "char" and recipe.train.eval_beam == 1, config  # a piece per character
+        dev = read_split(recipe.data, "dev")
+        model = build_model(recipe.model, 10, recipe.tokenizer.tgt.vocab_size)
+        _check_eval_memory(model, CharTokenizer([]), CharTokenizer([]), dev, recipe)  # raises if refused
+
+
 def test_too_short_a_max_len_for_every_pair_is_a_clear_error(recipe, tmp_path, capsys):
     assert main(_train(recipe, tmp_path / "out", "--set", "data.max_len=2")) == 2
     assert "data.train: all 298 pairs have a side longer than data.max_len=2 tokens" in capsys.readouterr().err
@@ -713,6 +802,7 @@ def _error(name: str) -> ValueError:
     from attnkit.models.config import TransformerConfig
     from attnkit.text.build import TokenizerConfig
     from attnkit.train.config import recipe_from_dict
+    from attnkit.train.loop import TrainRecipeError
 
     return {
         "SpecError with its side": lambda: _raised(TokenizerConfig.from_dict, {"src": {"kind": "char", "min_freq": 0}}),
@@ -722,12 +812,13 @@ def _error(name: str) -> ValueError:
         "RecipeError naming the keys that clash": lambda: _raised(
             recipe_from_dict, {"tokenizer": {"joint": True, "src": {"kind": "char"}, "tgt": {"kind": "sentencepiece"}}}),
         "ConfigError naming the keys that clash": lambda: _raised(TransformerConfig, d_model=30, heads=4),
+        "TrainRecipeError naming its key": lambda: TrainRecipeError("train.eval_beam", "train.eval_beam=9 is too large"),
     }[name]()
 
 
 @pytest.mark.parametrize("name", ["SpecError with its side", "SpecError with a message of its own",
                                   "RecipeError naming one key", "RecipeError naming the keys that clash",
-                                  "ConfigError naming the keys that clash"])
+                                  "ConfigError naming the keys that clash", "TrainRecipeError naming its key"])
 def test_errors_with_attributes_survive_pickling_with_their_message_and_attributes(name):
     """A worker process (a DataLoader's, a process pool's) hands its exception back pickled: what arrives
     is the same error, its message and attributes (key, detail, side) included."""

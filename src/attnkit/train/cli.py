@@ -47,6 +47,12 @@ def add_arguments(parser) -> None:
 
 def load_recipe(args):
     """The recipe of ``--config`` with the command line's flags and ``--set`` applied, validated."""
+    return _load_recipe(args)[0]
+
+
+def _load_recipe(args):
+    """:func:`load_recipe`'s recipe, and the command-line option that set each recipe key set on the command
+    line (for the errors about a value that only the data and the model show to be impossible)."""
     try:
         data = read_settings_file(args.config)
     except SettingsFileError as err:
@@ -81,12 +87,16 @@ def load_recipe(args):
         recipe = recipe_from_dict(data)
         if note:
             print(f"attnkit train: note: {note}", file=sys.stderr)
-        return recipe
+        return recipe, origins
     except RecipeError as err:
-        where = _origin(origins, err.key) or args.config
-        raise UserError(f"{where}: {err}") from None
+        raise UserError(_located(err, origins, args.config)) from None
     except ConfigError as err:
         raise UserError(f"{args.config}: {err}") from None
+
+
+def _located(err: RecipeError, origins: dict[str, str], config: str) -> str:
+    """The error about a recipe value, after the option that set it, or else the recipe file."""
+    return f"{_origin(origins, err.key) or config}: {err}"
 
 
 def _origin(origins: dict[str, str], key: str | tuple[str, ...]) -> str | None:
@@ -123,9 +133,11 @@ def run(args) -> int:
 
     from .loop import TrainError, train
 
-    recipe = load_recipe(args)
+    recipe, origins = _load_recipe(args)
     try:
         result = train(recipe, args.out, resume=args.resume, progress=not args.quiet)
+    except RecipeError as err:  # a value the data and the model make impossible (train.eval_beam): as at loading
+        raise UserError(_located(err, origins, args.config)) from None
     except (CorpusError, DataError, TokenizerError, TrainError) as err:
         raise UserError(str(err)) from None
     return 0 if result.step > 0 else 1

@@ -36,13 +36,14 @@ from attnkit.text import build_tokenizers, load_tokenizers
 from .checkpoint import (STEP_PREFIX, CheckpointError, checkpoint_dir, earlier_checkpoint, latest_checkpoint,
                          load_checkpoint, prune_checkpoints, publish_best, recover_best, save_checkpoint)
 from .clip import clip_grad_norm
-from .config import Recipe, TrainSettings
+from .config import Recipe, RecipeError, TrainSettings
 from .corpus import read_split
 from .mfu import matmul_rate
 from .progress import Progress
 from .schedule import learning_rate
 
-__all__ = ["train", "TrainResult", "TrainError", "OutputExistsError", "NoCheckpointError", "optimizer_update"]
+__all__ = ["train", "TrainResult", "TrainError", "TrainRecipeError", "OutputExistsError", "NoCheckpointError",
+           "optimizer_update"]
 
 # What a resumed run must share with the run it continues: the model, the tokenizers, the data stream (the
 # data read and how it is batched) and the dev set, whose BLEU decides best/ and patience. The rest (limits,
@@ -51,10 +52,18 @@ _FIXED_SECTIONS = ("data", "tokenizer", "model")
 # test is never read by training; strict only refuses bad lines
 _FREE_DATA_KEYS = {"data.test", "data.strict"}
 _FIXED_TRAIN_KEYS = ("train.max_tokens", "train.seed")  # the batches and their order
+# sentences decoded together for dev BLEU
+_EVAL_BATCH = 64
 
 
 class TrainError(ValueError):
     """A run that cannot start or continue as asked; the message says why and what to do instead."""
+
+
+class TrainRecipeError(TrainError, RecipeError):
+    """A recipe value that the data and the model make impossible, found once they are read, before training:
+    a :class:`TrainError` that names its key (``key``) as a :class:`~attnkit.train.config.RecipeError` does, so
+    that ``attnkit train`` names the file or option that gave it."""
 
 
 class NoCheckpointError(TrainError, FileNotFoundError):
@@ -135,6 +144,7 @@ def train(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callabl
     dev_loader = BatchLoader(dev_encoded.examples, max_tokens=t.max_tokens, shuffle=False) if dev_encoded else None
 
     model = build_model(recipe.model, src_tok.vocab_size, tgt_tok.vocab_size)
+    _check_eval_memory(model, src_tok, tgt_tok, dev_pairs, recipe)
     # The fused kernel updates all parameters in a few calls instead of ~10 small ops per tensor.
     optimizer = torch.optim.Adam(model.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay, fused=True)
     step, position, elapsed_before = 0, loader.start(), 0.0
@@ -584,11 +594,44 @@ def _validate(model, dev_loader, dev_pairs, src_tok, tgt_tok, recipe: Recipe, sm
         logits, _ = model(batch.src, batch.tgt_in)
         loss_sum += float(label_smoothed_nll(logits, batch.tgt_out, smoothing=0.0, ignore_index=model.config.pad_id))
         tokens += batch.num_target_tokens
-    limit = recipe.data.dev_max_sentences
-    subset = dev_pairs[:limit] if limit else dev_pairs
-    hyps = Translator(model, src_tok, tgt_tok).translate([p.src for p in subset], beam=recipe.train.eval_beam)
+    subset = _dev_subset(dev_pairs, recipe)
+    hyps = Translator(model, src_tok, tgt_tok).translate([p.src for p in subset], beam=recipe.train.eval_beam,
+                                                         batch_size=_EVAL_BATCH)
     target_lang = recipe.data.direction.split("-")[1]
     scores = corpus_scores([h.text for h in hyps], [p.tgt for p in subset], target_lang=target_lang)
     return {"dev_loss": round(loss_sum / max(tokens, 1), 4), "dev_ppl": round(math.exp(min(loss_sum / max(tokens, 1), 50)), 2),
             "bleu": round(scores["bleu"].score, 2), "chrf": round(scores["chrf"].score, 2),
             "bleu_signature": scores["bleu"].signature}
+
+
+def _dev_subset(dev_pairs: list, recipe: Recipe) -> list:
+    """The dev pairs whose translations give dev BLEU: the first ``data.dev_max_sentences`` (all for None)."""
+    limit = recipe.data.dev_max_sentences
+    return dev_pairs[:limit] if limit else dev_pairs
+
+
+def _check_eval_memory(model, src_tok, tgt_tok, dev_pairs: list, recipe: Recipe) -> None:
+    """Refuse a ``train.eval_beam`` whose decoding for dev BLEU cannot fit in the memory available: the kernel
+    would kill the run at its first validation, after ``eval_every`` updates of work, without a word. The
+    estimate is :meth:`Translator.decoding_bytes` of the dev sources :func:`_validate` translates, in its
+    batches (a floor: :mod:`attnkit.decode.memory`); the memory, :func:`attnkit.runtime.available_memory`."""
+    from attnkit.decode.memory import format_bytes
+    from attnkit.runtime import available_memory
+
+    have = available_memory()
+    sources = [p.src for p in _dev_subset(dev_pairs, recipe)]
+    if have is None or not sources:  # not Linux, or no validation
+        return
+    beam, training = recipe.train.eval_beam, model.training
+    need = Translator(model, src_tok, tgt_tok).decoding_bytes(sources, beam=beam, batch_size=_EVAL_BATCH)
+    model.train(training)  # (a Translator puts its model in eval mode)
+    if need <= have:
+        return
+    together = min(_EVAL_BATCH, len(sources))
+    what = (f"needs at least {format_bytes(need)} of memory for {together} dev sentence{'s' * (together != 1)} at a "
+            f"time, more than the {format_bytes(have)} available")
+    if beam > 1:
+        raise TrainRecipeError("train.eval_beam", f"train.eval_beam={beam} is too large: the beam search for dev BLEU "
+                                                  f"{what}: use a smaller train.eval_beam")
+    raise TrainError(f"dev BLEU's greedy decoding {what}: validate on fewer dev sentences (data.dev_max_sentences) "
+                     f"or shorter ones")
