@@ -470,6 +470,13 @@ def test_report_opens_in_chromium_without_errors_and_the_view_works(open_page, r
         values = page.evaluate(CELLS.format(n=1))
         return np.array([v for v, _ in values]).reshape(rows, cols), [c for _, c in values]
 
+    # Layers and heads are named counting from 1, as `attnkit plot` names them; the last layer is chosen.
+    menu = "Array.from(document.querySelectorAll('#s1-{role} option')).map(function (o) {{ return o.textContent; }})"
+    assert page.evaluate(menu.format(role="layer")) == ["layer 1", "layer 2", "average of layers"]
+    assert page.evaluate(menu.format(role="head")) == ["head 1", "head 2", "head 3", "head 4", "mean of heads"]
+    assert page.evaluate("(function (s) { return s.options[s.selectedIndex].textContent; })"
+                         "(document.getElementById('s1-layer'))") == "layer 2"
+
     weights, shades = cells()  # default: the last layer, mean of heads
     np.testing.assert_allclose(weights, att[-1].mean(0), atol=1e-4)
     choose(page, 1, "head", 0)

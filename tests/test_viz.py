@@ -181,3 +181,64 @@ def test_decoder_self_attention_of_an_output_that_fills_the_learned_positions(tm
     assert main(["plot", "--model", str(tmp_path / "m"), "他很高兴。", "--attention", "decoder",
                  "--output", str(tmp_path / "dec.svg")]) == 0
     assert "decoder self-attention" in capsys.readouterr().out
+
+
+def _encoder_model(tmp_path, layers: int, heads: int):
+    """A random Transformer with ``layers`` encoder layers of ``heads`` heads, saved as a model folder."""
+    from attnkit.models import TransformerConfig, build_model, save_model
+    from attnkit.text import CharTokenizer, save_tokenizers
+
+    torch.manual_seed(0)
+    src_tok, tgt_tok = CharTokenizer.train(["他很高兴。"]), CharTokenizer.train(["He is happy."])
+    config = TransformerConfig(d_model=12, heads=heads, encoder_layers=layers, decoder_layers=1, ffn_dim=24,
+                               dropout=0.0)
+    model = build_model(config, src_tok.vocab_size, tgt_tok.vocab_size).eval()
+    save_model(model, tmp_path / "m")
+    save_tokenizers(tmp_path / "m", src_tok, tgt_tok)
+    return model, src_tok
+
+
+def _svg_texts(path) -> list[str]:
+    """The texts of an SVG written by matplotlib, which draws each as glyph paths after a comment holding it."""
+    import re
+
+    return [t.strip() for t in re.findall(r"<!-- (.*?) -->", path.read_text(encoding="utf-8"))]
+
+
+def test_plot_numbers_layers_and_heads_from_1_as_the_report_does(tmp_path, capsys, monkeypatch):
+    """`plot --head all` titled its panels "layer -1, head 0" (the index as given, heads from 0) where the
+    report's menus say "layer 3, head 1": both now count from 1, and --layer/--head take those numbers."""
+    from attnkit.cli import main
+    from attnkit.viz import heatmap
+
+    model, src_tok = _encoder_model(tmp_path, layers=2, heads=3)
+    out = tmp_path / "all.svg"
+    assert main(["plot", "--model", str(tmp_path / "m"), "他很高兴。", "--attention", "encoder", "--head", "all",
+                 "--output", str(out)]) == 0
+    texts = _svg_texts(out)
+    assert [t for t in texts if t.startswith("layer")] == ["layer 2, head 1", "layer 2, head 2", "layer 2, head 3"]
+    assert "他很高兴。: encoder self-attention (layer 2, all heads)" in capsys.readouterr().out
+
+    # --layer 1 --head 2: the first layer's second head, named so; weights from the model's own encoder
+    src = torch.tensor([src_tok.encode("他很高兴。") + [src_tok.eos_id]])
+    with torch.no_grad():
+        expected = model.encoder_attention(src)[0][0, 1]  # layer 1, head 2, counted from 1
+    drawn = {}
+    real_plot = heatmap.plot_attention
+    monkeypatch.setattr(heatmap, "plot_attention", lambda w, *a, **k: drawn.update(w=w, title=k["title"]) or real_plot(w, *a, **k))
+    assert main(["plot", "--model", str(tmp_path / "m"), "他很高兴。", "--attention", "encoder", "--layer", "1",
+                 "--head", "2", "--output", str(tmp_path / "one.png")]) == 0
+    assert torch.allclose(drawn["w"], expected)
+    assert drawn["title"] == "他很高兴。: encoder self-attention (layer 1, head 2)"
+    assert main(["plot", "--model", str(tmp_path / "m"), "他很高兴。", "--attention", "encoder", "--layer", "-2",
+                 "--head", "-1", "--output", str(tmp_path / "one.png")]) == 0
+    assert drawn["title"] == "他很高兴。: encoder self-attention (layer 1, head 3)"
+    capsys.readouterr()
+
+    for flag, value, message in (("--layer", "0", "--layer counts from 1"), ("--head", "0", "--head counts from 1"),
+                                 ("--layer", "3", "--layer 3: the model's encoder has 2 layers (1 to 2, or -1 to -2"),
+                                 ("--head", "-4", "--head -4: its attention has 3 heads (1 to 3, or -1 to -3")):
+        args = ["plot", "--model", str(tmp_path / "m"), "他很高兴。", "--attention", "encoder", flag, value,
+                "--output", str(tmp_path / "bad.png")]
+        assert main(args) == 2
+        assert message in capsys.readouterr().err

@@ -1,6 +1,6 @@
 """Seeing attention: heatmaps with Chinese rendered as Chinese."""
 
 from .fonts import NoCJKFontError, cjk_font
-from .heatmap import plot_attention, select_heads
+from .heatmap import layer_head_name, plot_attention, select_heads
 
-__all__ = ["plot_attention", "select_heads", "cjk_font", "NoCJKFontError"]
+__all__ = ["plot_attention", "select_heads", "layer_head_name", "cjk_font", "NoCJKFontError"]

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from .fonts import cjk_font
 
-__all__ = ["plot_attention", "select_heads"]
+__all__ = ["plot_attention", "select_heads", "layer_head_name"]
 
 
 def select_heads(weights: Tensor, layer: int | None = -1, head: int | str | None = "mean") -> Tensor:
@@ -33,6 +33,19 @@ def select_heads(weights: Tensor, layer: int | None = -1, head: int | str | None
     if not isinstance(head, int) or not -heads <= head < heads:
         raise ValueError(f"head must be 'mean', 'all' or an index in [0, {heads}), got {head!r}")
     return w[head]
+
+
+def layer_head_name(layer: int, head: int | str, layers: int, heads: int) -> str:
+    """How a layer and a head (indices into ``(layers, heads, i, j)`` weights, counted from 0, negative
+    from the end, as :func:`select_heads` takes them) are named to people — in the heatmaps' titles as in
+    the report's menus: counting from 1, and a layer given from the end by its own number ("layer 3,
+    head 2" for ``layer=-1, head=1`` of 3 layers; "layer 3, mean of heads"; "layer 3, all heads")."""
+    name = f"layer {layer % layers + 1}"
+    if head == "mean":
+        return f"{name}, mean of heads"
+    if head == "all":
+        return f"{name}, all heads"
+    return f"{name}, head {head % heads + 1}"
 
 
 def plot_attention(
