@@ -35,7 +35,7 @@ from attnkit.decode.translator import Translation, Translator
 from attnkit.models import RNNConfig, TransformerConfig, build_model, save_model
 from attnkit.text import save_tokenizers
 from attnkit.text.char import CharTokenizer
-from attnkit.viz.report import FONT_STACK, render_report, write_report
+from attnkit.viz.report import FONT_STACK, render_report, report_data, write_report
 
 BOS, EOS = 1, 2
 HOSTILE = '<script>alert("x")</script> & </script><!-- 你好'
@@ -154,6 +154,24 @@ def test_rows_follow_the_decoder_eos_step_or_its_absence(tmp_path):
         write_report([Translation("机", "a", ["机", "</s>"], ["a"], -1.0)], tmp_path / "r.html")
     with pytest.raises(ValueError, match="NaN"):
         render_report([Translation("机器", "ab", ["机", "器", "学", "</s>"], ["a", "b"], -1.0, w * float("nan"))])
+
+
+def scaled_translations() -> list[Translation]:
+    """A sentence of probabilities, and one of ReLU attention weights (w = max(s, 0), unbounded): twice the
+    first's, so a cell shaded at the middle of its scale should have the other's 0.5 cell's shade."""
+    from attnkit.attention import relu
+
+    probabilities = torch.tensor([[[[0.5, 0.5], [1.0, 0.0]]]])  # (layers, heads, i, j): a row "a", then EOS
+    relu_weights = relu(torch.tensor([[[[2.5, 1.25], [1.8, -0.3]]]]))
+    return [Translation("机器", "a", ["机", "</s>"], ["a"], -1.0, probabilities),
+            Translation("器机", "a", ["器", "</s>"], ["a"], -1.0, relu_weights)]
+
+
+def test_the_colour_scale_is_0_to_1_for_probabilities_and_the_largest_weight_above(tmp_path):
+    probabilities, relu_weights = report_data(scaled_translations())["sentences"]
+    assert probabilities["scale"] == {"low": 0.0, "high": 1.0, "note": None}
+    assert relu_weights["scale"]["low"] == 0.0 and relu_weights["scale"]["high"] == 2.5
+    assert "exceed 1" in relu_weights["scale"]["note"]
 
 
 def hostile_translation() -> Translation:
@@ -512,6 +530,22 @@ def test_report_opens_in_chromium_without_errors_and_the_view_works(open_page, r
     (tmp_path / "report.png").write_bytes(picture)
     image = imread(io.BytesIO(picture))
     assert image.shape[:2] == (900, 1100) and image[..., :3].std() > 0.05  # not a blank page
+
+
+def test_weights_above_1_are_shaded_on_their_own_scale_and_the_legend_says_so(open_page, tmp_path):
+    """The shading assumed weights in [0, 1]: ReLU weights of 1.8 and 2.5 were both black, and the legend
+    still ran from 0 to 1. Each sentence's scale now runs to its largest weight when that exceeds 1."""
+    page = open_page(write_report(scaled_translations(), tmp_path / "scaled.html"))
+    assert page.errors() == []
+    probabilities, relu_weights = ({w: c for w, c in page.evaluate(CELLS.format(n=n))} for n in (1, 2))  # weight: shade
+    assert len(set(relu_weights.values())) == 4  # 2.5, 1.25, 1.8 and 0 each have a shade of their own
+    # the same place on each sentence's scale, the same shade: 1.25 of 2.5 as 0.5 of 1, 2.5 as 1
+    assert relu_weights[1.25] == probabilities[0.5] and relu_weights[2.5] == probabilities[1.0]
+    assert relu_weights[0.0] == probabilities[0.0]
+    legend = "Array.from(document.querySelectorAll('#s{n} .legend > span')).map(function (e) {{ return e.textContent; }})"
+    assert page.evaluate(legend.format(n=1)) == ["0", "", "1"]
+    low, bar, high, note = page.evaluate(legend.format(n=2))
+    assert (low, high) == ("0", "2.5") and "exceed 1" in note
 
 
 def test_hostile_page_shows_text_and_runs_nothing_injected(open_page, tmp_path):

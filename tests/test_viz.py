@@ -242,3 +242,58 @@ def test_plot_numbers_layers_and_heads_from_1_as_the_report_does(tmp_path, capsy
                 "--output", str(tmp_path / "bad.png")]
         assert main(args) == 2
         assert message in capsys.readouterr().err
+
+
+def _pixels_like(image, colour, tolerance=3 / 255) -> int:
+    """How many pixels of ``image`` (rows, cols, RGB) are ``colour`` (RGB in [0, 1])."""
+    import numpy as np
+
+    return int((np.abs(image[..., :3] - np.asarray(colour[:3])) <= tolerance).all(-1).sum())
+
+
+def test_probabilities_are_shaded_on_0_to_1_in_every_panel(tmp_path):
+    """Each panel was shaded to its own largest weight: a head whose weights are all 0.5 looked as dark as
+    a one-hot head. Probabilities now share the 0-to-1 scale, colour by colour as matplotlib's Blues map
+    gives it, so heatmaps compare."""
+    from matplotlib import colormaps
+    from matplotlib.image import imread
+
+    blues = colormaps["Blues"]
+    uniform = torch.full((2, 2), 0.5)  # softmax of equal scores over two keys
+    one_hot = torch.eye(2)
+    image = imread(plot_attention(torch.stack([uniform, one_hot]), ["注", "意"], ["a", "b"], tmp_path / "p.png",
+                                  head_titles=["head 1", "head 2"]))
+    half, full, empty = (_pixels_like(image, blues(x)) for x in (0.5, 1.0, 0.0))
+    assert full > 1000  # the one-hot head's two cells of weight 1
+    assert 1.6 < half / full < 2.4  # four cells of 0.5 at the middle of the scale, not at its end
+    svg = _svg_texts(plot_attention(uniform, ["注", "意"], ["a", "b"], tmp_path / "p.svg"))
+    assert "1.0" in svg and not any("exceed" in t for t in svg)  # the colour bar runs to 1, and says no more
+
+
+def test_weights_above_1_get_a_scale_to_their_largest_and_the_colour_bar_says_so(tmp_path):
+    """ReLU attention (w = max(s, 0)) is not bounded by 1: its weights are shaded up to the largest one
+    instead of all showing at full darkness, and the colour bar shows that scale and says why."""
+    from matplotlib import colormaps
+    from matplotlib.image import imread
+
+    from attnkit.attention import relu
+
+    blues = colormaps["Blues"]
+    weights = relu(torch.tensor([[2.5, 1.25], [-3.0, 1.25]]))  # 2.5, 1.25, 0, 1.25
+    image = imread(plot_attention(weights, ["注", "意"], ["a", "b"], tmp_path / "r.png"))
+    full, half = _pixels_like(image, blues(1.0)), _pixels_like(image, blues(0.5))
+    assert full > 1000 and 1.6 < half / full < 2.4  # 1.25 is half of the largest, 2.5
+    texts = _svg_texts(plot_attention(weights, ["注", "意"], ["a", "b"], tmp_path / "r.svg"))
+    assert "2.5" in texts  # the colour bar's last tick: the largest weight
+    assert any("2.5" in t and "exceed 1" in t for t in texts), texts  # its label
+
+
+def test_the_colour_range_is_0_to_1_for_probabilities_else_the_weights():
+    from attnkit.viz.scale import colour_range, range_note
+
+    assert colour_range(0.0, 0.73) == (0.0, 1.0)
+    assert colour_range(0.0, 1.0 + 1e-7) == (0.0, 1.0)  # float32 rounding of a mean of probabilities
+    assert colour_range(0.0, 2.5) == (0.0, 2.5)
+    assert colour_range(-0.5, 0.25) == (-0.5, 1.0)
+    assert range_note(0.0, 1.0) is None
+    assert "exceed 1" in range_note(0.0, 2.5) and "below 0" in range_note(-0.5, 1.0)

@@ -14,6 +14,7 @@ from typing import Sequence
 from torch import Tensor
 
 from .fonts import cjk_font
+from .scale import colour_range, range_note
 
 __all__ = ["plot_attention", "select_heads", "layer_head_name"]
 
@@ -57,7 +58,11 @@ def plot_attention(
     title: str | None = None,
     head_titles: Sequence[str] | None = None,
 ) -> Path:
-    """Write a heatmap (PNG or SVG by the file suffix) of ``weights`` ``(i, j)`` or ``(h, i, j)``."""
+    """Write a heatmap (PNG or SVG by the file suffix) of ``weights`` ``(i, j)`` or ``(h, i, j)``.
+
+    Every panel is shaded on one scale, shown by a colour bar: 0 to 1 for weights in [0, 1], so that
+    heatmaps of probabilities compare; widened to the weights' largest (smallest) when they exceed 1
+    (fall below 0), which the colour bar's label says (see :mod:`attnkit.viz.scale`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -71,27 +76,32 @@ def plot_attention(
     if grid.dim() != 3 or grid.shape[1:] != (len(tgt_tokens), len(src_tokens)):
         raise ValueError(f"weights {tuple(w.shape)} do not match {len(tgt_tokens)} output × {len(src_tokens)} source tokens")
     family, _ = cjk_font()
+    low, high = colour_range(float(grid.min()), float(grid.max())) if grid.numel() else (0.0, 1.0)
+    note = range_note(low, high)
+    label = f"weight, {low:.3g} to {high:.3g}" + (f" ({note})" if note else "")
     n = grid.shape[0]
     cols = min(n, 4)
     rows = math.ceil(n / cols)
     cell = 0.45
     fig_w = max(3.0, cols * (len(src_tokens) * cell + 1.5))
-    fig_h = max(2.5, rows * (len(tgt_tokens) * cell + 1.2))
+    fig_h = max(2.5, rows * (len(tgt_tokens) * cell + 1.2) + 0.8)  # + the colour bar
     with matplotlib.rc_context({"font.family": [family, "DejaVu Sans"], "axes.unicode_minus": False}):
-        fig, axes = plt.subplots(rows, cols, figsize=(fig_w, fig_h), squeeze=False)
+        fig, axes = plt.subplots(rows, cols, figsize=(fig_w, fig_h), squeeze=False, layout="constrained")
         for k, ax in enumerate(axes.flat):
             if k >= n:
                 ax.axis("off")
                 continue
-            ax.imshow(grid[k].numpy(), cmap="Blues", vmin=0.0, vmax=max(1e-9, float(grid[k].max())), aspect="auto")
+            image = ax.imshow(grid[k].numpy(), cmap="Blues", vmin=low, vmax=high, aspect="auto")
             ax.set_xticks(range(len(src_tokens)), labels=list(src_tokens), rotation=90 if any(len(t) > 4 for t in src_tokens) else 0)
             ax.set_yticks(range(len(tgt_tokens)), labels=list(tgt_tokens))
             ax.xaxis.tick_top()
             if head_titles:
                 ax.set_title(head_titles[k], fontsize=9)
+        bar = fig.colorbar(image, ax=axes, location="bottom", shrink=min(1.0, 3.0 / fig_w), aspect=30, pad=0.02)
+        bar.set_label(label, fontsize=9)
+        bar.ax.tick_params(labelsize=8)
         if title:
             fig.suptitle(title)
-        fig.tight_layout()
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=120, bbox_inches="tight")  # "tight": a title wider than the grid is not cut off
         plt.close(fig)

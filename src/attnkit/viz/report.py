@@ -13,6 +13,11 @@ and a Content-Security-Policy with ``default-src 'none'`` lets the browser load 
 page works offline, from a mail attachment, forever. Only the one script whose hash is in the policy
 may run, so even a failure of the escaping below could not execute injected script.
 
+Each sentence's cells are shaded on one scale for all its layers and heads, shown by a legend: 0 to 1 for
+weights in [0, 1] (probabilities), so that sentences and reports compare; widened to the sentence's largest
+(smallest) weight when some exceed 1 (fall below 0), as those of the ``relu`` normaliser can, and the legend
+says so (see :mod:`attnkit.viz.scale`).
+
 Weights are written with 4 decimals (an error of at most 5e-5, far below what a shade can show),
 which keeps a report of a hundred sentences from a 6-layer, 8-head model to a few megabytes.
 
@@ -29,6 +34,8 @@ import json
 import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
+
+from .scale import colour_range, range_note
 
 __all__ = ["write_report", "render_report", "report_data", "DECIMALS"]
 
@@ -64,8 +71,8 @@ def _lang(text: str) -> str:
     return ' lang="zh-Hans"' if _is_cjk(text) else ""
 
 
-def _weights(attention: Any, rows: int, cols: int, where: str) -> list:
-    """``attention (L, h, i, j)`` as nested lists rounded to :data:`DECIMALS`, after checking its shape
+def _weights(attention: Any, rows: int, cols: int, where: str):
+    """``attention (L, h, i, j)`` as an array rounded to :data:`DECIMALS`, after checking its shape
     and that every weight is a finite number (``NaN`` is not JSON, and would break the page)."""
     import numpy as np
     import torch
@@ -83,14 +90,16 @@ def _weights(attention: Any, rows: int, cols: int, where: str) -> list:
                          f"{rows} output steps, {cols} source pieces)")
     if not np.isfinite(array).all():
         raise ValueError(f"{where}: attention holds NaN or infinite weights")
-    return np.round(array, DECIMALS).tolist()
+    return np.round(array, DECIMALS)
 
 
 def _sentence_data(n: int, t: Any) -> dict[str, Any]:
-    """One sentence's part of the JSON: texts, axis labels and weights ``[L][h][i][j]``."""
+    """One sentence's part of the JSON: texts, axis labels, weights ``[L][h][i][j]`` and their colour scale."""
     where = f"sentence {n + 1} ({t.source[:30]!r})"
     rows = t.attention_rows
     eos_row = len(rows) == len(t.tgt_pieces) + 1
+    weights = _weights(t.attention, len(rows), len(t.src_pieces), where)
+    low, high = colour_range(float(weights.min()), float(weights.max()))
     return {
         "source": t.source,
         "text": t.text,
@@ -98,13 +107,16 @@ def _sentence_data(n: int, t: Any) -> dict[str, Any]:
         "src": list(t.src_pieces),
         "tgt": rows,
         "eos_row": eos_row,
-        "attention": _weights(t.attention, len(rows), len(t.src_pieces), where),
+        "attention": weights.tolist(),
+        "scale": {"low": low, "high": high, "note": range_note(low, high)},
     }
 
 
 def report_data(translations: Sequence[Any]) -> dict[str, Any]:
-    """The report's JSON payload: ``{"sentences": [{source, text, score, src, tgt, eos_row, attention}]}``
-    where ``attention[L][h][i][j]`` is the weight output row ``tgt[i]`` gives source piece ``src[j]``."""
+    """The report's JSON payload: ``{"sentences": [{source, text, score, src, tgt, eos_row, attention, scale}]}``
+    where ``attention[L][h][i][j]`` is the weight output row ``tgt[i]`` gives source piece ``src[j]``, and
+    ``scale`` ``{low, high, note}`` the weights the lightest and darkest shades stand for (0 and 1 unless
+    some weights lie outside [0, 1]; then ``note`` says so)."""
     return {"sentences": [_sentence_data(n, t) for n, t in enumerate(translations)]}
 
 
@@ -199,6 +211,7 @@ h1 { font-size: 1.5rem; margin: 0 0 .5rem; }
 .controls label { display: inline-flex; gap: .4rem; align-items: center; }
 select { font: inherit; padding: .15rem .3rem; border: 1px solid var(--line); border-radius: 4px; background: #fff; }
 .legend { display: inline-flex; gap: .35rem; align-items: center; color: var(--muted); font-size: .8rem; }
+.legend .note { color: var(--ink); }
 .legend .bar { width: 8rem; height: .7rem; border: 1px solid var(--line);
   background: linear-gradient(to right, hsl(217,80%,100%), hsl(217,80%,70%), hsl(217,80%,40%)); }
 .strip { display: flex; flex-wrap: wrap; align-items: center; gap: .25rem; margin: .3rem 0; }
@@ -253,8 +266,11 @@ _SCRIPT = r"""
     return node;
   }
 
-  function shade(w) { return 'hsl(217, 80%, ' + (100 - 60 * w).toFixed(1) + '%)'; }
+  // A weight's shade on its sentence's scale: the lightest at scale.low, the darkest at scale.high.
+  function level(w, scale) { return (w - scale.low) / (scale.high - scale.low); }
+  function shade(w, scale) { return 'hsl(217, 80%, ' + (100 - 60 * level(w, scale)).toFixed(1) + '%)'; }
   function fmt(w) { return w.toFixed(DECIMALS); }
+  function bound(x) { return String(+x.toFixed(DECIMALS)); }  // 0, 1, 2.5: no trailing zeros
 
   // The (i, j) weights for a layer and a head; -1 means the mean over that axis.
   function matrix(att, layer, head) {
@@ -284,8 +300,10 @@ _SCRIPT = r"""
     this.headSelect = el('select', { id: id + '-head', 'data-role': 'head' });
     options(this.headSelect, att[0].length, 'head', 'mean of heads');
     this.headSelect.value = '-1';
-    var legend = el('span', { className: 'legend', 'aria-hidden': 'true' },
-      [document.createTextNode('0'), el('span', { className: 'bar' }), document.createTextNode('1')]);
+    var legend = el('span', { className: 'legend', 'aria-hidden': 'true' }, [
+      el('span', { className: 'low', text: bound(s.scale.low) }), el('span', { className: 'bar' }),
+      el('span', { className: 'high', text: bound(s.scale.high) })]);
+    if (s.scale.note) legend.appendChild(el('span', { className: 'note', text: '(' + s.scale.note + ')' }));
     root.appendChild(el('div', { className: 'controls' }, [
       el('label', { for: id + '-layer' }, [document.createTextNode('Layer 层'), this.layerSelect]),
       el('label', { for: id + '-head' }, [document.createTextNode('Head 头'), this.headSelect]),
@@ -378,7 +396,7 @@ _SCRIPT = r"""
     this.cells.forEach(function (row, i) {
       row.forEach(function (td, j) {
         var w = m[i][j];
-        td.style.backgroundColor = shade(w);
+        td.style.backgroundColor = shade(w, s.scale);
         td.setAttribute('data-w', fmt(w));
         td.title = s.tgt[i] + ' \u2192 ' + s.src[j] + ': ' + fmt(w);
       });
@@ -386,11 +404,11 @@ _SCRIPT = r"""
     this.setFocus(this.focus);
   };
 
-  function paint(chips, weights) {
+  function paint(chips, weights, scale) {
     chips.forEach(function (chip, k) {
       var w = weights ? weights[k] : null;
-      chip.style.backgroundColor = w === null ? '' : shade(w);
-      chip.style.color = w !== null && w > 0.6 ? '#fff' : '';
+      chip.style.backgroundColor = w === null ? '' : shade(w, scale);
+      chip.style.color = w !== null && level(w, scale) > 0.6 ? '#fff' : '';
       if (w === null) chip.removeAttribute('data-w'); else chip.setAttribute('data-w', fmt(w));
       chip.title = w === null ? '' : fmt(w);
     });
@@ -411,13 +429,13 @@ _SCRIPT = r"""
     this.srcChips.concat(this.tgtChips).forEach(function (c) { c.classList.remove('active'); });
     this.readout.textContent = '';
     if (!t) {
-      paint(this.srcChips, null); paint(this.tgtChips, null);
+      paint(this.srcChips, null, s.scale); paint(this.tgtChips, null, s.scale);
       this.readout.textContent = 'Hover or focus a token to see its attention. 将鼠标移到词元上查看注意力。';
     } else if (t.axis === 'i') {
       i = t.k;
       this.rows[i].classList.add('on');
       this.tgtChips[i].classList.add('active');
-      paint(this.srcChips, m[i]); paint(this.tgtChips, null);
+      paint(this.srcChips, m[i], s.scale); paint(this.tgtChips, null, s.scale);
       this.readout.appendChild(el('b', { text: '\u201c' + s.tgt[i] + '\u201d' }));
       this.readout.appendChild(document.createTextNode(' attends most to ' + top(s.src, m[i])));
     } else {
@@ -426,7 +444,7 @@ _SCRIPT = r"""
       this.colHeads[j].classList.add('on');
       this.cells.forEach(function (row) { row[j].classList.add('on'); });
       this.srcChips[j].classList.add('active');
-      paint(this.tgtChips, column); paint(this.srcChips, null);
+      paint(this.tgtChips, column, s.scale); paint(this.srcChips, null, s.scale);
       this.readout.appendChild(el('b', { text: '\u201c' + s.src[j] + '\u201d' }));
       this.readout.appendChild(document.createTextNode(' is attended most by ' + top(s.tgt, column)));
     }
