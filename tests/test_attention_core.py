@@ -16,7 +16,7 @@ from attnkit.attention import (
     combine_masks,
     padding_mask,
 )
-from attnkit.attention.normalize import DIFFERENTIABLE
+from attnkit.attention.normalize import DIFFERENTIABLE, gumbel, relu
 from attnkit.attention.scores import scaled_dot
 
 D = 6
@@ -541,11 +541,51 @@ def test_additive_score_parameters_that_are_not_tensors_are_named():
                 attend(q, k, v, score="additive", score_params=bad, backend=backend)
 
 
-@pytest.mark.parametrize("dropout", [None, "x", [0.1], torch.tensor([0.1, 0.2])])
+@pytest.mark.parametrize("dropout", [None, "x", "0.1", b"0.1", True, [0.1], torch.tensor([0.1, 0.2])])
 def test_a_dropout_that_is_not_a_number_is_named(dropout):
+    # "0.1" was read by float() as 0.1, though the message says a number is needed; True was 1.0
     q = torch.randn(2, 5, 8)
     with pytest.raises(TypeError, match=r"dropout must be a number in \[0, 1\), got"):
         attend(q, q, q, dropout=dropout)
+
+
+def test_a_dropout_given_as_a_number_of_any_kind_still_works():
+    q = torch.randn(2, 5, 8)
+    plain = attend(q, q, q).context
+    for p in (0, 0.0, np.float32(0.0), np.int64(0), torch.tensor(0.0)):
+        torch.testing.assert_close(attend(q, q, q, dropout=p).context, plain)
+    torch.manual_seed(0)
+    dropped = attend(q, q, q, dropout=np.float64(0.5), need_weights=True)
+    assert not torch.allclose(dropped.context, plain)  # the weights were dropped before the sum, as asked
+    torch.testing.assert_close(dropped.weights.sum(-1), torch.ones(2, 5))  # the returned ones are before dropout
+    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\), got nan"):
+        attend(q, q, q, dropout=float("nan"))
+
+
+@pytest.mark.parametrize("value", ["no", "False", "", None, 2, 0.5, torch.tensor([True, False])])
+def test_need_weights_that_is_not_a_flag_is_named(value):
+    # "no" was taken as true (bool("no")), None as false
+    q = torch.randn(2, 5, 8)
+    with pytest.raises(TypeError, match="need_weights must be True or False, got"):
+        attend(q, q, q, need_weights=value)
+
+
+def test_need_weights_given_as_a_flag_of_any_kind_still_works():
+    q = torch.randn(2, 5, 8)
+    for yes in (True, np.bool_(True), 1):
+        torch.testing.assert_close(attend(q, q, q, need_weights=yes).weights.sum(-1), torch.ones(2, 5))
+    for no in (False, np.bool_(False), 0):
+        assert attend(q, q, q, need_weights=no).weights is None
+
+
+def test_normalizer_flags_called_directly_must_be_flags():
+    s = torch.randn(2, 3, 4)
+    for call, name in ((lambda v: relu(s, divide_by_length=v), "relu divide_by_length"),
+                       (lambda v: gumbel(s, hard=v), "gumbel hard")):
+        for value in ("no", None):
+            with pytest.raises(TypeError, match=f"{name} must be True or False"):
+                call(value)
+    torch.testing.assert_close(relu(s, divide_by_length=True), torch.relu(s) / 4)  # (4 keys, none masked)
 
 
 def test_mask_builders_refuse_sizes_that_are_not_integers():

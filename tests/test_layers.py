@@ -584,6 +584,57 @@ def test_dropout_drops_p_of_the_elements_independently_and_scales_the_rest():
         Dropout(1.0)
 
 
+# ------------------------------------------------------------------------------ flags and dropout rates
+
+
+NOT_FLAGS = ["no", "False", None, 2]
+
+
+@pytest.mark.parametrize("value", NOT_FLAGS)
+def test_a_layer_flag_that_is_not_true_or_false_is_named(value):
+    # bias="no" built biases and bias=None none; causal="no" masked the future; average_heads="no" averaged
+    x = torch.randn(2, 3, 8)
+    builds = {
+        "bias": [lambda: MultiHeadAttention(8, 2, bias=value), lambda: FeedForward(8, 16, bias=value)],
+        "BlockConfig.bias": [lambda: BlockConfig(8, 2, 16, bias=value)],
+        "causal": [lambda: MultiHeadAttention(8, 2)(x, causal=value)],
+        "need_weights": [lambda: MultiHeadAttention(8, 2)(x, need_weights=value),
+                         lambda: AdditiveAttention(8, 8)(x, x, need_weights=value),
+                         lambda: EncoderBlock(BlockConfig(8, 2, 16))(x, need_weights=value)],
+        "average_heads": [lambda: MultiHeadAttention(8, 2)(x, need_weights=True, average_heads=value)],
+    }
+    for name, calls in builds.items():
+        for call in calls:
+            with pytest.raises(TypeError, match=f"{name} must be True or False, got {value!r}"):
+                call()
+
+
+@pytest.mark.parametrize("value", ["0.1", True, None])
+def test_a_layer_dropout_that_is_not_a_number_is_named(value):
+    # "0.1" failed inside a comparison ("'<=' not supported between instances of 'float' and 'str'")
+    builds = {
+        "dropout": [lambda: MultiHeadAttention(8, 2, dropout=value), lambda: AdditiveAttention(8, 8, dropout=value),
+                    lambda: LuongAttention(8, dropout=value)],
+        "BlockConfig.dropout": [lambda: BlockConfig(8, 2, 16, dropout=value)],
+        "BlockConfig.attention_dropout": [lambda: BlockConfig(8, 2, 16, attention_dropout=value)]
+        if value is not None else [],  # None: attention_dropout follows dropout
+    }
+    for name, calls in builds.items():
+        for call in calls:
+            with pytest.raises(TypeError, match=rf"{name} must be a number in \[0, 1\), got {value!r}"):
+                call()
+
+
+def test_layer_flags_as_bools_do_what_they_say():
+    x = torch.randn(2, 3, 8)
+    assert MultiHeadAttention(8, 2, bias=False).q_proj.bias is None and FeedForward(8, 16, bias=False).linear1.bias is None
+    mha = MultiHeadAttention(8, 2, dropout=0.25).eval()
+    weights = mha(x, causal=True, need_weights=True).weights  # (b, h, i, j)
+    assert (weights[..., ~torch.ones(3, 3, dtype=torch.bool).tril()] == 0).all()  # no position looks ahead
+    assert mha(x, need_weights=True, average_heads=True).weights.shape == (2, 3, 3)
+    assert mha(x, need_weights=False).weights is None
+
+
 # ------------------------------------------------------------------------------ packed (oneDNN) linear
 
 packed_only = pytest.mark.skipif(
@@ -610,6 +661,14 @@ def test_packed_linear_matches_f_linear_for_any_row_count_and_falls_back_for_aut
     assert torch.allclose(x.grad, ref_x.grad)
     with pytest.raises(ValueError, match="48"):
         packed(torch.randn(2, 47))
+
+
+@packed_only
+def test_packed_linear_relu_must_be_a_flag():
+    from attnkit.layers import PackedLinear
+
+    with pytest.raises(TypeError, match="PackedLinear relu must be True or False, got 'no'"):
+        PackedLinear(torch.randn(4, 3), relu="no")
 
 
 @packed_only

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from . import chunked as _chunked  # noqa: F401  (registers the chunked backend)
 from .backends import choose_backend, get_backend
-from .call import AttentionCall, AttentionOutput
+from .call import AttentionCall, AttentionOutput, check_dropout, check_flag
 from .masks import check_mask
 from .normalize import NORMALIZERS, check_normalize_params
 from .scores import SCORES, check_score_params, default_scale
@@ -52,16 +52,12 @@ def attend(
     - ``backend``: ``"auto"`` (see :func:`attnkit.attention.backends.choose_backend`), or a registered
       name: ``"eager"``, ``"sdpa"``, ``"chunked"``, ``"native"``. A backend that cannot do the call raises ``ValueError``.
     """
-    try:
-        p = float(dropout)
-    except (TypeError, ValueError, RuntimeError):  # RuntimeError: a tensor of several numbers
-        raise TypeError(f"dropout must be a number in [0, 1), got {dropout!r} ({type(dropout).__name__})") from None
     call = AttentionCall(
         score=score,
         normalize=normalize,
         mask=mask,
-        dropout=p,
-        need_weights=bool(need_weights),
+        dropout=check_dropout("dropout", dropout),
+        need_weights=check_flag("need_weights", need_weights),
         score_params=dict(score_params or {}),
         normalize_params=dict(normalize_params or {}),
     )
@@ -149,6 +145,4 @@ def _validate_call(q: Tensor, k: Tensor, call: AttentionCall) -> None:
         raise TypeError(f"normalize must be a name or a callable, got {type(call.normalize).__name__}")
     if call.mask is not None:
         check_mask(call.mask, (*q.shape[:-1], k.shape[-2]))
-    if not 0.0 <= call.dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {call.dropout}")
 

@@ -7,13 +7,12 @@ weights and a finite gradient, never NaN.
 
 from __future__ import annotations
 
-import numbers
 from typing import Callable
 
-import numpy as np
 import torch
 from torch import Tensor
 
+from .call import check_flag
 from .masks import fill_value
 from .scores import _param_names, check_positive
 
@@ -50,6 +49,7 @@ def relu(scores: Tensor, mask: Tensor | None = None, *, divide_by_length: bool =
     divided by its number of unmasked keys ``L`` (``w = relu(s) / L``, Wortsman et al. 2023), which keeps
     the output scale independent of sequence length.
     """
+    divide_by_length = check_flag("relu divide_by_length", divide_by_length)
     w = torch.relu(scores)
     if mask is not None:
         w = w.masked_fill(~mask, 0.0)
@@ -130,6 +130,7 @@ def gumbel(
     ``argmax(s + g)`` and the backward pass uses the gradient of ``y``; with ``hard=False`` ``y`` itself.
     """
     check_positive("gumbel tau", tau)
+    hard = check_flag("gumbel hard", hard)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"gumbel generator must be a torch.Generator or None, got {type(generator).__name__}")
     if scores.shape[-1] == 0:  # no key to pick
@@ -169,10 +170,9 @@ def check_normalize_params(normalize: str, params: dict) -> None:
     if unknown:
         takes = f"takes {', '.join(names)}" if names else "takes no parameters"
         raise ValueError(f"normalize {normalize!r} {takes}; unknown normalize_params {unknown}")
-    for flag in ("divide_by_length", "hard"):  # True/False, or 1/0
-        value = params.get(flag, False)
-        if not (isinstance(value, (bool, np.bool_)) or isinstance(value, numbers.Integral) and value in (0, 1)):
-            raise TypeError(f"normalize_params[{flag!r}] must be True or False, got {params[flag]!r}")
+    for flag in ("divide_by_length", "hard"):
+        if flag in params:
+            check_flag(f"normalize_params[{flag!r}]", params[flag])
     if "tau" in params:
         check_positive("normalize_params['tau']", params["tau"])
 

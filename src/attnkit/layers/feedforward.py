@@ -9,6 +9,8 @@ from typing import Callable
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnkit.attention.call import check_flag
+
 from .checks import check_float, runs_hooks
 from .dropout import Dropout, relu_dropout
 
@@ -44,6 +46,7 @@ class FeedForward(nn.Module):
         super().__init__()
         if d_model <= 0 or d_ff <= 0:
             raise ValueError(f"d_model and d_ff must be positive, got {d_model} and {d_ff}")
+        bias = check_flag("bias", bias)
         self.activation_name = activation
         self.activation = get_activation(activation)
         self.d_model = d_model

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from attnkit import native
 from attnkit.attention import (AttentionOutput, attend, causal_mask, combine_masks, get_backend, get_normalizer,
                                get_score)
+from attnkit.attention.call import check_dropout, check_flag
 
 from .cache import KVCache, StaticKVCache
 from .checks import check_count, check_features
@@ -70,8 +71,8 @@ class MultiHeadAttention(nn.Module):
             )
         self.kdim = d_model if kdim is None else check_count("kdim", kdim, least=1)
         self.vdim = d_model if vdim is None else check_count("vdim", vdim, least=1)
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        dropout = check_dropout("dropout", dropout)
+        bias = check_flag("bias", bias)
         if isinstance(score, str) and score in _SCORES_WITH_PARAMETERS:
             raise ValueError(
                 f"score {score!r} has parameters of its own; use AdditiveAttention or LuongAttention, "
@@ -171,6 +172,9 @@ class MultiHeadAttention(nn.Module):
         Returns ``AttentionOutput(context (b, i, d_model), weights or None)``.
         """
         check_features("query", query, self.d_model, "d_model", self, "out_proj.weight")
+        causal = check_flag("causal", causal)
+        need_weights = check_flag("need_weights", need_weights)
+        average_heads = check_flag("average_heads", average_heads)
         b, i, _ = query.shape
         fused = (key is None and value is None and not isinstance(cache, StaticKVCache)
                  and self.kdim == self.vdim == self.d_model

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnkit.attention.call import check_flag
+
 __all__ = ["PackedLinear", "can_pack", "pack_for_inference"]
 
 
@@ -51,7 +53,7 @@ class PackedLinear(nn.Module):
         if not can_pack():
             raise RuntimeError("PackedLinear needs PyTorch built with oneDNN (torch.backends.mkldnn.is_available())")
         self.in_features, self.out_features = weight.shape[1], weight.shape[0]
-        self.rows, self.relu = int(rows), bool(relu)
+        self.rows, self.relu = int(rows), check_flag("PackedLinear relu", relu)
         self.weight = nn.Parameter(weight.detach(), requires_grad=False)  # shared with the caller's tensor
         self.bias = None if bias is None else nn.Parameter(bias.detach(), requires_grad=False)
         with torch.no_grad():

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from attnkit.attention import AttentionOutput, attend
+from attnkit.attention.call import check_dropout
 
 from .checks import check_count, check_features
 
@@ -61,10 +62,8 @@ class _RNNAttention(nn.Module):
 
     def __init__(self, normalize: str | Callable[..., Tensor], dropout: float) -> None:
         super().__init__()
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.normalize = normalize
-        self.dropout = float(dropout)
+        self.dropout = check_dropout("dropout", dropout)
 
     # -- to be provided by subclasses
     def _project_keys(self, memory: Tensor) -> Tensor:

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from attnkit import native
+from attnkit.attention.call import check_dropout, check_flag
 
 from .cache import KVCache, StaticKVCache
 from .checks import check_count, runs_hooks
@@ -49,10 +50,10 @@ class BlockConfig:
             check_count(f"BlockConfig.{name}", getattr(self, name), least=1)
         if self.d_model % self.num_heads:
             raise ValueError(f"BlockConfig: num_heads={self.num_heads} does not divide d_model={self.d_model}")
-        for name in ("dropout", "attention_dropout"):
-            value = getattr(self, name)
-            if value is not None and not 0.0 <= value < 1.0:
-                raise ValueError(f"BlockConfig.{name} must be in [0, 1), got {value}")
+        check_dropout("BlockConfig.dropout", self.dropout)
+        if self.attention_dropout is not None:  # None: the same as dropout
+            check_dropout("BlockConfig.attention_dropout", self.attention_dropout)
+        check_flag("BlockConfig.bias", self.bias)
         if self.norm not in ("pre", "post"):
             raise ValueError(f"BlockConfig.norm must be 'pre' or 'post', got {self.norm!r}")
         if self.activation not in ACTIVATIONS:
