@@ -194,3 +194,39 @@ def test_soft_vs_hard_argmax_is_one_hot_and_samples_follow_the_softmax(capsys):
     expected = (soft * (price - soft @ price)) @ SEARCH_KEYS  # Σᵢ ∂αᵢ/∂q · priceᵢ for α = softmax(Kq)
     gradients = _step(printed, lesson, "gradients").view(2, 4)
     assert torch.allclose(gradients[0], expected, atol=5e-5) and torch.allclose(gradients[1], expected, atol=5e-5)
+
+
+def test_the_readme_lists_every_explain_option_with_the_range_it_has(capsys):
+    """The README's row for `attnkit explain` names each of its options and choices (it left out --digits),
+    and the range and default it gives for --digits are the ones the command keeps."""
+    import argparse
+    from pathlib import Path
+
+    from attnkit.explain.cli import add_arguments
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    (row,) = [line for line in readme.splitlines() if line.startswith("| `attnkit explain ")]
+    explain = argparse.ArgumentParser()
+    add_arguments(explain)
+    for action in explain._actions:
+        for option in action.option_strings:
+            if option not in ("-h", "--help"):
+                assert re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", row), option
+        for choice in action.choices or ():
+            assert f"`{choice}`" in row or f"{choice}\\|" in row or f"\\|{choice}" in row, choice
+
+    low, high = map(int, re.search(r"`--digits N`, (\d+) to (\d+)", row).groups())
+    default = int(re.search(r"`--digits N`, \d+ to \d+, default (\d+)", row).group(1))
+    for digits in (low, high):
+        assert main(["explain", "toy", "--digits", str(digits)]) == 0
+    assert re.search(rf"\b\d+\.\d{{{high}}}\b", capsys.readouterr().out)  # numbers with that many decimals
+    for digits in (low - 1, high + 1):
+        assert main(["explain", "toy", "--digits", str(digits)]) == 2
+        assert "--digits must be between" in capsys.readouterr().err
+    assert main(["explain", "toy"]) == 0
+    plain = capsys.readouterr().out
+    assert main(["explain", "toy", "--digits", str(default)]) == 0
+    assert capsys.readouterr().out == plain
+    lang_default = re.search(r"`--lang (\w+)`, the default", row).group(1)
+    assert main(["explain", "toy", "--lang", lang_default]) == 0
+    assert capsys.readouterr().out == plain
