@@ -931,3 +931,22 @@ def test_output_to_dev_stdout_redirected_to_a_file_keeps_the_rest_of_stdout(tmp_
     with open(tmp_path / "res.txt", "a") as f:  # as `>> res.txt`: both descriptors append
         assert subprocess.run([sys.executable, "-c", code], stdout=f).returncode == 0
     assert (tmp_path / "res.txt").read_text() == "before\nwritten\nafter\n"
+
+
+def test_every_way_of_running_the_command_reports_bad_input_in_one_line():
+    """`python -m attnkit.cli` ran cli.py as __main__, a second copy of the module whose `except UserError`
+    did not catch the UserError the commands raise (attnkit.cli's): a traceback, exit 1. It now answers as
+    `attnkit` and `python -m attnkit` do."""
+    ways = {"python -m attnkit.cli": [sys.executable, "-W", "error::RuntimeWarning", "-m", "attnkit.cli"],
+            "python -m attnkit": [sys.executable, "-m", "attnkit"]}
+    script = Path(sys.executable).parent / "attnkit"  # the installed console script, where there is one
+    if script.is_file():
+        ways["attnkit"] = [str(script)]
+    answers = {}
+    for name, way in ways.items():
+        done = subprocess.run([*way, "explain", "toy", "--digits", "99"], capture_output=True, text=True)
+        assert done.returncode == 2, (name, done.stderr)
+        assert "Traceback" not in done.stderr and done.stderr.count("\n") == 1, (name, done.stderr)
+        assert done.stderr.startswith("attnkit explain: error: --digits must be between 0 and"), (name, done.stderr)
+        answers[name] = (done.stdout, done.stderr)
+    assert len(set(answers.values())) == 1, answers

@@ -225,4 +225,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m attnkit.cli` runs this file as __main__, a second copy of the module beside the attnkit.cli
+    # the commands import: their UserError is not this copy's, and would escape its `except UserError` as a
+    # traceback. Run the one the commands know, as `attnkit` and `python -m attnkit` do.
+    from attnkit.cli import main as installed_main
+
+    sys.exit(installed_main())
