@@ -24,7 +24,7 @@ from typing import Any, Iterable, Literal, Union
 
 from attnkit.text.base import Tokenizer, TokenizerError, load_tokenizer
 from attnkit.text.char import CharTokenizer
-from attnkit.text.spm import MODEL_TYPES, SentencePieceTokenizer
+from attnkit.text.spm import MIN_VOCAB_SIZE, MODEL_TYPES, SentencePieceTokenizer
 
 __all__ = [
     "SpecError",
@@ -82,8 +82,9 @@ class SentencePieceSpec:
     def __post_init__(self) -> None:
         if self.model_type not in MODEL_TYPES:
             raise SpecError("sentencepiece", "model_type", f"must be one of {', '.join(MODEL_TYPES)}, got {self.model_type!r}")
-        if self.vocab_size < 260:
-            raise SpecError("sentencepiece", "vocab_size", f"must be >= 260 (256 bytes + 4 specials), got {self.vocab_size}")
+        if self.vocab_size < MIN_VOCAB_SIZE:
+            raise SpecError("sentencepiece", "vocab_size",
+                            f"must be >= {MIN_VOCAB_SIZE} (256 bytes + 4 specials), got {self.vocab_size}")
         if not 0 < self.character_coverage <= 1:
             raise SpecError("sentencepiece", "character_coverage", f"must be in (0, 1], got {self.character_coverage}")
 
