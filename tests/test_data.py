@@ -77,6 +77,7 @@ BAD_LINES = {
     "over-long line": (("a" * 50 + "\t你好\t" + ATTR).encode(), "English side is 50 characters long"),
     "blank line": (b"   ", "blank line"),
     "NUL byte": (b"Hi.\t\x00\t" + ATTR.encode(), "NUL byte"),
+    "carriage return inside": (f"Hi.\t你\r好\t{ATTR}".encode(), "carriage return"),
 }
 
 
@@ -112,6 +113,60 @@ def test_crlf_and_bom_are_not_bad_lines(tmp_path):
     report = read_manythings(path)
     assert report.skipped == 0
     assert report.pairs[0] == Pair("你好。", "Hi.") and report.pairs[-1].origin.line == 3
+
+
+def test_a_file_of_cr_line_ends_is_refused_not_read_as_one_pair(tmp_path):
+    """Classic Mac OS line ends (CR alone): the file was read as one line of 3 × 3 columns, taken as one pair
+    ("Hi.", "你好。") with the other two sentences dropped without a word."""
+    path = write(tmp_path, "mac.tsv", "\r".join(GOOD).encode() + b"\r")
+    with pytest.raises(DataError, match=rf"{path}: no usable pairs \(skipped 1 of 1 lines: {path}:1: contains a "
+                                        r"carriage return \(CR\) that does not end the line"):
+        read_manythings(path)
+    with pytest.raises(DataError, match=rf"{path}:1: contains a carriage return"):
+        read_manythings(path, strict=True)
+    # the same sentences with LF or CRLF line ends read completely
+    for end in (b"\n", b"\r\n"):
+        assert len(read_manythings(write(tmp_path, "ok.tsv", end.join(s.encode() for s in GOOD) + end))) == 3
+
+
+def _compressed(kind: str, data: bytes) -> bytes:
+    import bz2
+    import gzip
+    import io
+    import lzma
+    import zipfile
+
+    if kind == "zip":
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr("train.tsv", data)
+        return buffer.getvalue()
+    return {"gzip": gzip.compress, "bzip2": bz2.compress, "xz": lzma.compress}[kind](data)
+
+
+@pytest.mark.parametrize("kind", ["gzip", "bzip2", "xz", "zip"])
+def test_a_compressed_file_is_named_as_such(tmp_path, kind):
+    """Compressed by Python's own compressors: one message saying what the file is, strict or not, instead
+    of 'no usable pairs' over a list of invalid UTF-8 lines."""
+    data = manythings(*GOOD * 20).encode()
+    path = write(tmp_path, "train.tsv.x", _compressed(kind, data))
+    for strict in (False, True):
+        with pytest.raises(DataError) as err:
+            read_manythings(path, strict=strict)
+        message = str(err.value)
+        assert message.startswith(f"{path} is {'a zip archive' if kind == 'zip' else kind + '-compressed'}")
+        assert "UTF-8" not in message
+    zh, en = write(tmp_path, "a.zh", "你好\n"), write(tmp_path, "a.en", _compressed(kind, b"hello\n"))
+    with pytest.raises(DataError, match=rf"^{en} is "):
+        read_moses(zh, en)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be"])
+def test_a_utf16_file_is_named_as_such(tmp_path, encoding):
+    data = ("\ufeff" if encoding == "utf-16-be" else "") + manythings(*GOOD)  # Python's utf-16 writes the BOM
+    path = write(tmp_path, "notepad.tsv", data.encode(encoding))
+    with pytest.raises(DataError, match=rf"^{path} is UTF-16 text .*save it as UTF-8"):
+        read_manythings(path)
 
 
 def test_empty_file_and_no_usable_pairs_are_errors(tmp_path):

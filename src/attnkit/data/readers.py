@@ -5,12 +5,14 @@ instead of aborting the whole file with a ``UnicodeDecodeError``. Lines are spli
 on the Unicode line separators ``str.splitlines`` honours), a trailing ``\\r`` is dropped (Windows
 files), and a UTF-8 byte-order mark on line 1 is ignored.
 
-A line is bad when it is not UTF-8, contains a NUL byte, is blank, has the wrong number of columns,
+A line is bad when it is not UTF-8, contains a NUL byte or a carriage return that does not end it (a
+file with classic Mac OS line ends, CR alone, is one such line), is blank, has the wrong number of columns,
 has an empty side, or has a side longer than ``max_chars`` characters. With ``strict=True`` the first
 bad line raises :class:`~attnkit.data.corpus.DataError`; otherwise it is skipped and recorded in the
 returned :class:`~attnkit.data.corpus.ReadReport` (and, with ``warn=True``, one
 :class:`~attnkit.data.corpus.DataWarning` summarises the skips). A file that is empty or yields no
-usable pair always raises.
+usable pair always raises, and so does a file that is not text at all (gzip and other compressed files,
+UTF-16), with a message saying what it is instead of one ``invalid UTF-8`` per line.
 """
 
 from __future__ import annotations
@@ -21,13 +23,35 @@ from collections import Counter
 
 from attnkit.data.corpus import DataError, DataWarning, Issue, Origin, Pair, ReadReport, check_direction
 
-__all__ = ["DEFAULT_MAX_CHARS", "read_manythings", "read_tsv", "read_moses"]
+__all__ = ["DEFAULT_MAX_CHARS", "read_manythings", "read_tsv", "read_moses", "not_text"]
 
 #: A side longer than this many characters is "absurdly long" for sentence-level translation: the
 #: longest Tatoeba sentence is 163 characters, and one such line would dominate a token-budget batch.
 DEFAULT_MAX_CHARS = 1000
 
 _BOM = b"\xef\xbb\xbf"
+
+# The first bytes of files that are not UTF-8 text, and what to do about them.
+_NOT_TEXT = (
+    (b"\x1f\x8b", "is gzip-compressed: decompress it first, e.g. with gunzip -k"),
+    (b"BZh", "is bzip2-compressed: decompress it first, e.g. with bunzip2 -k"),
+    (b"\xfd7zXZ\x00", "is xz-compressed: decompress it first, e.g. with unxz -k"),
+    (b"\x28\xb5\x2f\xfd", "is zstd-compressed: decompress it first, e.g. with unzstd"),
+    (b"PK\x03\x04", "is a zip archive: extract the text file from it first"),
+    (b"\xff\xfe", "is UTF-16 text (it starts with the byte-order mark FF FE): save it as UTF-8"),
+    (b"\xfe\xff", "is UTF-16 text (it starts with the byte-order mark FE FF): save it as UTF-8"),
+)
+
+
+def not_text(data: bytes) -> str | None:
+    """Why a file starting with ``data`` is not UTF-8 text (``"is gzip-compressed: ..."``), or ``None``.
+
+    Only formats whose first bytes cannot begin valid UTF-8 text are named (bzip2's ``BZh`` is followed by a
+    block-size digit and the bytes of pi, which no text starts with)."""
+    for magic, what in _NOT_TEXT:
+        if data.startswith(magic) and (magic != b"BZh" or data[4:10] == b"1AY&SY"):
+            return what
+    return None
 
 
 class _Collector:
@@ -60,6 +84,9 @@ def _read_raw_lines(path: str | os.PathLike) -> list[bytes]:
             lines = handle.read().split(b"\n")
     except OSError as err:
         raise DataError(f"cannot read {path}: {err.strerror or err}") from None
+    what = not_text(lines[0][:16])
+    if what is not None:
+        raise DataError(f"{path} {what}")
     if lines and lines[-1] == b"":
         lines.pop()  # the file ends with a newline: no extra empty line after it
     if not lines:
@@ -77,7 +104,14 @@ def _decode(raw: bytes) -> tuple[str | None, str | None]:
         return None, f"invalid UTF-8 (byte {err.start + 1} of the line is {raw[err.start]:#04x})"
     if "\x00" in text:
         return None, "contains a NUL byte (binary data?)"
+    if "\r" in text:
+        return None, CR_INSIDE
     return text, None
+
+
+#: A ``\r`` left in a line (one before ``\n`` is a Windows line end and dropped) is a line break of another
+#: convention, not text: kept, it joined a file of CR-only lines into one "pair" and trained on it silently.
+CR_INSIDE = "contains a carriage return (CR) that does not end the line (lines must end in LF or CRLF, not CR alone)"
 
 
 def _check_side(text: str, name: str, max_chars: int) -> tuple[str | None, str | None]:
