@@ -661,6 +661,47 @@ def test_evaluate_hyp_and_ref_options(tmp_path, capsys):
         assert f"{lang}: text in this language is not split into words" in capsys.readouterr().err
 
 
+EVAL_REFS = ["The cat sat on the mat.", "I like tea.", "He is here.", "We go home now."]
+EVAL_HYPS = ["The cat sat on a mat.", "I like tea.", "He is there.", "We go home."]
+
+
+def test_evaluate_reads_lf_crlf_and_a_bom_alike_and_refuses_cr_line_ends(tmp_path, capsys):
+    """LF, CRLF and a byte-order mark score as sacreBLEU scores the sentences themselves. Files of CR-only line
+    ends were one "sentence" each and scored without a word (BLEU 60.59 for these, where it is 50.05);
+    a NUL byte was scored as text; a gzip or UTF-16 file was 'not valid UTF-8' at line 1."""
+    import sacrebleu
+
+    expected = round(sacrebleu.corpus_bleu(EVAL_HYPS, [EVAL_REFS]).score, 2)
+    hyp, ref = tmp_path / "hyp.txt", tmp_path / "ref.txt"
+    for hyp_bytes, ref_bytes in ((b"\n".join(s.encode() for s in EVAL_HYPS) + b"\n",
+                                  b"\r\n".join(s.encode() for s in EVAL_REFS) + b"\r\n"),
+                                 (b"\xef\xbb\xbf" + "\r\n".join(EVAL_HYPS).encode(),  # no final line end
+                                  "\n".join(EVAL_REFS).encode() + b"\n")):
+        hyp.write_bytes(hyp_bytes)
+        ref.write_bytes(ref_bytes)
+        assert main(["evaluate", "--hyp", str(hyp), "--ref", str(ref), "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["bleu"]["score"] == expected
+    hyp.write_bytes("\r".join(EVAL_HYPS).encode() + b"\r")
+    ref.write_bytes("\r".join(EVAL_REFS).encode() + b"\r")
+    assert main(["evaluate", "--hyp", str(hyp), "--ref", str(ref), "--json"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.strip() == (f"attnkit evaluate: error: {hyp}:1: contains a carriage return (CR) that does "
+                                    "not end the line (lines must end in LF or CRLF, not CR alone)")
+    ref.write_bytes(("\n".join(EVAL_REFS[:2]) + "\n" + EVAL_REFS[2].replace(" ", "\x00") + "\n").encode())
+    hyp.write_bytes("\n".join(EVAL_HYPS[:3]).encode() + b"\n")
+    assert main(["evaluate", "--hyp", str(hyp), "--ref", str(ref)]) == 2
+    assert f"{ref}:3: contains a NUL byte" in error_of(capsys)
+    import gzip
+
+    ref.write_bytes(gzip.compress("\n".join(EVAL_REFS).encode()))
+    assert main(["evaluate", "--hyp", str(hyp), "--ref", str(ref)]) == 2
+    assert f"--ref {ref} is gzip-compressed: decompress it first" in error_of(capsys)
+    ref.write_bytes("\n".join(EVAL_REFS).encode("utf-16"))
+    assert main(["evaluate", "--hyp", str(hyp), "--ref", str(ref)]) == 2
+    assert f"--ref {ref} is UTF-16 text" in error_of(capsys)
+
+
 # ------------------------------------------------------------------------------- plot, report, explain
 
 
