@@ -227,16 +227,29 @@ def test_moses_pairs(tmp_path):
     assert report.pairs == [Pair("你好", "hello"), Pair("谢谢", "thanks")] and report.skipped == 0
 
 
-def test_moses_mismatched_line_counts(tmp_path):
+def test_moses_mismatched_line_counts_are_refused(tmp_path):
+    """A line missing in the middle of one file: pairs 2 and 3 would be (谢谢, bye) and (再见, morning), wrong
+    from there on. Skipping the surplus line, as the reader did without strict=True, trained on them."""
     zh = write(tmp_path, "train.zh", "你好\n谢谢\n再见\n早上好\n")
+    en = write(tmp_path, "train.en", "hello\nbye\nmorning\n")
+    for strict in (False, True):
+        with pytest.raises(DataError, match=rf"^{zh}:4: {zh} has 4 lines but {en} has 3: the files must be "
+                                            r"line-aligned.*make them the same length$"):
+            read_moses(zh, en, strict=strict)
+    with pytest.raises(DataError, match=rf"^{en}:4: .*three.zh has 3 lines but {en} has 4"):
+        read_moses(write(tmp_path, "three.zh", "你好\n谢谢\n再见\n"), write(tmp_path, "train.en", "a\nb\nc\nd\n"))
+
+
+def test_moses_blank_lines_at_the_end_of_one_file_are_skipped(tmp_path):
+    zh = write(tmp_path, "train.zh", "你好\n谢谢\n\n\u3000\n")  # a blank line and one of a full-width space
     en = write(tmp_path, "train.en", "hello\nthanks\n")
     report, message = read_quiet(read_moses, zh, en)
-    assert report.skipped == 2 and report.lines == 4 and len(report.pairs) == 2
+    assert report.pairs == [Pair("你好", "hello"), Pair("谢谢", "thanks")]
+    assert report.skipped == 2 and report.lines == 4
     (issue,) = report.issues
-    assert (issue.file, issue.line) == (str(zh), 3)
-    assert "has 4 lines but" in issue.reason and "misaligned" in issue.reason
+    assert (issue.file, issue.line) == (str(zh), 3) and "has 4 lines but" in issue.reason and "are blank" in issue.reason
     assert "skipped 2 of 4 lines" in message
-    with pytest.raises(DataError, match=rf"{zh}:3: .*has 4 lines but .*train.en has 2"):
+    with pytest.raises(DataError, match=rf"{zh}:3: .*has 4 lines but .*train.en has 2.*strict"):
         read_moses(zh, en, strict=True)
 
 

@@ -217,9 +217,10 @@ def read_moses(
 ) -> ReadReport:
     """Read Moses-style parallel files: line ``n`` of ``src_path`` translates to line ``n`` of ``tgt_path``.
 
-    Files of different lengths are refused in strict mode. Otherwise the surplus lines of the longer
-    file are skipped with one issue naming its first surplus line; the warning says the pairs may be
-    misaligned, because a missing line in the middle shifts every pair after it.
+    Files of different lengths are refused, strict or not: a line missing anywhere shifts every pair after
+    it, and no skipping of lines can tell where (skipping the surplus lines of the longer file trained on
+    pairs that were, from the missing line on, all wrong). Only blank lines at the end of the longer file
+    are skipped, as blank lines, with one issue naming the first.
     """
     _check_max_chars(max_chars)
     src_file, tgt_file = str(src_path), str(tgt_path)
@@ -228,12 +229,14 @@ def read_moses(
     out.report.lines = max(len(src_lines), len(tgt_lines))
     common = min(len(src_lines), len(tgt_lines))
     if len(src_lines) != len(tgt_lines):
-        longer = src_file if len(src_lines) > len(tgt_lines) else tgt_file
-        reason = (
-            f"{src_file} has {len(src_lines)} lines but {tgt_file} has {len(tgt_lines)}; "
-            f"lines {common + 1}-{out.report.lines} of {longer} have no partner (pairs may be misaligned)"
-        )
-        out.skip(longer, common + 1, reason, count=out.report.lines - common)
+        longer, surplus = (src_file, src_lines) if len(src_lines) > len(tgt_lines) else (tgt_file, tgt_lines)
+        counts = f"{src_file} has {len(src_lines)} lines but {tgt_file} has {len(tgt_lines)}"
+        if not all(_decode(raw)[0] is not None and not _decode(raw)[0].strip() for raw in surplus[common:]):
+            raise DataError(f"{longer}:{common + 1}: {counts}: the files must be line-aligned (line n of one "
+                            f"translating line n of the other), and a line missing anywhere shifts every pair "
+                            f"after it; make them the same length")
+        out.skip(longer, common + 1, f"{counts}; lines {common + 1}-{out.report.lines} of {longer} are blank",
+                 count=out.report.lines - common)
 
     for index in range(common):
         number = index + 1
