@@ -6,6 +6,7 @@ outputs token for token, and ``MarianTokenizer`` the same ids as attnkit's own t
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -566,6 +567,42 @@ def test_ctranslate2_force_never_replaces_a_folder_holding_other_files(trained, 
     (c / "notes.txt").write_text("mine")
     assert main([*args, "--force"]) == 2
     assert "is not an earlier CTranslate2 model" in capsys.readouterr().err and (c / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("fmt", ["marian", "ctranslate2"])
+@pytest.mark.parametrize("exists", [True, False])
+def test_an_out_that_cannot_be_written_in_is_named_as_out(trained, tmp_path, monkeypatch, capsys, fmt, exists):
+    """A read-only place (simulated: root may write anywhere): the message named the export's hidden staging
+    folder ('out/.attnkit-export-123-ab12cd34: Operation not permitted'), and an --out created for the
+    export was left behind, empty."""
+    if fmt == "ctranslate2":
+        pytest.importorskip("ctranslate2", reason="ctranslate2 is not installed (pip install ctranslate2)")
+    from attnkit.interop.marian import STAGING_PREFIX
+
+    real_mkdir, real_makedirs = Path.mkdir, os.makedirs
+
+    def refused(path):
+        return PermissionError(13, "Permission denied", str(path))
+
+    def mkdir(self, *args, **kwargs):
+        if self.name.startswith(STAGING_PREFIX):
+            raise refused(self)
+        return real_mkdir(self, *args, **kwargs)
+
+    def makedirs(name, *args, **kwargs):
+        if Path(name).name.startswith(STAGING_PREFIX):
+            raise refused(name)
+        return real_makedirs(name, *args, **kwargs)
+
+    out = tmp_path / "ro"
+    if exists:
+        out.mkdir()
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    monkeypatch.setattr(os, "makedirs", makedirs)
+    assert main(["export", "--model", str(trained["root"] / "model"), "--format", fmt, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"attnkit export: error: --out {out}: cannot write in it (Permission denied)\n"
+    assert out.exists() == exists and (not exists or not any(out.iterdir()))
 
 
 def test_a_failure_while_moving_the_files_in_says_so_and_force_can_export_again(trained, tmp_path, monkeypatch,

@@ -53,6 +53,10 @@ def run(args) -> int:
     except (ExportError, ConfigError, TokenizerError, FileNotFoundError) as err:
         raise UserError(str(err)) from None
     except OSError as err:  # e.g. a folder that cannot be written, a file that cannot be read
+        from .marian import STAGING_PREFIX
+
+        if STAGING_PREFIX in str(err.filename or ""):  # the hidden folder written first, a name the user never gave
+            raise UserError(f"--out {args.out}: cannot write in it ({err.strerror or err})") from None
         raise UserError(f"{err.filename or args.out}: {err.strerror or err}") from None
     for note in notes:
         print(f"attnkit export: note: {note}", file=sys.stderr)

@@ -489,8 +489,8 @@ def _export_marian_model(model, folder: Path, out: Path, earlier: list[Path], ma
     # Written into a staging folder inside ``out`` and moved up only when complete: a failure (a tokenizer
     # that cannot be exported, a full disk) leaves the earlier export as it was, and no partial one.
     tmp, created = start_staging(out)
-    tmp.mkdir()
     try:
+        tmp.mkdir()  # inside the try: an --out it cannot write in, created here, is removed again
         save_file(marian_state_dict(model), str(tmp / "model.safetensors"), metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(marian_config(model, max_positions=max_positions), indent=2) + "\n")
         (tmp / "generation_config.json").write_text(json.dumps(_generation_config(model, max_positions), indent=2)
