@@ -386,17 +386,17 @@ def test_decoding_memory_is_the_sum_of_its_tensors_written_out():
     rows = 64 * 50
     caches = 2 * 3 * 256 * 72 * 4  # keys and values of 3 layers for 72 positions, float32
     step = 4000 * 4 + 100 * (4 + 8 + 8)  # the logits; the 2 × 50 best log-probs, their tokens, their float64 sums
-    prefixes = 72 * 8
-    assert decoding_bytes(model, 64, 50, 31, 72) == rows * (caches + step + prefixes)
+    tokens = 72 * 8  # a sentence's output tokens (int64), allocated for the longest output
+    assert decoding_bytes(model, 64, 50, 31, 72) == rows * (caches + step) + 64 * tokens
     assert decoding_bytes(model, 64, 50, 31, 72) < 1.5 * 2**30  # a usual setting: far below a machine's memory
-    maps = 2 * 3 * 4 * 72 * 31 * 4  # 3 layers × 4 heads × 72 × 31 float32, held twice as a step appends
-    assert decoding_bytes(model, 64, 50, 31, 72, need_attention=True) == rows * (caches + step + prefixes + maps)
+    maps = 3 * 4 * 72 * 31 * 4  # a sentence's attention: 3 layers × 4 heads × 72 × 31 float32, allocated at once
+    assert decoding_bytes(model, 64, 50, 31, 72, need_attention=True) == rows * (caches + step) + 64 * (tokens + maps)
     # greedy: one row a sentence, one candidate
-    assert decoding_bytes(model, 64, 1, 31, 72) == 64 * (caches + 4000 * 4 + 20 + prefixes)
+    assert decoding_bytes(model, 64, 1, 31, 72) == 64 * (caches + 4000 * 4 + 20 + tokens)
     # an RNN with attention keeps a copy of the encoder memory (31 × 2·24 float32) in every row
     rnn = build_model(RNN, 30, 4000)
     memory, state = 31 * 48 * 4, 24 * 4 + 48 * 4  # the memory; the hidden state and the source summary
-    assert decoding_bytes(rnn, 2, 3, 31, 72) == 6 * (4000 * 4 + 6 * 20 + prefixes + memory + state)
+    assert decoding_bytes(rnn, 2, 3, 31, 72) == 6 * (4000 * 4 + 6 * 20 + memory + state) + 2 * tokens
     assert decoding_bytes(model, 1, 100_000, 11, 32) > 27 * 2**30  # `attnkit translate --beam 100000` on 10 characters
 
 
@@ -437,3 +437,59 @@ def test_decoding_memory_is_a_floor_of_what_beam_search_takes(kind):
     grown, estimate = map(int, done.stdout.split())
     assert estimate > 40 * 2**20  # large enough to stand out of the process's other allocations
     assert grown >= estimate, (grown, estimate)
+
+
+_EARLY_STOP_SCRIPT = """
+import dataclasses, sys, torch
+from torch import nn
+sys.path.insert(0, sys.argv[2])
+from test_beam import TRANSFORMER
+from attnkit.decode import beam_search, greedy_decode
+from attnkit.decode.memory import decoding_bytes
+from attnkit.models import build_model
+
+def peak():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+
+torch.set_num_threads(1)
+torch.manual_seed(0)
+config = dataclasses.replace(TRANSFORMER, heads=8, decoder_layers=3, tie_output=False)
+model = build_model(config, 50, 200).eval()
+# an output layer that puts EOS first by far: once min_len allows it, every sentence ends, as a trained
+# model's translations end long before their length limit
+output = nn.Linear(model.output.in_features, 200)
+with torch.no_grad():
+    output.weight.mul_(0.01)
+    output.bias.zero_()
+    output.bias[config.eos_id] = 20.0
+model.output = output
+beam, (b, s, steps) = int(sys.argv[1]), (64, 60, 60)
+src = torch.randint(3, 50, (b, s))
+beam_search(model, src[:1], beam_size=2, max_len=2, need_attention=True)  # the first calls' own allocations
+before = peak()
+if beam == 1:
+    found = [[h] for h in greedy_decode(model, src, max_len=steps, min_len=4, need_attention=True)]
+else:
+    found = beam_search(model, src, beam_size=beam, max_len=steps, min_len=4, need_attention=True)
+grown = peak() - before
+print(grown, decoding_bytes(model, b, beam, s, steps, need_attention=True), sorted({len(h[0].tokens) for h in found}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the peak memory from /proc/self/status")
+@pytest.mark.parametrize("beam", [1, 8])
+def test_decoding_memory_is_a_floor_when_decoding_stops_early_with_attention(beam):
+    """Outputs of 4 tokens where 60 are allowed, their cross-attention recorded: the estimate is still at most
+    the peak memory the decoding adds. It counted the attention of every row for all 60 steps, twice — more
+    than greedy decoding holds when its sentences end early, so settings that fit were refused."""
+    import subprocess
+    from pathlib import Path
+
+    done = subprocess.run([sys.executable, "-c", _EARLY_STOP_SCRIPT, str(beam), str(Path(__file__).parent)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    grown, estimate, lengths = done.stdout.split(maxsplit=2)
+    assert lengths.strip() == "[4]"  # every sentence stopped at its first chance, long before its limit
+    assert int(estimate) > 20 * 2**20  # large enough to stand out of the process's other allocations
+    assert int(grown) >= int(estimate), (grown, estimate)

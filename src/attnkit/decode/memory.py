@@ -7,15 +7,22 @@ The estimate counts the tensors that grow with the rows of the decoder state, ``
 target tokens and ``c = min(2·beam, V)`` candidates a row (see :mod:`attnkit.decode.beam`), in bytes per row:
 
 - the step's logits ``(rows, V)`` and its ``c`` best log-probs, their tokens (int64) and float64 sums;
-- the alive prefixes ``(rows, T)`` int64;
 - a Transformer's self-attention caches, reserved for the longest output: keys and values of
   ``d_model`` per position and decoder layer, ``2 · layers · d_model · T``; an RNN's copy of the encoder
   memory for attention ``s · K`` (``K`` the encoder's output width) and its hidden state;
-- with attention recorded, every alive row's cross-attention so far ``layers · heads · T · s``, held
-  twice while a step appends to it.
 
-The model's weights, the encoder's activations (once per sentence) and the small bookkeeping are left
-out: it is a floor, not a ceiling — a setting above it cannot fit, one below it may still be close.
+and in bytes per sentence, the buffers allocated at once for its longest output, whenever it stops:
+
+- its output tokens ``T`` int64 (greedy decoding's chosen tokens, beam search's finished hypotheses);
+- with attention recorded, its cross-attention ``layers · heads · T · s`` (greedy decoding's maps, beam
+  search's finished hypotheses').
+
+What grows step by step — beam search's alive prefixes and their attention, held twice as a step appends
+to them — is left out: decoding usually stops long before ``T`` (at every sentence's EOS), and counting it
+to ``T`` would refuse settings that fit. The model's weights, the encoder's activations (once per sentence)
+and the small bookkeeping are left out too: it is a floor, not a ceiling — a setting above it cannot fit
+(once the beams are formed: a sentence stopped at its first step never has them), one below it may still
+be close.
 """
 
 from __future__ import annotations
@@ -36,7 +43,8 @@ def decoding_bytes(model: Seq2SeqModel, sentences: int, beam: int, src_len: int,
     item = _itemsize(model)
     vocab = model.tgt_vocab_size
     candidates = min(2 * beam, vocab) if beam > 1 else 1
-    per_row = vocab * item + candidates * (item + 8 + 8) + steps * 8
+    per_row = vocab * item + candidates * (item + 8 + 8)
+    per_sentence = steps * 8
     layers, heads = 1, 1
     if isinstance(cfg, TransformerConfig):
         layers, heads = cfg.decoder_layers, cfg.heads
@@ -47,8 +55,8 @@ def decoding_bytes(model: Seq2SeqModel, sentences: int, beam: int, src_len: int,
         if model.has_cross_attention:
             per_row += src_len * width * item
     if need_attention and model.has_cross_attention:
-        per_row += 2 * layers * heads * steps * src_len * item
-    return sentences * beam * per_row
+        per_sentence += layers * heads * steps * src_len * item
+    return sentences * (beam * per_row + per_sentence)
 
 
 def _itemsize(model: Seq2SeqModel) -> int:
