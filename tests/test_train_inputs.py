@@ -570,11 +570,11 @@ def test_a_null_or_empty_nested_section_means_its_defaults(recipe, value):
     assert load_recipe(args).model.attention == AttentionConfig()
 
 
-def test_the_last_batches_fewer_than_accumulate_make_one_more_update_with_their_mean_gradient(recipe, tmp_path,
-                                                                                             capsys, monkeypatch):
+def test_the_last_batches_fewer_than_accumulate_make_one_more_update_with_their_gradient(recipe, tmp_path,
+                                                                                        capsys, monkeypatch):
     """An epoch of fewer batches than train.accumulate (or the last batches of the last epoch) is not thrown
-    away: it makes one last update, as transformers' Trainer does, with the mean gradient of its batches —
-    the gradient that accumulate = that many batches gives."""
+    away: it makes one last update, as transformers' Trainer does, with the gradient of its batches' loss per
+    target token — the gradient that accumulate = that many batches gives."""
     import re
 
     import attnkit.train.loop as loop
