@@ -482,6 +482,16 @@ def test_translate_splits_stdin_at_newlines_only(model_dir, monkeypatch, capsys)
     assert [json.loads(line)["source"] for line in out.splitlines()] == lines
 
 
+def test_translate_refuses_stdin_whose_lines_end_in_a_lone_carriage_return(model_dir, monkeypatch, capsys):
+    """A file of CR-only line ends (classic Mac OS) has no LF: it was one line, its sentences translated as one
+    and written as one output line, without a word. It is refused, naming the first line holding a CR."""
+    stdin(monkeypatch, "你好\n谢谢\r机器翻译\r\n".encode("utf-8"))
+    assert main(["translate", "--model", str(model_dir), "--beam", "1"]) == 2
+    captured = capsys.readouterr()
+    assert "stdin line 2: contains a carriage return (CR) that does not end the line" in error_of_captured(captured)
+    assert captured.out == ""
+
+
 @pytest.mark.parametrize("option,value,says", [
     ("--batch-size", "0", "--batch-size must be >= 1, got 0"),
     ("--batch-size", "-1", "--batch-size must be >= 1, got -1"),

@@ -34,7 +34,13 @@ def _lines(args):
     except UnicodeDecodeError as err:
         line = data[: err.start].count(b"\n") + 1
         raise UserError(f"stdin line {line}: not valid UTF-8 ({err.reason})") from None
-    return split_lines(text)
+    lines = split_lines(text)
+    from attnkit.data.readers import CR_INSIDE
+
+    for number, line in enumerate(lines, start=1):
+        if "\r" in line:  # CR-only line ends: the whole input was one "sentence", translated as one line
+            raise UserError(f"stdin line {number}: {CR_INSIDE}")
+    return lines
 
 
 def check_decoding_memory(translator, sentences, beam: int, batch_size: int | None = None,
