@@ -706,6 +706,23 @@ def test_an_eval_beam_no_memory_can_hold_is_refused_before_training_naming_where
     assert not out.exists()
 
 
+def test_greedy_dev_decoding_that_cannot_fit_advises_what_would_shrink_it(recipe, finished, tmp_path, monkeypatch,
+                                                                           capsys):
+    """With train.eval_beam 1 there is no beam to shrink: the advice is fewer dev sentences only while they are
+    decoded in one batch (the recipe's 10 are; dev BLEU decodes 64 at a time), and shorter ones."""
+    import attnkit.runtime as runtime
+
+    monkeypatch.setattr(runtime, "available_memory", lambda: _eval_need(finished, recipe, 1) - 1)
+    assert main(_train(recipe, tmp_path / "out", "--max-steps", "1")) == 2
+    err = capsys.readouterr().err
+    assert "dev BLEU's greedy decoding needs at least " in err and "for 10 dev sentences at a time" in err, err
+    assert err.endswith(": validate on fewer than 10 (data.dev_max_sentences) or shorter dev sentences\n")
+    assert not (tmp_path / "out").exists()
+    # what it advises: one dev sentence at a time needs less, and fits
+    monkeypatch.setattr(runtime, "available_memory", lambda: _eval_need(finished, recipe, 1) // 2)
+    assert main(_train(recipe, tmp_path / "out", "--max-steps", "1", "--set", "data.dev_max_sentences=1")) == 0
+
+
 def test_an_eval_beam_is_refused_exactly_when_its_decoding_estimate_exceeds_the_memory(recipe, finished, tmp_path,
                                                                                         monkeypatch, capsys):
     import attnkit.runtime as runtime

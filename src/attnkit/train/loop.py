@@ -633,5 +633,5 @@ def _check_eval_memory(model, src_tok, tgt_tok, dev_pairs: list, recipe: Recipe)
     if beam > 1:
         raise TrainRecipeError("train.eval_beam", f"train.eval_beam={beam} is too large: the beam search for dev BLEU "
                                                   f"{what}: use a smaller train.eval_beam")
-    raise TrainError(f"dev BLEU's greedy decoding {what}: validate on fewer dev sentences (data.dev_max_sentences) "
-                     f"or shorter ones")
+    fewer = f"fewer than {together} (data.dev_max_sentences) or " if together > 1 else ""
+    raise TrainError(f"dev BLEU's greedy decoding {what}: validate on {fewer}shorter dev sentences")
