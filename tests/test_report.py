@@ -156,6 +156,16 @@ def test_rows_follow_the_decoder_eos_step_or_its_absence(tmp_path):
         render_report([Translation("机器", "ab", ["机", "器", "学", "</s>"], ["a", "b"], -1.0, w * float("nan"))])
 
 
+def test_pieces_no_font_draws_are_labelled_by_their_escapes_as_in_the_heatmaps():
+    """A control character decoded from a byte piece (an undertrained model's \\x02) was a blank label on the
+    page: the axis labels write it as its escape, as the heatmaps do; the texts themselves are kept."""
+    w = torch.softmax(torch.randn(1, 1, 3, 3), -1)
+    t = Translation("机\u200b器", "a\x02", ["机", "\u200b", "</s>"], ["a", "\x02"], -1.0, w)
+    (s,) = report_data([t])["sentences"]
+    assert s["src"] == ["机", "\\u200b", "</s>"] and s["tgt"] == ["a", "\\x02", "</s>"]
+    assert (s["source"], s["text"]) == (t.source, t.text)
+
+
 def scaled_translations() -> list[Translation]:
     """A sentence of probabilities, and one of ReLU attention weights (w = max(s, 0), unbounded): twice the
     first's, so a cell shaded at the middle of its scale should have the other's 0.5 cell's shade."""

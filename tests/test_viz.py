@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from attnkit.viz import cjk_font, plot_attention, select_heads
+from attnkit.viz.heatmap import visible
 
 
 def _font_covers(path: str, text: str) -> bool:
@@ -61,6 +62,23 @@ def test_svg_holds_the_labels_and_one_panel_per_head(tmp_path):
         plot_attention(grid, ["注"], ["at"], tmp_path / "bad.png")
     with pytest.raises(ValueError, match="head must be"):
         select_heads(w, head=7)
+
+
+def test_characters_no_font_draws_are_labelled_by_their_escapes(tmp_path):
+    """An undertrained model decodes byte pieces to control characters (\\x02), and text can hold format
+    characters (a zero-width space): drawn as they are, they were blank labels, with a warning of a missing
+    glyph. They are written as their escapes, the other characters as they are."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = plot_attention(torch.full((2, 2), 0.5), ["注", "a\x02"], ["\x02", "b"], tmp_path / "g.svg",
+                             title="x\u200by → 注")
+    assert not [w for w in caught if "missing from" in str(w.message)], [str(w.message) for w in caught]
+    svg = out.read_text(encoding="utf-8")
+    assert "a\\x02" in svg and "x\\u200by" in svg and "\x02" not in svg
+    assert [visible(t) for t in ("注意", "a\x02", "\u200b", "\U000e0001", "é\t")] == \
+        ["注意", "a\\x02", "\\u200b", "\\U000e0001", "é\\x09"]
 
 
 def test_encoder_self_attention_heatmap(tmp_path, capsys):

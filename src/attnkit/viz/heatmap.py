@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import math
+import unicodedata
 from pathlib import Path
 from typing import Sequence
 
@@ -16,7 +17,17 @@ from torch import Tensor
 from .fonts import cjk_font
 from .scale import colour_range, range_note
 
-__all__ = ["plot_attention", "select_heads", "layer_head_name"]
+__all__ = ["plot_attention", "select_heads", "layer_head_name", "visible"]
+
+
+def visible(token: str) -> str:
+    """``token`` as a label people can see: a character no font draws — a control or format character
+    (``\\x02`` decoded from a byte piece of an undertrained model, a zero-width space) — is written as its
+    escape (``\\x02``, ``\\u200b``); every other character is kept. Drawn as is, such a character was a
+    blank label (and a warning of a missing glyph)."""
+    return "".join(ch if unicodedata.category(ch)[0] != "C" else
+                   f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}" if ord(ch) < 0x10000 else
+                   f"\\U{ord(ch):08x}" for ch in token)
 
 
 def select_heads(weights: Tensor, layer: int | None = -1, head: int | str | None = "mean") -> Tensor:
@@ -92,8 +103,9 @@ def plot_attention(
                 ax.axis("off")
                 continue
             image = ax.imshow(grid[k].numpy(), cmap="Blues", vmin=low, vmax=high, aspect="auto")
-            ax.set_xticks(range(len(src_tokens)), labels=list(src_tokens), rotation=90 if any(len(t) > 4 for t in src_tokens) else 0)
-            ax.set_yticks(range(len(tgt_tokens)), labels=list(tgt_tokens))
+            xs, ys = [visible(t) for t in src_tokens], [visible(t) for t in tgt_tokens]
+            ax.set_xticks(range(len(xs)), labels=xs, rotation=90 if any(len(t) > 4 for t in xs) else 0)
+            ax.set_yticks(range(len(ys)), labels=ys)
             ax.xaxis.tick_top()
             if head_titles:
                 ax.set_title(head_titles[k], fontsize=9)
@@ -101,7 +113,7 @@ def plot_attention(
         bar.set_label(label, fontsize=9)
         bar.ax.tick_params(labelsize=8)
         if title:
-            fig.suptitle(title)
+            fig.suptitle(visible(title))
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=120, bbox_inches="tight")  # "tight": a title wider than the grid is not cut off
         plt.close(fig)

@@ -35,6 +35,7 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from .heatmap import visible
 from .scale import colour_range, range_note
 
 __all__ = ["write_report", "render_report", "report_data", "DECIMALS"]
@@ -104,8 +105,8 @@ def _sentence_data(n: int, t: Any) -> dict[str, Any]:
         "source": t.source,
         "text": t.text,
         "score": t.score if math.isfinite(t.score) else None,
-        "src": list(t.src_pieces),
-        "tgt": rows,
+        "src": [visible(p) for p in t.src_pieces],  # labels: a control character as its escape, as the heatmaps do
+        "tgt": [visible(p) for p in rows],
         "eos_row": eos_row,
         "attention": weights.tolist(),
         "scale": {"low": low, "high": high, "note": range_note(low, high)},
