@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from attnkit.cli import UserError, main
+from attnkit.cli import UserError, build_parser, main
 from attnkit.models import TransformerConfig, build_model, save_model
 from attnkit.text import save_tokenizers
 from attnkit.text.char import CharTokenizer
@@ -467,6 +468,44 @@ def test_a_text_argument_that_is_not_utf8_is_refused_naming_it(args, says, model
     assert main(args) == 2
     assert says in error_of(capsys)
     assert not (tmp_path / "p.png").exists() and not (tmp_path / "cache").exists()
+
+
+def _path_options():
+    """Every (command, option) of the command line that names a file or folder."""
+    from attnkit.cli import _NOT_PATHS, PATH_OPTIONS
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    return [(name, opt) for name, p in sub.choices.items() for a in p._actions for opt in a.option_strings
+            if opt in PATH_OPTIONS and (name, a.option_strings[0]) not in _NOT_PATHS]
+
+
+@pytest.mark.parametrize("command, option", _path_options())
+def test_an_empty_path_is_refused_naming_its_option(command, option, capsys):
+    """``--out "$OUT"`` with OUT unset gives an empty path, which Python takes as the current folder: exports,
+    caches and outputs went there. Every path option refuses it, before anything else is looked at."""
+    with pytest.raises(SystemExit) as stop:
+        main([command, option, ""])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert re.search(rf"attnkit {command}: error: argument {option}(/-\w)?: an empty path \(an unset shell variable\?\)",
+                     err), err
+
+
+def test_the_path_options_are_those_of_every_command():
+    """The list the empty-path check goes by holds the commands' file and folder options (a new one missing
+    from it would take "" as the current folder)."""
+    found = set(_path_options())
+    assert {("export", "--out"), ("train", "--out"), ("demo", "--cache"), ("translate", "--model"),
+            ("evaluate", "--output"), ("attention", "--model-dir"), ("train", "--train")} <= found
+    assert ("train", "--model") not in found  # a model kind, not a path
+    assert len(found) >= 20
+
+
+def test_export_to_an_empty_out_writes_nothing_in_the_current_folder(model_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit):
+        main(["export", "--model", str(model_dir), "--out", ""])
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_translate_splits_stdin_at_newlines_only(model_dir, monkeypatch, capsys):

@@ -174,7 +174,29 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         importlib.import_module(module).add_arguments(p)
+        for action in p._actions:
+            if PATH_OPTIONS.intersection(action.option_strings) and (name, action.option_strings[0]) not in _NOT_PATHS:
+                action.type = _named_path(action.type)
     return parser
+
+
+#: The options that name a file or a folder. An empty value (``--out "$OUT"`` with OUT unset) would be taken
+#: as the current folder: it is refused, naming the option, before anything runs.
+PATH_OPTIONS = frozenset({"--out", "--output", "--model", "--model-dir", "--config", "--input", "--test", "--hyp",
+                          "--ref", "--cache", "--heatmap", "--train", "--dev"})
+_NOT_PATHS = {("train", "--model")}  # the model's kind
+
+
+def _named_path(convert):
+    """An argparse ``type`` for a path option: refuses the empty string, else converts as ``convert`` (None:
+    the string as it is) does."""
+    def path(text: str):
+        if text == "":
+            raise argparse.ArgumentTypeError("an empty path (an unset shell variable?): name a file or folder")
+        return text if convert is None else convert(text)
+
+    path.__name__ = getattr(convert, "__name__", "path")
+    return path
 
 
 def _version() -> str:
