@@ -71,6 +71,7 @@ def test_manythings_direction(tmp_path):
 BAD_LINES = {
     "missing separator": (b"Hello \xe4\xbd\xa0\xe5\xa5\xbd", "need at least 2"),
     "space instead of tab": (f"We try. 我们来试试。\t{ATTR}".encode(), "where most lines have 3"),
+    "trailing tab": (f"Hi.\t你好\t{ATTR}\t".encode(), "a tab at the end of the line"),
     "empty Chinese side": (f"Hello.\t  \t{ATTR}".encode(), "empty Chinese side"),
     "empty English side": (f"\t你好\t{ATTR}".encode(), "empty English side"),
     "invalid UTF-8": (b"Hello.\t\xe4\xbd\t" + ATTR.encode(), "invalid UTF-8"),

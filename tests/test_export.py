@@ -337,6 +337,18 @@ def test_the_export_command_takes_the_direct_route_only_for_what_marian_cannot_e
     assert not (tmp_path / "c").exists()
 
 
+def test_a_pre_norm_model_refused_by_marian_is_told_of_the_ctranslate2_export_which_takes_it(tmp_path, capsys):
+    pytest.importorskip("ctranslate2", reason="ctranslate2 is not installed (pip install ctranslate2)")
+    _direct_model(DIRECT["pre-norm"], tmp_path / "pre")
+    assert main(["export", "--model", str(tmp_path / "pre"), "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert "or export it to CTranslate2 (attnkit export --format ctranslate2), which takes pre-norm models" in err
+    assert not (tmp_path / "m").exists()
+    # what it advises works
+    assert main(["export", "--model", str(tmp_path / "pre"), "--out", str(tmp_path / "c"), "--format", "ctranslate2"]) == 0
+    assert (tmp_path / "c" / "model.bin").is_file()
+
+
 # ------------------------------------------------------------------------------------- refusals and the command
 
 

@@ -175,6 +175,8 @@ def _read_tsv(path, src_col, tgt_col, src_name, tgt_name, strict, max_chars, war
             reason = f"found {len(cols)} tab-separated columns, need at least {needed} (missing tab?)"
         elif cols is not None and len(cols) != expected:
             reason = f"found {len(cols)} tab-separated columns where most lines have {expected}"
+            if len(cols) == expected + 1 and cols[-1] == "":
+                reason += " (a tab at the end of the line?)"
         if reason is None:
             src, reason = _check_side(cols[src_col], src_name, max_chars)
         if reason is None:

@@ -105,7 +105,8 @@ def check_exportable(config: Any) -> None:
     if config.norm_first:
         problems.append(
             "the model is pre-norm (model.norm_first: true) but Hugging Face MarianMT blocks are post-norm only "
-            "(no normalize_before option, no final LayerNorm); train with model.norm_first: false"
+            "(no normalize_before option, no final LayerNorm); train with model.norm_first: false, or export it to "
+            "CTranslate2 (attnkit export --format ctranslate2), which takes pre-norm models"
         )
     if config.positions != "sinusoidal":
         problems.append(
