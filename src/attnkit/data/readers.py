@@ -23,7 +23,7 @@ from collections import Counter
 
 from attnkit.data.corpus import DataError, DataWarning, Issue, Origin, Pair, ReadReport, check_direction
 
-__all__ = ["DEFAULT_MAX_CHARS", "read_manythings", "read_tsv", "read_moses", "not_text"]
+__all__ = ["DEFAULT_MAX_CHARS", "read_manythings", "read_tsv", "read_moses", "not_text", "line_problem"]
 
 #: A side longer than this many characters is "absurdly long" for sentence-level translation: the
 #: longest Tatoeba sentence is 163 characters, and one such line would dominate a token-budget batch.
@@ -102,11 +102,18 @@ def _decode(raw: bytes) -> tuple[str | None, str | None]:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
         return None, f"invalid UTF-8 (byte {err.start + 1} of the line is {raw[err.start]:#04x})"
+    problem = line_problem(text)
+    return (text, None) if problem is None else (None, problem)
+
+
+def line_problem(text: str) -> str | None:
+    """Why a decoded line cannot be a line of text — it holds a NUL byte (binary data) or a carriage return
+    that does not end it (:data:`CR_INSIDE`) — or None."""
     if "\x00" in text:
-        return None, "contains a NUL byte (binary data?)"
+        return "contains a NUL byte (binary data?)"
     if "\r" in text:
-        return None, CR_INSIDE
-    return text, None
+        return CR_INSIDE
+    return None
 
 
 #: A ``\r`` left in a line (one before ``\n`` is a Windows line end and dropped) is a line break of another
@@ -233,7 +240,7 @@ def read_moses(
     if len(src_lines) != len(tgt_lines):
         longer, surplus = (src_file, src_lines) if len(src_lines) > len(tgt_lines) else (tgt_file, tgt_lines)
         counts = f"{src_file} has {len(src_lines)} lines but {tgt_file} has {len(tgt_lines)}"
-        if not all(_decode(raw)[0] is not None and not _decode(raw)[0].strip() for raw in surplus[common:]):
+        if not all(text is not None and not text.strip() for text, _ in map(_decode, surplus[common:])):
             raise DataError(f"{longer}:{common + 1}: {counts}: the files must be line-aligned (line n of one "
                             f"translating line n of the other), and a line missing anywhere shifts every pair "
                             f"after it; make them the same length")

@@ -61,7 +61,7 @@ def _read_lines(path: str, what: str) -> list[str]:
         data = p.read_bytes()
     except OSError as err:
         raise UserError(f"{what} {p}: cannot read it ({err.strerror or err})") from None
-    from attnkit.data.readers import CR_INSIDE, not_text
+    from attnkit.data.readers import line_problem, not_text
 
     kind = not_text(data[:16])
     if kind is not None:
@@ -72,12 +72,11 @@ def _read_lines(path: str, what: str) -> list[str]:
         line = data[: err.start].count(b"\n") + 1
         raise UserError(f"{p}:{line}: not valid UTF-8 ({err.reason})") from None
     for number, line in enumerate(lines, start=1):
-        # a CR left in a line is a line break of another convention: a file of CR-only line ends was one
-        # "sentence", scored against another such file without a word
-        if "\r" in line:
-            raise UserError(f"{p}:{number}: {CR_INSIDE}")
-        if "\x00" in line:
-            raise UserError(f"{p}:{number}: contains a NUL byte (binary data?)")
+        # as the corpus readers refuse them: a CR left in a line is a line break of another convention (a file
+        # of CR-only line ends was one "sentence", scored against another such file without a word)
+        problem = line_problem(line)
+        if problem is not None:
+            raise UserError(f"{p}:{number}: {problem}")
     return lines
 
 
