@@ -68,8 +68,9 @@ def available_memory() -> int | None:
     which counts page cache the kernel would drop first. None where neither can be read (another system)."""
     found = []
     for line in (_read("/proc/meminfo") or "").splitlines():
-        if line.startswith("MemAvailable:") and line.split()[1:2] and line.split()[1].isdigit():
-            found.append(int(line.split()[1]) * 1024)  # kB
+        fields = line.split()
+        if fields[:1] == ["MemAvailable:"] and len(fields) > 1 and fields[1].isdigit():
+            found.append(int(fields[1]) * 1024)  # kB
     limit = _cgroup_limit()
     if limit is not None:
         found.append(limit)
